@@ -1,0 +1,38 @@
+package testdata
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// InCI reports whether the tests run under CI, where a missing tool or privilege
+// is a failure rather than a skip.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Missing skips the test locally and fails it in CI, saying what is missing.
+func Missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("CI=true and "+format, args...)
+	}
+	t.Skipf(format, args...) // outside CI a missing tool is a skip
+}
+
+// RequireTool returns the path of an external tool the test uses as an oracle.
+func RequireTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Missing(t, "%s not installed", name)
+	}
+	return p
+}
+
+// RequireRoot is for tests that need loop devices or a direct FUSE mount.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "needs root")
+	}
+}
