@@ -1,0 +1,26 @@
+// Package fusedisk serves layout.Disks read-only through an embedded go-fuse
+// filesystem, synthesizing every byte on the fly from the original files.
+//
+// It owns the node tree, the read paths and the guard on the sources. It builds no
+// layouts and parses no formats (that is layout's and metadata's work), and it knows
+// nothing of VMMs.
+//
+// # Read paths
+//
+// A read inside one file extent is answered with fuse.ReadResultFd (the kernel
+// splices from the original file); a read inside synthesized bytes or zeros comes
+// from memory without copying; a read across extents is assembled in a splice pipe.
+// Passthrough (kernel >= 6.9, root) may serve a node whose bytes are exactly one
+// original file. Content never changes, so the kernel keeps its page cache and
+// entries and attributes have long timeouts.
+//
+// # Sources
+//
+// Sources are opened once at mount (O_RDONLY|O_CLOEXEC, so symlinks are resolved
+// once and the file is pinned) and fingerprinted. Every read that reaches vmfs
+// first checks the fingerprint with fstat, and inotify watches for edits, deletion
+// and replacement by rename; a changed source turns every later read of it into EIO
+// and drops the kernel's cached pages, so no stale or mixed bytes are served.
+// Passthrough nodes bypass vmfs and with it this guard, which is why passthrough
+// is opt-in.
+package fusedisk

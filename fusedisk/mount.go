@@ -1,0 +1,245 @@
+package fusedisk
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"go.uber.org/zap"
+
+	"vmfs/layout"
+)
+
+// Disk is a layout.Disk and where it appears in the mount. The disk at Dir ""
+// (the payload) is served at the root as payload.img, payload.composite,
+// header.img, footer.img and partitions/<label>; a disk at Dir "disks/0" as
+// disks/0/disk.img, disks/0/disk.composite and so on.
+type Disk struct {
+	Dir  string
+	Disk *layout.Disk
+}
+
+func (d Disk) base() string {
+	if d.Dir == "" {
+		return "payload"
+	}
+	return "disk"
+}
+
+// FlatPath is the flat raw image of d in a mount at mnt.
+func FlatPath(mnt string, d Disk) string { return filepath.Join(mnt, d.Dir, d.base()+".img") }
+
+// CompositePath is the composite descriptor of d in a mount at mnt.
+func CompositePath(mnt string, d Disk) string {
+	return filepath.Join(mnt, d.Dir, d.base()+".composite")
+}
+
+// PartitionPath is the file of partition label of d in a mount at mnt.
+func PartitionPath(mnt string, d Disk, label string) string {
+	return filepath.Join(mnt, d.Dir, "partitions", label)
+}
+
+// Options configure Mount.
+type Options struct {
+	Disks []Disk
+	// Files are further synthesized files by path in the mount (vm.json, ...).
+	Files map[string][]byte
+	// FsName shows as the mount's source in /proc/self/mountinfo.
+	FsName string
+	// Passthrough lets the kernel read nodes that are exactly one original file
+	// directly (kernel >= 6.9, root); such reads bypass the change guard.
+	Passthrough bool
+	AllowOther  bool
+	Debug       bool
+	Logger      *zap.Logger // default zap.NewNop()
+}
+
+// Server is a mounted vmfs filesystem.
+type Server struct {
+	Mountpoint string
+	srv        *fuse.Server
+	srcs       []*source
+	watch      *watcher
+}
+
+// cacheTimeout is how long the kernel may keep entries and attributes: the
+// content of a mount never changes.
+const cacheTimeout = 24 * time.Hour
+
+// Mount opens the sources, checks them against their layouts and serves the disks
+// at mnt (an existing directory). It returns once the kernel has the mount.
+func Mount(mnt string, o Options) (*Server, error) {
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	mnt, err := filepath.Abs(mnt)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Mountpoint: mnt}
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeSources()
+		}
+	}()
+
+	files := map[string]*fileNode{}
+	var layoutDoc []diskDoc
+	for _, d := range o.Disks {
+		srcs := make([]*source, len(d.Disk.Sources))
+		readers := make([]io.ReaderAt, len(srcs))
+		for i, ls := range d.Disk.Sources {
+			src, err := openSource(ls)
+			if err != nil {
+				return nil, err
+			}
+			s.srcs = append(s.srcs, src)
+			srcs[i], readers[i] = src, src.f
+		}
+		add := func(name string, im *layout.Image) {
+			n := &fileNode{name: name, im: im, srcs: srcs, ref: layout.NewReader(im, readers), log: log}
+			if o.Passthrough {
+				n.pass = wholeSource(im, srcs)
+			}
+			for _, e := range im.Extents {
+				if e.Kind == layout.File {
+					srcs[e.Source].nodes = append(srcs[e.Source].nodes, n)
+				}
+			}
+			files[name] = n
+		}
+		dk := d.Disk
+		add(path.Join(d.Dir, d.base()+".img"), &dk.Flat)
+		add(path.Join(d.Dir, "header.img"), &dk.Header)
+		add(path.Join(d.Dir, "footer.img"), &dk.Footer)
+		var parts []string
+		for i := range dk.Partitions {
+			p := &dk.Partitions[i]
+			add(path.Join(d.Dir, "partitions", p.Label), &p.Image)
+			parts = append(parts, PartitionPath(mnt, d, p.Label))
+		}
+		cd, err := dk.Composite(filepath.Join(mnt, d.Dir, "header.img"), parts, filepath.Join(mnt, d.Dir, "footer.img"))
+		if err != nil {
+			return nil, err
+		}
+		add(path.Join(d.Dir, d.base()+".composite"), dataImage(cd))
+		layoutDoc = append(layoutDoc, describe(d))
+	}
+	doc, err := json.MarshalIndent(layoutDoc, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	extra := map[string][]byte{"layout.json": append(doc, '\n')}
+	for name, b := range o.Files {
+		extra[name] = b
+	}
+	for name, b := range extra {
+		im := dataImage(b)
+		files[name] = &fileNode{name: name, im: im, ref: layout.NewReader(im, nil), log: log}
+	}
+
+	if s.watch, err = newWatcher(s.srcs); err != nil {
+		return nil, err
+	}
+	go s.watch.run(log)
+
+	root := &fs.Inode{}
+	timeout := cacheTimeout
+	opts := &fs.Options{
+		EntryTimeout: &timeout,
+		AttrTimeout:  &timeout,
+		OnAdd:        func(ctx context.Context) { buildTree(ctx, root, files) },
+		MountOptions: fuse.MountOptions{
+			FsName:       o.FsName,
+			Name:         "vmfs",
+			MaxWrite:     maxRead,
+			MaxReadAhead: maxRead,
+			AllowOther:   o.AllowOther,
+			DirectMount:  os.Geteuid() == 0,
+			// The kernel enforces read-only before any request reaches vmfs.
+			DirectMountFlags:         syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+			Options:                  []string{"ro"},
+			ExplicitDataCacheControl: true,
+			Debug:                    o.Debug,
+		},
+	}
+	if s.srv, err = fs.Mount(mnt, root, opts); err != nil {
+		s.watch.close()
+		return nil, fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	ok = true
+	return s, nil
+}
+
+// Wait blocks until the filesystem is unmounted (by Unmount, fusermount -u or
+// umount), then releases the sources.
+func (s *Server) Wait() {
+	s.srv.Wait()
+	s.watch.close()
+	s.closeSources()
+}
+
+// Unmount asks the kernel to unmount; Wait returns once it has.
+func (s *Server) Unmount() error { return s.srv.Unmount() }
+
+func (s *Server) closeSources() {
+	for _, src := range s.srcs {
+		src.f.Close()
+	}
+	s.srcs = nil
+}
+
+// buildTree adds every file, making the directories on its path.
+func buildTree(ctx context.Context, root *fs.Inode, files map[string]*fileNode) {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	dirs := map[string]*fs.Inode{".": root}
+	var dir func(p string) *fs.Inode
+	dir = func(p string) *fs.Inode {
+		if d := dirs[p]; d != nil {
+			return d
+		}
+		parent := dir(path.Dir(p))
+		d := parent.NewPersistentInode(ctx, &fs.Inode{}, fs.StableAttr{Mode: syscall.S_IFDIR})
+		parent.AddChild(path.Base(p), d, false)
+		dirs[p] = d
+		return d
+	}
+	for _, name := range names {
+		parent := dir(path.Dir(name))
+		parent.AddChild(path.Base(name), parent.NewPersistentInode(ctx, files[name], fs.StableAttr{Mode: syscall.S_IFREG}), false)
+	}
+}
+
+func dataImage(b []byte) *layout.Image {
+	im := &layout.Image{Size: int64(len(b))}
+	if len(b) > 0 {
+		im.Extents = []layout.Extent{{Len: int64(len(b)), Kind: layout.Data, Data: b}}
+	}
+	return im
+}
+
+// wholeSource returns the source an image is exactly, byte for byte, or nil.
+func wholeSource(im *layout.Image, srcs []*source) *source {
+	if len(im.Extents) != 1 || im.Extents[0].Kind != layout.File || im.Extents[0].SourceOff != 0 {
+		return nil
+	}
+	if s := srcs[im.Extents[0].Source]; s.want.Size == im.Size {
+		return s
+	}
+	return nil
+}

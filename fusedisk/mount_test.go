@@ -1,0 +1,349 @@
+package fusedisk
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"vmfs/layout"
+	"vmfs/testdata"
+)
+
+func requireFUSE(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		testdata.Missing(t, "FUSE unusable: %v", err)
+	}
+	f.Close()
+	if os.Geteuid() != 0 {
+		testdata.RequireTool(t, "fusermount3")
+	}
+}
+
+// payload writes random source files and lays out a payload disk over them.
+type payload struct {
+	dir   string
+	paths []string // APEXes, APK, idsig
+	disk  *layout.Disk
+}
+
+func writeRandom(t testing.TB, path string, size int64, seed uint64) {
+	t.Helper()
+	b := make([]byte, size)
+	r := rand.New(rand.NewPCG(seed, 7))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newPayload(t testing.TB, apexSizes []int64, apkSize, idsigSize int64) *payload {
+	t.Helper()
+	p := &payload{dir: t.TempDir()}
+	var lp layout.Payload
+	lp.Metadata = []byte("\x00\x00\x00\x03abc")
+	src := func(name string, size int64) layout.Source {
+		path := filepath.Join(p.dir, name)
+		writeRandom(t, path, size, uint64(len(p.paths)))
+		p.paths = append(p.paths, path)
+		return layout.Source{Path: path, Size: size}
+	}
+	for i, n := range apexSizes {
+		lp.Apexes = append(lp.Apexes, src(fmt.Sprintf("a%d.apex", i), n))
+	}
+	lp.APK = src("app.apk", apkSize)
+	lp.Idsig = src("app.apk.idsig", idsigSize)
+	d, err := layout.PayloadDisk(lp, layout.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.disk = d
+	return p
+}
+
+// reference reads an image through layout's reader over plain files: the oracle
+// (itself checked against a hand-made concatenation in layout's tests).
+func (p *payload) reference(t testing.TB, im *layout.Image) []byte {
+	t.Helper()
+	var rs []io.ReaderAt
+	for _, path := range p.paths {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		rs = append(rs, f)
+	}
+	b := make([]byte, im.Size)
+	if _, err := layout.NewReader(im, rs).ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mount(t testing.TB, d *layout.Disk, o Options) *Server {
+	t.Helper()
+	requireFUSE(t)
+	o.Disks = []Disk{{Disk: d}}
+	o.Logger = zaptest.NewLogger(t)
+	o.Debug = testing.Verbose() && os.Getenv("FUSE_DEBUG") != ""
+	s, err := Mount(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.Wait(); close(done) }()
+	t.Cleanup(func() {
+		if err := s.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		<-done
+	})
+	return s
+}
+
+var edgeApexes = []int64{4092, 8192, 4093}
+
+func TestMountedBytes(t *testing.T) {
+	p := newPayload(t, edgeApexes, 600*1024+123, 10443)
+	s := mount(t, p.disk, Options{Files: map[string][]byte{"vm.json": []byte("{}\n")}})
+	want := map[string][]byte{
+		"payload.img": p.reference(t, &p.disk.Flat),
+		"header.img":  p.reference(t, &p.disk.Header),
+		"footer.img":  p.reference(t, &p.disk.Footer),
+		"vm.json":     []byte("{}\n"),
+	}
+	for i := range p.disk.Partitions {
+		part := &p.disk.Partitions[i]
+		want["partitions/"+part.Label] = p.reference(t, &part.Image)
+	}
+	for name, w := range want {
+		got, err := os.ReadFile(filepath.Join(s.Mountpoint, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, w) {
+			t.Errorf("%s: %d bytes differ from the reference %d", name, len(got), len(w))
+		}
+	}
+	// Random reads, many across extent boundaries, with the page cache bypassed by
+	// O_DIRECT so that every one reaches vmfs's read paths.
+	flat := want["payload.img"]
+	f, err := os.OpenFile(filepath.Join(s.Mountpoint, "payload.img"), os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := rand.New(rand.NewPCG(1, 2))
+	var cuts []int64
+	for _, part := range p.disk.Partitions {
+		for _, e := range part.Extents {
+			cuts = append(cuts, part.Offset+e.Off)
+		}
+	}
+	for i := 0; i < 400; i++ {
+		off := r.Int64N(int64(len(flat)))
+		if i%2 == 0 { // straddle an extent boundary
+			off = max(0, cuts[r.IntN(len(cuts))]-r.Int64N(5000))
+		}
+		n := 1 + r.IntN(300*1024)
+		buf := make([]byte, n)
+		m, err := f.ReadAt(buf, off)
+		end := min(off+int64(n), int64(len(flat)))
+		if int64(m) != end-off || (err != nil && err != io.EOF) {
+			t.Fatalf("read %d at %d: %d, %v", n, off, m, err)
+		}
+		if !bytes.Equal(buf[:m], flat[off:end]) {
+			t.Fatalf("read %d at %d: bytes differ", n, off)
+		}
+	}
+}
+
+func TestMountedGPT(t *testing.T) {
+	sgdisk := testdata.RequireTool(t, "sgdisk")
+	p := newPayload(t, edgeApexes, 70000, 3000)
+	s := mount(t, p.disk, Options{})
+	img := filepath.Join(s.Mountpoint, "payload.img")
+	out, err := exec.Command(sgdisk, "-v", img).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "No problems found") {
+		t.Fatalf("sgdisk -v %s: %v\n%s", img, err, out)
+	}
+
+	testdata.RequireRoot(t)
+	losetup, partx := testdata.RequireTool(t, "losetup"), testdata.RequireTool(t, "partx")
+	out, err = exec.Command(losetup, "-r", "-f", "--show", img).Output()
+	if err != nil {
+		testdata.Missing(t, "losetup on a FUSE file: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	defer func() {
+		exec.Command(partx, "-d", dev).Run()
+		exec.Command(losetup, "-d", dev).Run()
+	}()
+	if out, err := exec.Command(partx, "-a", dev).CombinedOutput(); err != nil {
+		t.Fatalf("partx -a %s: %v %s", dev, err, out)
+	}
+	for i, part := range p.disk.Partitions {
+		got, err := os.ReadFile(fmt.Sprintf("%sp%d", dev, i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.ReadFile(filepath.Join(s.Mountpoint, "partitions", part.Label))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%sp%d differs from partitions/%s", dev, i+1, part.Label)
+		}
+	}
+}
+
+// TestCompositeReassembles follows payload.composite as crosvm does and compares
+// the result with payload.img.
+func TestCompositeReassembles(t *testing.T) {
+	p := newPayload(t, edgeApexes[:1], 5000, 300)
+	s := mount(t, p.disk, Options{})
+	b, err := os.ReadFile(filepath.Join(s.Mountpoint, "payload.composite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := layout.ParseComposite(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := make([]byte, c.Length)
+	for i, comp := range c.Components {
+		end := c.Length
+		if i+1 < len(c.Components) {
+			end = c.Components[i+1].Offset
+		}
+		part, err := os.ReadFile(comp.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uint64(len(part)) != end-comp.Offset || comp.Writable {
+			t.Fatalf("component %s: %d bytes for a %d-byte slot", comp.Path, len(part), end-comp.Offset)
+		}
+		copy(whole[comp.Offset:], part)
+	}
+	flat, err := os.ReadFile(filepath.Join(s.Mountpoint, "payload.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(whole, flat) {
+		t.Error("composite components do not reassemble payload.img")
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	p := newPayload(t, nil, 5000, 300)
+	s := mount(t, p.disk, Options{})
+	img := filepath.Join(s.Mountpoint, "payload.img")
+	for name, op := range map[string]func() error{
+		"open for write": func() error { f, err := os.OpenFile(img, os.O_WRONLY, 0); f.Close(); return err },
+		"truncate":       func() error { return os.Truncate(img, 0) },
+		"chmod":          func() error { return os.Chmod(img, 0o666) },
+		"create":         func() error { return os.WriteFile(filepath.Join(s.Mountpoint, "new"), nil, 0o644) },
+		"mkdir":          func() error { return os.Mkdir(filepath.Join(s.Mountpoint, "d"), 0o755) },
+		"remove":         func() error { return os.Remove(img) },
+	} {
+		if err := op(); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s: %v, want EROFS", name, err)
+		}
+	}
+}
+
+// TestSourceChanged: after a source changes, reads of it fail with EIO and never
+// return bytes that mix the old and the new file.
+func TestSourceChanged(t *testing.T) {
+	for name, change := range map[string]func(path string) error{
+		"rewritten": func(path string) error {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt([]byte("XXXX"), 100)
+			return err
+		},
+		"truncated": func(path string) error { return os.Truncate(path, 10) },
+		"replaced": func(path string) error {
+			tmp := path + ".new"
+			writeRandom(t, tmp, 5000, 99)
+			return os.Rename(tmp, path)
+		},
+		"deleted": os.Remove,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := newPayload(t, nil, 5000, 300)
+			s := mount(t, p.disk, Options{})
+			part := filepath.Join(s.Mountpoint, "partitions", layout.APKLabel)
+			before, err := os.ReadFile(part) // now also in the page cache
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := change(p.paths[0]); err != nil {
+				t.Fatal(err)
+			}
+			var last error
+			for i := 0; i < 100; i++ {
+				got, err := os.ReadFile(part)
+				if err == nil && !bytes.Equal(got, before) {
+					t.Fatal("served bytes other than the mounted file's")
+				}
+				if last = err; errors.Is(err, syscall.EIO) {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Fatalf("reads after the change: %v, want EIO", last)
+		})
+	}
+}
+
+func TestSourceSizeCheckedAtMount(t *testing.T) {
+	requireFUSE(t)
+	p := newPayload(t, nil, 5000, 300)
+	os.Truncate(p.paths[0], 4000)
+	_, err := Mount(t.TempDir(), Options{Disks: []Disk{{Disk: p.disk}}})
+	if !errors.Is(err, ErrSourceChanged) {
+		t.Fatalf("mount over a shrunk source: %v", err)
+	}
+}
+
+// TestReadsDoNotChangeSources: vmfs's own reads (which update atime) are not edits.
+func TestReadsDoNotChangeSources(t *testing.T) {
+	p := newPayload(t, nil, 9000, 300)
+	s := mount(t, p.disk, Options{})
+	img := filepath.Join(s.Mountpoint, "payload.img")
+	for i := 0; i < 3; i++ {
+		f, err := os.OpenFile(img, os.O_RDONLY|syscall.O_DIRECT, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.Copy(io.Discard, f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("pass %d: %v", i, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(img); err != nil || binary.BigEndian.Uint16(b[510:]) != 0x55AA {
+		t.Fatalf("read: %v", err)
+	}
+}

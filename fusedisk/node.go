@@ -1,0 +1,169 @@
+package fusedisk
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hanwen/go-fuse/v2/splice"
+	"go.uber.org/zap"
+
+	"vmfs/layout"
+)
+
+// maxRead bounds one FUSE read (MaxWrite, and so max_read and max_pages).
+const maxRead = 1 << 20
+
+// zeros backs reads of zero extents; never written.
+var zeros [maxRead]byte
+
+// fileNode is any read-only file of the mount: a disk, a partition, the GPT pieces
+// or a synthesized document, all described by a layout.Image.
+type fileNode struct {
+	fs.Inode
+	name string // path in the mount, for logs
+	im   *layout.Image
+	srcs []*source // indexed like the Disk's Sources
+	// pass is the source served by kernel passthrough, or nil.
+	pass *source
+	ref  *layout.Reader // the fallback when no pipe can be had
+	log  *zap.Logger
+}
+
+var (
+	_ = (fs.NodeGetattrer)((*fileNode)(nil))
+	_ = (fs.NodeOpener)((*fileNode)(nil))
+	_ = (fs.NodeReader)((*fileNode)(nil))
+	_ = (fs.NodeSetattrer)((*fileNode)(nil))
+)
+
+func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | 0o444
+	out.Size = uint64(n.im.Size)
+	out.Blocks = (out.Size + 511) / 512
+	out.Blksize = 4096
+	return 0
+}
+
+func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+// passHandle hands the kernel the original file for passthrough reads.
+type passHandle struct{ fd int }
+
+var _ = (fs.FilePassthroughFder)((*passHandle)(nil))
+
+func (h *passHandle) PassthroughFd() (int, bool) { return h.fd, true }
+
+func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	if n.pass != nil && n.pass.check(n.log) {
+		// go-fuse falls back to normal reads when the kernel refuses the backing fd.
+		return &passHandle{fd: n.pass.fd}, fuse.FOPEN_KEEP_CACHE, 0
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Read serves [off, off+len(dest)) without copying where it can: one file extent
+// goes to the kernel as an fd to splice from, one in-memory extent as a slice, and a
+// read across extents is spliced into a pipe piece by piece.
+func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= n.im.Size || len(dest) == 0 {
+		return fuse.ReadResultData(nil), 0
+	}
+	size := int(min(int64(len(dest)), n.im.Size-off))
+	first := n.im.Index(off)
+	last := n.im.Index(off + int64(size) - 1)
+	for i := first; i <= last; i++ {
+		if e := &n.im.Extents[i]; e.Kind == layout.File && !n.srcs[e.Source].check(n.log) {
+			return nil, syscall.EIO
+		}
+	}
+	if first == last {
+		e := &n.im.Extents[first]
+		in := off - e.Off
+		switch e.Kind {
+		case layout.File:
+			return fuse.ReadResultFd(uintptr(n.srcs[e.Source].fd), e.SourceOff+in, size), 0
+		case layout.Data:
+			return fuse.ReadResultData(e.Data[in : in+int64(size)]), 0
+		case layout.Zero:
+			return fuse.ReadResultData(zeros[:size]), 0
+		}
+	}
+	if r, ok := n.readPipe(off, size, first); ok {
+		return r, 0
+	}
+	// No pipe of the needed size: copy through the reference reader instead.
+	m, err := n.ref.ReadAt(dest[:size], off)
+	if m < size {
+		n.log.Error("read failed", zap.String("file", n.name), zap.Int64("offset", off), zap.Error(err))
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:size]), 0
+}
+
+// readPipe assembles a read across extents in a splice pipe.
+func (n *fileNode) readPipe(off int64, size int, i int) (fuse.ReadResult, bool) {
+	pair, err := splice.Get()
+	if err != nil {
+		return nil, false
+	}
+	if err := pair.Grow(size); err != nil {
+		splice.Done(pair)
+		return nil, false
+	}
+	for done := 0; done < size; i++ {
+		e := &n.im.Extents[i]
+		in := off + int64(done) - e.Off
+		want := int(min(int64(size-done), e.Len-in))
+		var err error
+		switch e.Kind {
+		case layout.File:
+			err = loadFile(pair, n.srcs[e.Source].fd, want, e.SourceOff+in)
+		case layout.Data:
+			err = write(pair, e.Data[in:in+int64(want)])
+		case layout.Zero:
+			err = write(pair, zeros[:want])
+		}
+		if err != nil {
+			splice.Done(pair)
+			n.log.Error("splice failed", zap.String("file", n.name), zap.Int64("offset", off), zap.Error(err))
+			return nil, false
+		}
+		done += want
+	}
+	return fuse.ReadResultPipe(pair, size), true
+}
+
+// loadFile splices exactly sz bytes of fd at off into the pipe; a source that ends
+// early is a changed source, never a short read.
+func loadFile(p *splice.Pair, fd, sz int, off int64) error {
+	for sz > 0 {
+		m, err := p.LoadFromAt(uintptr(fd), sz, off)
+		if err != nil {
+			return err
+		}
+		if m == 0 {
+			return ErrSourceChanged
+		}
+		sz -= m
+		off += int64(m)
+	}
+	return nil
+}
+
+func write(p *splice.Pair, b []byte) error {
+	for len(b) > 0 {
+		m, err := p.Write(b)
+		if err != nil {
+			return err
+		}
+		b = b[m:]
+	}
+	return nil
+}

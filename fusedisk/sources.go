@@ -1,0 +1,178 @@
+package fusedisk
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"vmfs/layout"
+)
+
+// ErrSourceChanged reports a source that is not the file the disk was laid out over.
+var ErrSourceChanged = errors.New("source changed since mount")
+
+// source is one original file, pinned by fd.
+type source struct {
+	path    string // absolute, as opened
+	f       *os.File
+	fd      int
+	want    unix.Stat_t // fingerprint at open
+	changed atomic.Bool
+	once    sync.Once
+	nodes   []*fileNode // nodes whose cache must go when the source changes
+}
+
+// openSource opens path and checks it still has the size the layout was built for.
+func openSource(s layout.Source) (*source, error) {
+	abs, err := filepath.Abs(s.Path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(abs, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	src := &source{path: abs, f: f, fd: int(f.Fd())}
+	if err := unix.Fstat(src.fd, &src.want); err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "fstat", Path: abs, Err: err}
+	}
+	if src.want.Mode&unix.S_IFMT != unix.S_IFREG {
+		f.Close()
+		return nil, fmt.Errorf("%s: not a regular file", abs)
+	}
+	if src.want.Size != s.Size {
+		f.Close()
+		return nil, fmt.Errorf("%s: %d bytes, laid out for %d: %w", abs, src.want.Size, s.Size, ErrSourceChanged)
+	}
+	return src, nil
+}
+
+// check reports whether the source is still the file that was opened. It costs one
+// fstat, the price of never serving bytes from an edited or truncated file.
+func (s *source) check(log *zap.Logger) bool {
+	if s.changed.Load() {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(s.fd, &st); err != nil {
+		s.markChanged(log, "fstat: "+err.Error())
+		return false
+	}
+	switch {
+	case st.Size != s.want.Size:
+		s.markChanged(log, fmt.Sprintf("size %d, was %d", st.Size, s.want.Size))
+	case st.Mtim != s.want.Mtim || st.Ctim != s.want.Ctim:
+		s.markChanged(log, "modified")
+	default:
+		return true
+	}
+	return false
+}
+
+// markChanged fences the source off for good, logs once, and drops the kernel's
+// cached pages of every node built on it so later reads reach vmfs and fail.
+func (s *source) markChanged(log *zap.Logger, why string) {
+	s.changed.Store(true)
+	s.once.Do(func() {
+		log.Error("source changed; its reads now fail with EIO", zap.String("file", s.path), zap.String("change", why))
+		for _, n := range s.nodes {
+			n.NotifyContent(0, 0)
+		}
+	})
+}
+
+// watcher reports edits, deletion and replacement of sources through inotify.
+type watcher struct {
+	f     *os.File
+	files map[int32]*source            // watch on the file itself
+	dirs  map[int32]map[string]*source // watch on the parent, by base name
+}
+
+const (
+	fileEvents = unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
+	dirEvents  = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_DELETE
+)
+
+func newWatcher(srcs []*source) (*watcher, error) {
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("inotify_init1", err)
+	}
+	w := &watcher{f: os.NewFile(uintptr(fd), "inotify"), files: map[int32]*source{}, dirs: map[int32]map[string]*source{}}
+	for _, s := range srcs {
+		wd, err := unix.InotifyAddWatch(fd, s.path, fileEvents)
+		if err != nil {
+			w.f.Close()
+			return nil, &os.PathError{Op: "inotify_add_watch", Path: s.path, Err: err}
+		}
+		w.files[int32(wd)] = s
+		dir := filepath.Dir(s.path)
+		wd, err = unix.InotifyAddWatch(fd, dir, dirEvents)
+		if err != nil {
+			w.f.Close()
+			return nil, &os.PathError{Op: "inotify_add_watch", Path: dir, Err: err}
+		}
+		if w.dirs[int32(wd)] == nil {
+			w.dirs[int32(wd)] = map[string]*source{}
+		}
+		w.dirs[int32(wd)][filepath.Base(s.path)] = s
+	}
+	return w, nil
+}
+
+// run reads events until close.
+func (w *watcher) run(log *zap.Logger) {
+	buf := make([]byte, 64*1024)
+	for {
+		n, err := w.f.Read(buf)
+		if err != nil {
+			return
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			nameb := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+			if s := w.files[ev.Wd]; s != nil && ev.Mask&fileEvents != 0 {
+				s.markChanged(log, eventName(ev.Mask))
+			}
+			if s := w.dirs[ev.Wd][cString(nameb)]; s != nil && ev.Mask&dirEvents != 0 {
+				s.markChanged(log, eventName(ev.Mask)+" in its directory")
+			}
+		}
+	}
+}
+
+func (w *watcher) close() error { return w.f.Close() }
+
+func cString(b []byte) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}
+
+func eventName(mask uint32) string {
+	switch {
+	case mask&unix.IN_MODIFY != 0:
+		return "written"
+	case mask&unix.IN_ATTRIB != 0:
+		return "attributes changed"
+	case mask&(unix.IN_DELETE_SELF|unix.IN_DELETE) != 0:
+		return "deleted"
+	case mask&(unix.IN_MOVE_SELF|unix.IN_MOVED_FROM) != 0:
+		return "renamed away"
+	case mask&(unix.IN_CREATE|unix.IN_MOVED_TO) != 0:
+		return "replaced"
+	}
+	return fmt.Sprintf("inotify event %#x", mask)
+}
