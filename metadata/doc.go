@@ -1,0 +1,22 @@
+// Package metadata owns the formats vmfs reads and writes around an app payload: the
+// payload config JSON inside the APK, the VM config JSON of the guest OS, the microdroid
+// payload metadata (length-prefixed protobuf), the APK Signature Scheme v4 .idsig file
+// with its merkle tree, and /apex/apex-info-list.xml for finding APEX files.
+//
+// It imports no other vmfs package, no go-fuse and no zap; it logs nothing and returns
+// errors that name the file and the problem.
+//
+// # Security
+//
+// Every input is treated as hostile. Lengths and counts read from a file are checked
+// against the file size before anything is allocated, and every variable-size item is
+// capped: payload and VM config JSON at 1 MiB, payload metadata at 1 MiB, the idsig signing
+// info at 64 KiB, apex-info-list.xml at 4 MiB. Names that become file names are checked
+// by ValidName, and the payload config path inside the APK must be a clean relative path.
+// The idsig merkle tree is verified in constant memory, whatever the APK size.
+// Bad binary input is reported as a *FormatError carrying the byte offset.
+package metadata
+
+// The generated microdroid_metadata.pb.go is committed; `make proto` runs this. It pins
+// protoc-gen-go to the protobuf version in go.mod and installs it in a temporary GOBIN.
+//go:generate sh -c "bin=$DOLLAR(mktemp -d) && GOBIN=$DOLLAR{bin} go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12 && protoc --plugin=protoc-gen-go=$DOLLAR{bin}/protoc-gen-go --go_out=. --go_opt=paths=source_relative microdroid_metadata.proto; s=$DOLLAR?; rm -rf $DOLLAR{bin}; exit $DOLLAR{s}"

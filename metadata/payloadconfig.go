@@ -1,0 +1,181 @@
+package metadata
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+)
+
+// maxPayloadConfigSize caps the payload config read from the APK; real ones are a few hundred bytes.
+const maxPayloadConfigSize = 1 << 20
+
+// Task types of the payload config (`task.type`).
+const (
+	TaskExecutable         = "executable"
+	TaskMicrodroidLauncher = "microdroid_launcher"
+	DefaultOSName          = "microdroid"
+)
+
+// PayloadConfig is the VM payload config JSON stored inside the APK (AVF's VmPayloadConfig).
+type PayloadConfig struct {
+	OS           OSConfig     `json:"os"`
+	Task         *Task        `json:"task,omitempty"`
+	Apexes       []ApexConfig `json:"apexes,omitempty"`
+	ExtraApks    []ApkConfig  `json:"extra_apks,omitempty"`
+	PreferStaged bool         `json:"prefer_staged,omitempty"`
+}
+
+// OSConfig names the guest OS; its VM config is `<os-dir>/<Name>.json`.
+type OSConfig struct {
+	Name string `json:"name"`
+}
+
+// Task is what the guest runs: an executable path, or a .so started by microdroid_launcher.
+type Task struct {
+	Type    string `json:"type"`
+	Command string `json:"command"`
+}
+
+// ApexConfig names one APEX the payload needs.
+type ApexConfig struct {
+	Name string `json:"name"`
+}
+
+// ApkConfig names one extra APK (a path on the device).
+type ApkConfig struct {
+	Path string `json:"path"`
+}
+
+// rawPayloadConfig mirrors PayloadConfig with pointers so absent keys can be told from
+// empty ones, as serde does for required fields.
+type rawPayloadConfig struct {
+	OS *struct {
+		Name *string `json:"name"`
+	} `json:"os"`
+	Task *struct {
+		Type    *string `json:"type"`
+		Command *string `json:"command"`
+	} `json:"task"`
+	Apexes []struct {
+		Name *string `json:"name"`
+	} `json:"apexes"`
+	ExtraApks []struct {
+		Path *string `json:"path"`
+	} `json:"extra_apks"`
+	PreferStaged bool `json:"prefer_staged"`
+}
+
+// ParsePayloadConfig parses and validates a payload config. name is used in errors only.
+// Unknown keys are ignored, as AVF does; os.name defaults to "microdroid" and task.type to
+// "executable".
+func ParsePayloadConfig(name string, data []byte) (*PayloadConfig, error) {
+	var raw rawPayloadConfig
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, jsonError("payload config "+name, err)
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("payload config %s: %s", name, fmt.Sprintf(format, args...))
+	}
+	cfg := &PayloadConfig{OS: OSConfig{Name: DefaultOSName}, PreferStaged: raw.PreferStaged}
+	if raw.OS != nil {
+		if raw.OS.Name == nil {
+			return nil, bad("os.name is required when os is present")
+		}
+		if err := ValidName("os", *raw.OS.Name); err != nil {
+			return nil, bad("%v", err)
+		}
+		cfg.OS.Name = *raw.OS.Name
+	}
+	if raw.Task != nil {
+		t := &Task{Type: TaskExecutable}
+		if raw.Task.Type != nil {
+			t.Type = *raw.Task.Type
+		}
+		if t.Type != TaskExecutable && t.Type != TaskMicrodroidLauncher {
+			return nil, bad("task.type %q is not %q or %q", t.Type, TaskExecutable, TaskMicrodroidLauncher)
+		}
+		if raw.Task.Command == nil || *raw.Task.Command == "" {
+			return nil, bad("task.command is required")
+		}
+		t.Command = *raw.Task.Command
+		cfg.Task = t
+	}
+	seen := make(map[string]bool, len(raw.Apexes))
+	for i, a := range raw.Apexes {
+		if a.Name == nil {
+			return nil, bad("apexes[%d].name is required", i)
+		}
+		if err := ValidName("apex", *a.Name); err != nil {
+			return nil, bad("apexes[%d]: %v", i, err)
+		}
+		if seen[*a.Name] {
+			return nil, bad("apex %q listed twice", *a.Name)
+		}
+		seen[*a.Name] = true
+		cfg.Apexes = append(cfg.Apexes, ApexConfig{Name: *a.Name})
+	}
+	for i, a := range raw.ExtraApks {
+		if a.Path == nil || *a.Path == "" {
+			return nil, bad("extra_apks[%d].path is required", i)
+		}
+		cfg.ExtraApks = append(cfg.ExtraApks, ApkConfig{Path: *a.Path})
+	}
+	return cfg, nil
+}
+
+// ReadPayloadConfig reads the payload config at configPath inside the APK (a zip) and
+// parses it. configPath must be a clean relative path naming a file entry, such as
+// "assets/vm_config.json". A missing entry gives an error wrapping ErrNotFound.
+func ReadPayloadConfig(apkPath, configPath string) (*PayloadConfig, error) {
+	if !fs.ValidPath(configPath) || configPath == "." {
+		return nil, fmt.Errorf("apk %s: config path %q must be a clean relative path without '..'", apkPath, configPath)
+	}
+	f, size, err := openRegular(apkPath, "apk")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zr, err := zip.NewReader(f, size)
+	if err != nil {
+		return nil, fmt.Errorf("open apk %s: %w", apkPath, err)
+	}
+	var entry *zip.File
+	for _, zf := range zr.File {
+		if zf.Name != configPath {
+			continue
+		}
+		// Two entries with one name would let different readers see different configs.
+		if entry != nil {
+			return nil, fmt.Errorf("apk %s: entry %s appears twice", apkPath, configPath)
+		}
+		entry = zf
+	}
+	if entry == nil {
+		return nil, fmt.Errorf("apk %s: payload config %s: %w", apkPath, configPath, ErrNotFound)
+	}
+	if entry.Mode().IsDir() {
+		return nil, fmt.Errorf("apk %s: payload config %s is a directory", apkPath, configPath)
+	}
+	if entry.UncompressedSize64 > maxPayloadConfigSize {
+		return nil, fmt.Errorf("apk %s: payload config %s is %d bytes, more than the %d allowed",
+			apkPath, configPath, entry.UncompressedSize64, maxPayloadConfigSize)
+	}
+	rc, err := entry.Open()
+	if err != nil {
+		return nil, fmt.Errorf("apk %s: open %s: %w", apkPath, configPath, err)
+	}
+	defer rc.Close()
+	// The header's size may lie; never read more than the cap allows.
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, io.LimitReader(rc, maxPayloadConfigSize+1)); err != nil {
+		return nil, fmt.Errorf("apk %s: read %s: %w", apkPath, configPath, err)
+	}
+	if buf.Len() > maxPayloadConfigSize {
+		return nil, fmt.Errorf("apk %s: payload config %s is larger than the %d bytes allowed",
+			apkPath, configPath, maxPayloadConfigSize)
+	}
+	return ParsePayloadConfig(apkPath+"!"+configPath, buf.Bytes())
+}
