@@ -1,0 +1,182 @@
+package metadata
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// DefaultApexInfoList is where apexd publishes the active APEXes on Android.
+const DefaultApexInfoList = "/apex/apex-info-list.xml"
+
+// maxApexInfoListSize caps apex-info-list.xml; a phone's list is tens of KiB.
+const maxApexInfoListSize = 4 << 20
+
+// ApexInfo is one <apex-info> entry of apex-info-list.xml (AOSP system/apex
+// apexd/ApexInfoList.xsd). Other attributes (versionCode, isFactory, ...) are ignored.
+type ApexInfo struct {
+	ModuleName string
+	ModulePath string
+	IsActive   bool
+}
+
+type xmlApexInfo struct {
+	ModuleName *string `xml:"moduleName,attr"`
+	ModulePath *string `xml:"modulePath,attr"`
+	IsActive   *string `xml:"isActive,attr"`
+}
+
+type xmlApexInfoList struct {
+	XMLName xml.Name      `xml:"apex-info-list"`
+	Infos   []xmlApexInfo `xml:"apex-info"`
+}
+
+// ParseApexInfoList parses apex-info-list.xml from r; name is used in errors. moduleName
+// and modulePath are required and non-empty; a missing isActive means false.
+func ParseApexInfoList(name string, r io.Reader) ([]ApexInfo, error) {
+	lr := &io.LimitedReader{R: r, N: maxApexInfoListSize + 1}
+	dec := xml.NewDecoder(lr)
+	var list xmlApexInfoList
+	if err := dec.Decode(&list); err != nil {
+		return nil, apexInfoError(name, dec, lr, err)
+	}
+	// Only comments, processing instructions and white space may follow the root element.
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, apexInfoError(name, dec, lr, err)
+		}
+		switch t := tok.(type) {
+		case xml.CharData:
+			if len(strings.TrimSpace(string(t))) == 0 {
+				continue
+			}
+		case xml.Comment, xml.ProcInst:
+			continue
+		}
+		return nil, &FormatError{File: name, Off: dec.InputOffset(), Msg: "content after </apex-info-list>"}
+	}
+	out := make([]ApexInfo, 0, len(list.Infos))
+	for i, x := range list.Infos {
+		bad := func(msg string) error {
+			return &FormatError{File: name, Off: -1, Msg: fmt.Sprintf("apex-info #%d: %s", i+1, msg)}
+		}
+		if x.ModuleName == nil || *x.ModuleName == "" {
+			return nil, bad("moduleName is required")
+		}
+		if x.ModulePath == nil || *x.ModulePath == "" {
+			return nil, bad(fmt.Sprintf("%s: modulePath is required", *x.ModuleName))
+		}
+		info := ApexInfo{ModuleName: *x.ModuleName, ModulePath: *x.ModulePath}
+		if x.IsActive != nil {
+			// xs:boolean literals, after white-space collapsing.
+			switch strings.TrimSpace(*x.IsActive) {
+			case "true", "1":
+				info.IsActive = true
+			case "false", "0":
+			default:
+				return nil, bad(fmt.Sprintf("%s: isActive %q is not an xs:boolean", info.ModuleName, *x.IsActive))
+			}
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+func apexInfoError(name string, dec *xml.Decoder, lr *io.LimitedReader, err error) error {
+	if lr.N <= 0 {
+		return fmt.Errorf("apex info list %s: larger than %d bytes", name, maxApexInfoListSize)
+	}
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("apex info list %s: at byte %d: %w", name, dec.InputOffset(), err)
+}
+
+// ApexResolver finds APEX files by name, as formats.md's decisions table says: the active
+// entry of the apex-info-list.xml at InfoList if that file exists, else the first
+// `<dir>/<name>.apex` in Dirs that is a regular file.
+//
+// As a vmfs extension, a relative modulePath in the info list is resolved against the
+// directory of the list file (apexd always writes absolute paths), so test trees and
+// copies of /apex can carry their own list.
+type ApexResolver struct {
+	InfoList string   // path of apex-info-list.xml; empty or absent means none
+	Dirs     []string // directories searched for `<name>.apex`, in order
+}
+
+// Resolve returns the absolute, clean path of the APEX called name. An APEX that is
+// neither in the info list nor in Dirs gives an error wrapping ErrNotFound.
+func (r ApexResolver) Resolve(name string) (string, error) {
+	if err := ValidName("apex", name); err != nil {
+		return "", err
+	}
+	var looked []string
+	if r.InfoList != "" {
+		p, ok, err := r.fromInfoList(name)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return p, nil
+		}
+		looked = append(looked, r.InfoList)
+	}
+	for _, dir := range r.Dirs {
+		p := filepath.Join(dir, name+".apex")
+		looked = append(looked, p)
+		st, err := os.Stat(p)
+		if err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", fmt.Errorf("apex %s: %w", name, err)
+		}
+		return abs, nil
+	}
+	where := "nowhere (no apex info list, no apex directories)"
+	if len(looked) > 0 {
+		where = strings.Join(looked, ", ")
+	}
+	return "", fmt.Errorf("apex %s: looked in %s: %w", name, where, ErrNotFound)
+}
+
+// fromInfoList looks name up among the active entries of r.InfoList. ok is false when the
+// list does not exist or has no active entry for name.
+func (r ApexResolver) fromInfoList(name string) (path string, ok bool, err error) {
+	f, err := os.Open(r.InfoList)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("apex %s: %w", name, err)
+	}
+	defer f.Close()
+	infos, err := ParseApexInfoList(r.InfoList, f)
+	if err != nil {
+		return "", false, err
+	}
+	for _, info := range infos {
+		if !info.IsActive || info.ModuleName != name {
+			continue
+		}
+		p := info.ModulePath
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(r.InfoList), p)
+		}
+		if p, err = filepath.Abs(p); err != nil {
+			return "", false, fmt.Errorf("apex %s: %w", name, err)
+		}
+		return p, true, nil
+	}
+	return "", false, nil
+}
