@@ -95,7 +95,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 	}()
 
 	files := map[string]*fileNode{}
-	var layoutDoc []diskDoc
+	layoutDoc := map[string]layout.Description{}
 	for _, d := range o.Disks {
 		srcs := make([]*source, len(d.Disk.Sources))
 		readers := make([]io.ReaderAt, len(srcs))
@@ -134,7 +134,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 			return nil, err
 		}
 		add(path.Join(d.Dir, d.base()+".composite"), dataImage(cd))
-		layoutDoc = append(layoutDoc, describe(d))
+		layoutDoc[path.Join(d.Dir, d.base())] = dk.Describe()
 	}
 	doc, err := json.MarshalIndent(layoutDoc, "", "  ")
 	if err != nil {

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/pflag"
+
+	"vmfs/layout"
+)
+
+// placeholderMount stands for the mountpoint in the VM config inspect prints.
+const placeholderMount = "/<mountpoint>"
+
+func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
+	var in inputFlags
+	in.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	args, err := parse(fs, args, 3)
+	if err != nil {
+		return err
+	}
+	p, err := in.resolve(args[0], args[1], args[2])
+	if err != nil {
+		return withCode(exitInput, err)
+	}
+	vm := p.vmConfig(placeholderMount)
+	if *asJSON {
+		disks := map[string]layout.Description{"payload": p.disk.Describe()}
+		for i, d := range p.osDisks {
+			disks[osDiskDir(i)] = d.Describe()
+		}
+		out, err := indentJSON(map[string]any{
+			"disks": disks, "vm_config": vm, "os_config": p.osConfigPath, "apexes": p.apexPaths,
+		})
+		if err != nil {
+			return err
+		}
+		_, err = c.stdout.Write(out)
+		return err
+	}
+	fmt.Fprintf(c.stdout, "payload disk: %d bytes, GUID %s\n", p.disk.Flat.Size, p.disk.GUID)
+	printTable(c, p.disk)
+	for i, d := range p.osDisks {
+		fmt.Fprintf(c.stdout, "\n%s (from %s): %d bytes\n", osDiskDir(i), p.osConfigPath, d.Flat.Size)
+		printTable(c, d)
+	}
+	b, err := indentJSON(vm)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.stdout, "\nVM config (from %s, %s = the mount):\n%s", p.osConfigPath, placeholderMount, b)
+	return err
+}
+
+func printTable(c *command, d *layout.Disk) {
+	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "#\tLABEL\tOFFSET\tSIZE\tSOURCES")
+	for i, p := range d.Describe().Partitions {
+		var srcs []string
+		for _, e := range p.Extents {
+			s := fmt.Sprintf("%s %d B", e.Source, e.Size)
+			if e.FileOffset != nil && *e.FileOffset != 0 {
+				s += fmt.Sprintf(" from byte %d", *e.FileOffset)
+			}
+			srcs = append(srcs, s)
+		}
+		fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%s\n", i+1, p.Label, p.Offset, p.Size, strings.Join(srcs, " + "))
+	}
+	w.Flush()
+}

@@ -1,0 +1,157 @@
+// Command vmfs turns an Android app payload (APK, idsig, config path, APEXes) into a
+// bootable GPT disk served zero-copy by an embedded FUSE filesystem, and boots it.
+//
+// It only parses flags, calls the vmfs packages and reports; one error line on
+// stderr and a documented exit code per failure class.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Exit codes, one per failure class (scripts branch on them).
+const (
+	exitFailure = 1 // verification failed, the VM failed, or anything else
+	exitUsage   = 2 // bad command line
+	exitInput   = 3 // a bad or missing input file
+	exitMount   = 4 // the mountpoint or FUSE refused
+	exitVMM     = 5 // the VMM could not be started
+)
+
+// codeError carries an exit code with an error.
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e *codeError) Error() string { return e.err.Error() }
+func (e *codeError) Unwrap() error { return e.err }
+
+func withCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &codeError{code, err}
+}
+
+func usagef(format string, args ...any) error {
+	return withCode(exitUsage, fmt.Errorf(format, args...))
+}
+
+// command holds what every subcommand writes to and logs with.
+type command struct {
+	stdout, stderr io.Writer
+	log            *zap.Logger
+}
+
+type subcommand struct {
+	name, args, summary string
+	run                 func(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error
+}
+
+var subcommands = []subcommand{
+	{"inspect", "[flags] <apk> <idsig> <config_path>", "print the payload disk's partition table and the VM config, without mounting", runInspect},
+	{"verify", "<apk> <idsig>", "check an APK against its APK Signature Scheme v4 idsig", runVerify},
+	{"mount", "[flags] <apk> <idsig> <config_path> <mountpoint>", "serve the payload disk at mountpoint (in the background)", runMount},
+	{"unmount", "<mountpoint>", "stop a vmfs mount and wait for its server", runUnmount},
+	{"list", "", "list active vmfs mounts", runList},
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: vmfs <command> [flags] [args]\n\nCommands:\n")
+	for _, s := range subcommands {
+		fmt.Fprintf(w, "  %-9s %s\n", s.name, s.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'vmfs <command> --help' for a command's flags.\n")
+}
+
+func (c *command) run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		usage(c.stderr)
+		return withCode(exitUsage, errors.New("no command"))
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(c.stdout)
+		return nil
+	}
+	for _, s := range subcommands {
+		if s.name != args[0] {
+			continue
+		}
+		fs := pflag.NewFlagSet("vmfs "+s.name, pflag.ContinueOnError)
+		fs.SetOutput(c.stderr)
+		fs.Usage = func() {
+			fmt.Fprintf(c.stdout, "Usage: vmfs %s %s\n\n%s.\n\nFlags:\n%s", s.name, s.args, s.summary, fs.FlagUsages())
+		}
+		return s.run(c, ctx, fs, args[1:])
+	}
+	usage(c.stderr)
+	return usagef("unknown command %q", args[0])
+}
+
+// parse parses flags and checks the count of positional arguments.
+func parse(fs *pflag.FlagSet, args []string, want int) ([]string, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usagef("%v", err)
+	}
+	if fs.NArg() != want {
+		return nil, usagef("%s: want %d arguments, got %d (see --help)", fs.Name(), want, fs.NArg())
+	}
+	return fs.Args(), nil
+}
+
+func newLogger(verbose bool) *zap.Logger {
+	cfg := zap.NewDevelopmentEncoderConfig()
+	cfg.TimeKey = ""
+	level := zapcore.InfoLevel
+	if verbose {
+		level = zapcore.DebugLevel
+	}
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(cfg), zapcore.Lock(os.Stderr), level)
+	return zap.New(core)
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	log := newLogger(os.Getenv("VMFS_DEBUG") != "")
+	c := &command{stdout: os.Stdout, stderr: os.Stderr, log: log}
+	err := c.run(ctx, os.Args[1:])
+	stop()
+	log.Sync()
+	os.Exit(exitCodeOf(err))
+}
+
+// exitCodeOf prints err as one line and returns its exit code.
+func exitCodeOf(err error) int {
+	if err == nil || errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "vmfs: %v\n", err)
+	var ce *codeError
+	var se *signalError
+	switch {
+	case errors.As(err, &se):
+		return 128 + int(se.sig)
+	case errors.As(err, &ce):
+		return ce.code
+	}
+	return exitFailure
+}
+
+// signalError reports that vmfs stopped because of a signal.
+type signalError struct{ sig syscall.Signal }
+
+func (e *signalError) Error() string { return "interrupted by " + e.sig.String() }

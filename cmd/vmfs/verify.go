@@ -1,0 +1,22 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/pflag"
+
+	"vmfs/metadata"
+)
+
+func runVerify(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
+	args, err := parse(fs, args, 2)
+	if err != nil {
+		return err
+	}
+	if err := metadata.VerifyFiles(args[0], args[1]); err != nil {
+		return err // exit 1: the reason is the one line printed
+	}
+	_, err = fmt.Fprintln(c.stdout, "OK")
+	return err
+}
