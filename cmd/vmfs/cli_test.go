@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"vmfs/layout"
+	"vmfs/testdata"
+)
+
+// vmfsBin is the vmfs binary built once for the tests that run it from outside.
+var vmfsBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vmfs-cli-test")
+	if err != nil {
+		panic(err)
+	}
+	vmfsBin = filepath.Join(dir, "vmfs")
+	if out, err := exec.Command("go", "build", "-o", vmfsBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build vmfs: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// result is one run of the vmfs binary.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// vmfs runs the binary with TMPDIR set to tmp (when non-empty) so that a test can
+// check nothing is left there.
+func vmfs(t *testing.T, tmp string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(vmfsBin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if tmp != "" {
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	}
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run vmfs: %v", err)
+	}
+	return r
+}
+
+// fixtureFlags point vmfs at the committed sample payload's APEXes and OS config.
+func fixtureFlags() []string {
+	return []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", testdata.OSDir()}
+}
+
+func fixtureArgs(extra ...string) []string {
+	return append(append(fixtureFlags(), testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath), extra...)
+}
+
+func TestInspectJSON(t *testing.T) {
+	r := vmfs(t, "", append([]string{"inspect", "--json"}, fixtureArgs()...)...)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var doc struct {
+		Disks    map[string]layout.Description
+		VMConfig struct {
+			Kernel string
+			Disks  []struct{ Image string }
+		} `json:"vm_config"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var labels []string
+	for _, p := range doc.Disks["payload"].Partitions {
+		labels = append(labels, p.Label)
+		if p.Offset%4096 != 0 || p.Size%4096 != 0 {
+			t.Errorf("%s at %d size %d: not 4 KiB aligned", p.Label, p.Offset, p.Size)
+		}
+	}
+	want := "metadata microdroid-apex-0 microdroid-apex-1 microdroid-apex-2 microdroid-apk microdroid-apk-idsig"
+	if strings.Join(labels, " ") != want {
+		t.Errorf("labels %v, want %s", labels, want)
+	}
+	if n := len(doc.VMConfig.Disks); n != 2 || !strings.HasSuffix(doc.VMConfig.Disks[n-1].Image, "/payload.composite") {
+		t.Errorf("vm config disks %+v: want the OS disk then the payload composite", doc.VMConfig.Disks)
+	}
+	if doc.VMConfig.Kernel != filepath.Join(testdata.OSDir(), "kernel") {
+		t.Errorf("kernel %q not resolved against the OS config's directory", doc.VMConfig.Kernel)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	if r := vmfs(t, "", "verify", testdata.APKPath(), testdata.IdsigPath()); r.code != 0 || r.stdout != "OK\n" {
+		t.Errorf("good pair: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	apk, err := os.ReadFile(testdata.APKPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	apk[len(apk)/2] ^= 1
+	bad := filepath.Join(t.TempDir(), "flipped.apk")
+	os.WriteFile(bad, apk, 0o644)
+	r := vmfs(t, "", "verify", bad, testdata.IdsigPath())
+	if r.code != exitFailure || !strings.Contains(r.stderr, bad) || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("flipped byte: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// leftovers lists what a failed or finished command must not leave: vmfs mounts,
+// vmfs processes, files in its TMPDIR.
+func leftovers(t *testing.T, tmp string) []string {
+	t.Helper()
+	var left []string
+	ms, err := vmfsMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		left = append(left, "mount "+m.point)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
+	for _, p := range procs {
+		if exe, err := os.Readlink(p); err == nil && exe == vmfsBin {
+			left = append(left, "process "+p)
+		}
+	}
+	if tmp != "" {
+		names, _ := os.ReadDir(tmp)
+		for _, n := range names {
+			left = append(left, "temp file "+n.Name())
+		}
+	}
+	return left
+}
+
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		testdata.Missing(t, "FUSE unusable: %v", err)
+	}
+	f.Close()
+}
+
+func TestMountLifecycle(t *testing.T) {
+	requireFUSE(t)
+	mnt, tmp := t.TempDir(), t.TempDir()
+	r := vmfs(t, tmp, append([]string{"mount"}, fixtureArgs(mnt)...)...)
+	if r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { vmfs(t, "", "unmount", mnt) })
+	apk, err := os.ReadFile(filepath.Join(mnt, "partitions", layout.APKLabel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := os.ReadFile(testdata.APKPath())
+	if !bytes.HasPrefix(apk, orig) || len(apk)%4096 != 0 || len(bytes.Trim(apk[len(orig):], "\x00")) != 0 {
+		t.Error("partitions/microdroid-apk is not the APK then zeros to 4 KiB")
+	}
+	var vm struct{ Disks []struct{ Image string } }
+	b, _ := os.ReadFile(filepath.Join(mnt, "vm.json"))
+	if err := json.Unmarshal(b, &vm); err != nil || vm.Disks[len(vm.Disks)-1].Image != filepath.Join(mnt, "payload.composite") {
+		t.Errorf("vm.json %s: %v", b, err)
+	}
+	if r := vmfs(t, "", "list"); !strings.Contains(r.stdout, mnt) || !strings.Contains(r.stdout, testdata.APKPath()) {
+		t.Errorf("list: %q", r.stdout)
+	}
+	if r := vmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...); r.code != exitMount || !strings.Contains(r.stderr, "already a vmfs mount") {
+		t.Errorf("mount twice: exit %d %q", r.code, r.stderr)
+	}
+	if r := vmfs(t, "", "unmount", mnt); r.code != 0 {
+		t.Fatalf("unmount: exit %d: %s", r.code, r.stderr)
+	}
+	if left := leftovers(t, tmp); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+func TestUnmountAfterKill(t *testing.T) {
+	requireFUSE(t)
+	mnt := t.TempDir()
+	if r := vmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...); r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) }) // in case the test fails
+	m, err := findMount(mnt)
+	if err != nil || m == nil {
+		t.Fatalf("mount not in mountinfo: %v", err)
+	}
+	syscall.Kill(m.pid, syscall.SIGKILL)
+	for i := 0; serverAlive(m.pid, mnt) && i < 100; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Depending on timing the kernel answers ECONNABORTED, EIO or ENOTCONN; never data.
+	if _, err := os.Stat(filepath.Join(mnt, "payload.img")); err == nil {
+		t.Fatal("a mount whose server was killed still answers")
+	}
+	if m, _ := findMount(mnt); m == nil {
+		t.Fatal("the killed server's mount vanished by itself; nothing left to recover")
+	}
+	if r := vmfs(t, "", "unmount", mnt); r.code != 0 {
+		t.Fatalf("unmount: exit %d: %s", r.code, r.stderr)
+	}
+	if left := leftovers(t, ""); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestBadInput: each bad input exits non-zero with one line naming the file and the
+// problem, and leaves nothing behind.
+func TestBadInput(t *testing.T) {
+	requireFUSE(t)
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	notZip := write("notzip.apk", []byte("hello, not a zip"))
+	apk, _ := os.ReadFile(testdata.APKPath())
+	truncated := write("truncated.apk", apk[:len(apk)/2])
+	idsig, _ := os.ReadFile(testdata.IdsigPath())
+	shortIdsig := write("short.idsig", idsig[:100])
+	badOS := t.TempDir()
+	os.WriteFile(filepath.Join(badOS, "microdroid.json"), []byte(`{"kernel": "k", "bootloader": "b", "disks": []}`), 0o644)
+	notEmpty := t.TempDir()
+	os.WriteFile(filepath.Join(notEmpty, "x"), nil, 0o644)
+
+	good := []string{testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath}
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		args  []string // apk idsig config mountpoint; "" mountpoint = a fresh empty dir
+		code  int
+		want  []string // substrings of the one error line
+	}{
+		{"apk missing", fixtureFlags(), []string{filepath.Join(dir, "none.apk"), good[1], good[2], ""}, exitInput, []string{"none.apk", "no such file"}},
+		{"apk not a zip", fixtureFlags(), []string{notZip, good[1], good[2], ""}, exitInput, []string{notZip, "zip"}},
+		{"apk truncated", fixtureFlags(), []string{truncated, good[1], good[2], ""}, exitInput, []string{truncated}},
+		{"config absent", fixtureFlags(), []string{good[0], good[1], "assets/none.json", ""}, exitInput, []string{"assets/none.json", "not found"}},
+		{"config escapes", fixtureFlags(), []string{good[0], good[1], "../etc/passwd", ""}, exitInput, []string{"../etc/passwd"}},
+		{"config absolute", fixtureFlags(), []string{good[0], good[1], "/assets/vm_config.json", ""}, exitInput, []string{"/assets/vm_config.json"}},
+		{"idsig missing", fixtureFlags(), []string{good[0], filepath.Join(dir, "none.idsig"), good[2], ""}, exitInput, []string{"none.idsig"}},
+		{"idsig not v4", fixtureFlags(), []string{good[0], good[0], good[2], ""}, exitInput, []string{good[0], "version"}},
+		{"idsig truncated", fixtureFlags(), []string{good[0], shortIdsig, good[2], ""}, exitInput, []string{shortIdsig}},
+		{"os config missing", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", dir}, append(good, ""), exitInput, []string{filepath.Join(dir, "microdroid.json")}},
+		{"os config invalid", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", badOS}, append(good, ""), exitInput, []string{filepath.Join(badOS, "microdroid.json"), "both"}},
+		{"apex not found", []string{"--apex-dir", dir, "--os-dir", testdata.OSDir(), "--apex-info-list", filepath.Join(dir, "none.xml")}, append(good, ""), exitInput, []string{"com.android.adbd"}},
+		{"mountpoint missing", fixtureFlags(), append(good, filepath.Join(dir, "nodir")), exitMount, []string{"nodir", "no such file"}},
+		{"mountpoint a file", fixtureFlags(), append(good, notZip), exitMount, []string{notZip, "not a directory"}},
+		{"mountpoint not empty", fixtureFlags(), append(good, notEmpty), exitMount, []string{notEmpty, "not empty"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{}, tc.args...)
+			if args[3] == "" {
+				args[3] = t.TempDir()
+			}
+			tmp := t.TempDir()
+			r := vmfs(t, tmp, append(append([]string{"mount"}, tc.flags...), args...)...)
+			if r.code != tc.code {
+				t.Errorf("exit %d, want %d: %s", r.code, tc.code, r.stderr)
+			}
+			if strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "vmfs: ") {
+				t.Errorf("want one error line, got %q", r.stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("error %q does not say %q", r.stderr, w)
+				}
+			}
+			if left := leftovers(t, tmp); len(left) > 0 {
+				t.Errorf("left behind: %v", left)
+			}
+		})
+	}
+}
