@@ -293,3 +293,72 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamingCost streams a 3 GiB payload disk through a background vmfs server:
+// the server writes nothing to disk and its peak RSS stays small.
+func TestStreamingCost(t *testing.T) {
+	requireFUSE(t)
+	if testing.Short() {
+		t.Skip("skipped when testing.Short(): streams 3 GiB")
+	}
+	dir, mnt := t.TempDir(), t.TempDir()
+	apk := filepath.Join(dir, "large.apk")
+	cfg := `{"os":{"name":"microdroid"},"apexes":[{"name":"com.android.adbd"}]}`
+	if err := testdata.WriteLargeAPK(apk, 3<<30, []byte(cfg)); err != nil {
+		t.Fatal(err)
+	}
+	r := vmfs(t, "", append(append([]string{"mount"}, fixtureFlags()...), apk, testdata.IdsigPath(), testdata.ConfigPath, mnt)...)
+	if r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { vmfs(t, "", "unmount", mnt) })
+	m, err := findMount(mnt)
+	if err != nil || m == nil {
+		t.Fatalf("mount not found: %v", err)
+	}
+	ioBefore := procField(t, m.pid, "io", "write_bytes")
+	f, err := os.Open(filepath.Join(mnt, "payload.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	var total int64
+	for {
+		n, err := f.Read(buf)
+		total += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	if total < 3<<30 {
+		t.Fatalf("read %d bytes", total)
+	}
+	written := procField(t, m.pid, "io", "write_bytes") - ioBefore
+	hwm := procField(t, m.pid, "status", "VmHWM") // KiB
+	t.Logf("streamed %d MiB: server wrote %d bytes, peak RSS %d KiB", total>>20, written, hwm)
+	if written > 64<<10 {
+		t.Errorf("server wrote %d bytes to storage while serving reads", written)
+	}
+	if hwm > 64<<10 {
+		t.Errorf("server peak RSS %d KiB > 64 MiB", hwm)
+	}
+}
+
+// procField reads a numeric field of /proc/<pid>/<file> ("name: value" lines).
+func procField(t *testing.T, pid int, file, name string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			var n int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &n)
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/%s", name, pid, file)
+	return 0
+}
