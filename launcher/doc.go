@@ -1,0 +1,22 @@
+// Package launcher owns the VMM side of vmfs: crosvm and QEMU command lines,
+// supervision of the VMM process, vsock CIDs, and where the guest console goes.
+// It does not serve FUSE and does not know the disk layout: it only names disk
+// image paths that fusedisk already serves, and imports neither fusedisk nor go-fuse.
+//
+// # Argv as data
+//
+// CrosvmArgs and QemuArgs are table-tested builders that turn a metadata.VMConfig
+// and Options into an argument vector (without the binary). Resolve picks the VMM.
+// QemuArgs is the one builder that looks at files: QEMU cannot read a crosvm
+// composite descriptor, so it peeks at each disk's first bytes and uses the flat
+// sibling image instead.
+//
+// # Supervision
+//
+// Start runs a VMM in its own process group (so a terminal's Ctrl-C reaches vmfs,
+// which then stops the VMM in order, before unmounting) with Pdeathsig SIGKILL (so
+// a dying vmfs takes its VMM along). Wait reports the VMM's exit status; Stop sends
+// SIGTERM to the group and escalates to SIGKILL after a grace period. Once the VMM
+// exits, whatever is left of its group is killed and cleanup runs exactly once.
+// Launch and Run tie Resolve, AllocateCID, the builders and Start together.
+package launcher

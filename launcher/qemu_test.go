@@ -1,0 +1,135 @@
+package launcher
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"vmfs/metadata"
+)
+
+// qemuHead is the argv prefix every QemuArgs call shares, given accel, mem, cpus, serial.
+func qemuHead(accel, mem, cpus, serial string) []string {
+	return []string{"-accel", accel, "-machine", "q35", "-cpu", "max", "-m", mem, "-smp", cpus,
+		"-nodefaults", "-nographic", "-no-reboot", "-monitor", "none", "-serial", serial}
+}
+
+func TestQemuArgs(t *testing.T) {
+	dir := t.TempDir()
+	raw := writeFile(t, filepath.Join(dir, "os.img"), []byte("raw disk"))
+	short := writeFile(t, filepath.Join(dir, "tiny.img"), []byte("comp"))
+	comma := writeFile(t, filepath.Join(dir, "a,b.img"), nil)
+	// A descriptor: magic then protobuf bytes (QEMU never gets to see them).
+	composite := writeFile(t, filepath.Join(dir, "payload.composite"), []byte("composite_disk\x1d\x08\x01"))
+	flat := writeFile(t, filepath.Join(dir, "payload.img"), make([]byte, 4096))
+	inst := writeFile(t, filepath.Join(dir, "instance.img"), make([]byte, 4096))
+	ro := func(p string) string { return "file=" + p + ",format=raw,if=virtio,readonly=on" }
+	rw := func(p string) string { return "file=" + p + ",format=raw,if=virtio" }
+
+	for _, tc := range []struct {
+		name string
+		cfg  metadata.VMConfig
+		o    Options
+		want []string
+	}{
+		{
+			name: "kernel initrd params",
+			cfg:  metadata.VMConfig{Kernel: "/k", Initrd: "/i", Params: "console=ttyS0 quiet"},
+			want: append(qemuHead("tcg", "256", "1", "stdio"),
+				"-kernel", "/k", "-initrd", "/i", "-append", "console=ttyS0 quiet"),
+		},
+		{
+			name: "bootloader",
+			cfg:  metadata.VMConfig{Bootloader: "/bl", Disks: []metadata.DiskImage{{Image: raw}}},
+			want: append(qemuHead("tcg", "256", "1", "stdio"), "-bios", "/bl", "-drive", ro(raw)),
+		},
+		{
+			name: "ro and rw disks in config order",
+			cfg: metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{
+				{Image: inst, Writable: true}, {Image: raw}, {Image: short}}},
+			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k",
+				"-drive", rw(inst), "-drive", ro(raw), "-drive", ro(short)),
+		},
+		{
+			name: "composite becomes flat sibling",
+			cfg: metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{
+				{Image: raw}, {Image: composite}, {Image: inst, Writable: true}}},
+			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k",
+				"-drive", ro(raw), "-drive", ro(flat), "-drive", rw(inst)),
+		},
+		{
+			name: "comma in disk path is doubled",
+			cfg:  metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: comma}}},
+			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k",
+				"-drive", ro(filepath.Join(dir, "a,,b.img"))),
+		},
+		{
+			name: "memory from config",
+			cfg:  metadata.VMConfig{Kernel: "/k", MemoryMiB: 2048},
+			want: append(qemuHead("tcg", "2048", "1", "stdio"), "-kernel", "/k"),
+		},
+		{
+			name: "memory override cpus kvm",
+			cfg:  metadata.VMConfig{Kernel: "/k", MemoryMiB: 2048},
+			o:    Options{MemMiB: 512, CPUs: 2, Accel: "kvm"},
+			want: append(qemuHead("kvm", "512", "2", "stdio"), "-kernel", "/k"),
+		},
+		{
+			name: "console file",
+			cfg:  metadata.VMConfig{Kernel: "/k"},
+			o:    Options{Console: "/tmp/console.txt", Log: "/tmp/log.txt", CID: 12},
+			want: append(qemuHead("tcg", "256", "1", "file:/tmp/console.txt"), "-kernel", "/k"),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := QemuArgs(&tc.cfg, tc.o)
+			if err != nil {
+				t.Fatalf("QemuArgs: %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("QemuArgs:\n got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestQemuArgsErrors(t *testing.T) {
+	dir := t.TempDir()
+	magic := []byte("composite_disk\x1d")
+	orphan := writeFile(t, filepath.Join(dir, "orphan.composite"), magic)
+	noSuffix := writeFile(t, filepath.Join(dir, "payload.cdisk"), magic)
+	missingDisk := filepath.Join(dir, "absent.img")
+	for _, tc := range []struct {
+		name   string
+		cfg    *metadata.VMConfig
+		o      Options
+		config bool
+		want   string
+		is     error // also errors.Is, when set
+	}{
+		{"nil config", nil, Options{}, true, "no config", nil},
+		{"no kernel or bootloader", &metadata.VMConfig{}, Options{}, true, "either a bootloader or a kernel", nil},
+		{"bootloader and kernel", &metadata.VMConfig{Bootloader: "/bl", Kernel: "/k"}, Options{}, true, "both", nil},
+		{"protected", &metadata.VMConfig{Kernel: "/k", Protected: true}, Options{}, true, "protected", nil},
+		{"params without kernel", &metadata.VMConfig{Bootloader: "/bl", Params: "x"}, Options{}, true, "params", nil},
+		{"partitions", &metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{
+			{Partitions: []metadata.Partition{{Label: "a", Path: "/a"}}}}}, Options{}, true, "disk 0 has partitions", nil},
+		{"bad accel", &metadata.VMConfig{Kernel: "/k"}, Options{Accel: "hvf"}, false, "hvf", nil},
+		{"missing disk", &metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: missingDisk}}},
+			Options{}, false, missingDisk, fs.ErrNotExist},
+		{"composite without flat sibling", &metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: orphan}}},
+			Options{}, false, filepath.Join(dir, "orphan.img"), fs.ErrNotExist},
+		{"composite without suffix", &metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: noSuffix}}},
+			Options{}, false, noSuffix, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := QemuArgs(tc.cfg, tc.o)
+			checkErr(t, got, err, tc.config, tc.want)
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("errors.Is(%q, %v) = false", err, tc.is)
+			}
+		})
+	}
+}
