@@ -347,3 +347,21 @@ func TestReadsDoNotChangeSources(t *testing.T) {
 		t.Fatalf("read: %v", err)
 	}
 }
+
+// TestPassthrough: a partition that is exactly one file is served by the kernel
+// where it can and by vmfs where it cannot; the bytes are the same either way.
+func TestPassthrough(t *testing.T) {
+	p := newPayload(t, edgeApexes[:1], 3*4096, 300)
+	s := mount(t, p.disk, Options{Passthrough: true})
+	got, err := os.ReadFile(filepath.Join(s.Mountpoint, "partitions", layout.APKLabel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(p.paths[1])
+	if !bytes.Equal(got, want) {
+		t.Error("passthrough partition differs from its file")
+	}
+	if flat, err := os.ReadFile(filepath.Join(s.Mountpoint, "payload.img")); err != nil || !bytes.Equal(flat, p.reference(t, &p.disk.Flat)) {
+		t.Errorf("payload.img beside a passthrough node: %v", err)
+	}
+}

@@ -12,8 +12,11 @@ import (
 	"vmfs/layout"
 )
 
-// maxRead bounds one FUSE read (MaxWrite, and so max_read and max_pages).
-const maxRead = 1 << 20
+// maxRead bounds one FUSE read (MaxWrite, and so max_read and max_pages). At 1 MiB
+// a reply (data plus header) no longer fits in a pipe of the default pipe-max-size
+// and go-fuse's splice falls back to copying; the kernel on 6.18 still sends 1 MiB
+// reads when max_pages asks for 255 pages, so the cap is 512 KiB.
+const maxRead = 512 << 10
 
 // zeros backs reads of zero extents; never written.
 var zeros [maxRead]byte
