@@ -97,7 +97,6 @@ func BenchmarkSequentialRead(b *testing.B) {
 	}
 }
 
-
 // benchReadahead lets a run try other readahead windows: VMFS_BENCH_RA_KIB=1024.
 func benchReadahead() int {
 	n, _ := strconv.Atoi(os.Getenv("VMFS_BENCH_RA_KIB"))

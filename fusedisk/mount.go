@@ -66,7 +66,7 @@ type Options struct {
 	// 128 KiB requests; a larger window lets them reach MaxWrite. 0 means 1024.
 	ReadaheadKiB int
 	Debug        bool
-	Logger      *zap.Logger // default zap.NewNop()
+	Logger       *zap.Logger // default zap.NewNop()
 }
 
 // Server is a mounted vmfs filesystem.
