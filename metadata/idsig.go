@@ -71,10 +71,7 @@ func (p *idsigReader) read(n int64, what string) ([]byte, error) {
 		return nil, p.fail(p.off, "truncated %s: need %d bytes, file has %d left", what, n, p.size-p.off)
 	}
 	b := make([]byte, n)
-	if _, err := p.r.ReadAt(b, p.off); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	if err := readFull(p.r, b, p.off); err != nil {
 		return nil, fmt.Errorf("read idsig %s: %s at byte %#x: %w", p.name, what, p.off, err)
 	}
 	p.off += n
@@ -210,6 +207,9 @@ func treeLevels(dataSize int64) []int64 {
 
 // readFull reads len(p) bytes at off, treating a short read as io.ErrUnexpectedEOF.
 func readFull(r io.ReaderAt, p []byte, off int64) error {
+	if len(p) == 0 {
+		return nil // a ReaderAt may report io.EOF for an empty read at its end
+	}
 	n, err := r.ReadAt(p, off)
 	if n == len(p) {
 		return nil

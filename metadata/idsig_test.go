@@ -422,6 +422,7 @@ func TestNewIdsigCorrupt(t *testing.T) {
 		{"signing info over 64 KiB", set32(53, 64<<10+1), 53},
 		{"signing info past end", set32(53, 60000), 57},
 		{"no merkle tree", good[:67], 67},
+		{"empty signing info at the end", buildIdsig(2, hashingInfo(1, 12, nil, root), nil, nil)[:57], 57},
 		{"short tree size", good[:69], 67},
 		{"tree size not a block multiple", set32(67, 4095), 67},
 		{"tree past end", set32(67, 8192), 67},
