@@ -9,11 +9,14 @@
 // # Security
 //
 // Every input is treated as hostile. Lengths and counts read from a file are checked
-// against the file size before anything is allocated, and every variable-size item is
-// capped: payload and VM config JSON at 1 MiB, payload metadata at 1 MiB, the idsig signing
-// info at 64 KiB, apex-info-list.xml at 4 MiB. Names that become file names are checked
-// by ValidName, and the payload config path inside the APK must be a clean relative path.
-// The idsig merkle tree is verified in constant memory, whatever the APK size.
+// against the file size before anything is allocated (DecodeMetadata, which reads an
+// io.Reader of unknown size, grows its buffer only as data arrives), and every
+// variable-size item is capped: payload and VM config JSON at 1 MiB, payload metadata at
+// 1 MiB, the idsig signing info at 64 KiB, apex-info-list.xml at 4 MiB. Names that become
+// file names are checked by ValidName (at most 240 bytes), the payload config path inside
+// the APK must be a clean relative path, and an APK holding that entry twice is refused.
+// The idsig merkle tree is verified in constant memory, whatever the APK size. It proves
+// that the APK matches the idsig, not who signed it: the v4 signature is not checked.
 // Bad binary input is reported as a *FormatError carrying the byte offset.
 package metadata
 
