@@ -53,6 +53,7 @@ func buildIdsig(version uint32, hashingInfo, signingInfo, tree []byte) []byte {
 func apksigTrees(t *testing.T, salt []byte, data ...string) (trees, roots [][]byte) {
 	t.Helper()
 	requireTool(t, "java")
+	requireTool(t, "javac") // java runs a source file only with the JDK's compiler module
 	requireFile(t, apksigJar)
 	saltArg := "-"
 	if salt != nil {
