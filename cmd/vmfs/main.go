@@ -125,13 +125,31 @@ func newLogger(verbose bool) *zap.Logger {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	log := newLogger(os.Getenv("VMFS_DEBUG") != "")
 	c := &command{stdout: os.Stdout, stderr: os.Stderr, log: log}
 	err := c.run(ctx, os.Args[1:])
 	stop()
 	log.Sync()
 	os.Exit(exitCodeOf(err))
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM with a *signalError cause, so a
+// command can report which one stopped it (exit 130 or 143).
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		if sig, ok := <-ch; ok {
+			cancel(&signalError{sig.(syscall.Signal)})
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(ch)
+		cancel(nil)
+	}
 }
 
 // exitCodeOf prints err as one line and returns its exit code.
