@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"vmfs/layout"
 	"vmfs/testdata"
@@ -96,11 +99,21 @@ func (p *payload) reference(t testing.TB, im *layout.Image) []byte {
 	return b
 }
 
+// mount serves d for the test. Any error the server logs fails the test unless
+// o.Logger is set (tests that provoke errors pass their own).
 func mount(t testing.TB, d *layout.Disk, o Options) *Server {
 	t.Helper()
 	requireFUSE(t)
 	o.Disks = []Disk{{Disk: d}}
-	o.Logger = zaptest.NewLogger(t)
+	if o.Logger == nil {
+		errs, logs := observer.New(zap.ErrorLevel)
+		o.Logger = zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), errs))
+		t.Cleanup(func() {
+			for _, e := range logs.All() {
+				t.Errorf("server logged an error: %s %v", e.Message, e.ContextMap())
+			}
+		})
+	}
 	o.Debug = testing.Verbose() && os.Getenv("FUSE_DEBUG") != ""
 	s, err := Mount(t.TempDir(), o)
 	if err != nil {
@@ -291,7 +304,13 @@ func TestSourceChanged(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := newPayload(t, nil, 5000, 300)
-			s := mount(t, p.disk, Options{})
+			errs, logs := observer.New(zap.ErrorLevel)
+			s := mount(t, p.disk, Options{Logger: zap.New(errs)})
+			defer func() {
+				if logs.FilterField(zap.String("file", p.paths[0])).Len() == 0 {
+					t.Errorf("no error logged naming %s", p.paths[0])
+				}
+			}()
 			part := filepath.Join(s.Mountpoint, "partitions", layout.APKLabel)
 			before, err := os.ReadFile(part) // now also in the page cache
 			if err != nil {

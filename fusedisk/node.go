@@ -18,6 +18,9 @@ import (
 // reads when max_pages asks for 255 pages, so the cap is 512 KiB.
 const maxRead = 512 << 10
 
+// pipeSlot is the size of one pipe buffer slot (a page).
+const pipeSlot = 4096
+
 // zeros backs reads of zero extents; never written.
 var zeros [maxRead]byte
 
@@ -98,7 +101,7 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 			return fuse.ReadResultData(zeros[:size]), 0
 		}
 	}
-	if r, ok := n.readPipe(off, size, first); ok {
+	if r, ok := n.readPipe(off, size, first, last); ok {
 		return r, 0
 	}
 	// No pipe of the needed size: copy through the reference reader instead.
@@ -110,17 +113,20 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	return fuse.ReadResultData(dest[:size]), 0
 }
 
-// readPipe assembles a read across extents in a splice pipe.
-func (n *fileNode) readPipe(off int64, size int, i int) (fuse.ReadResult, bool) {
+// readPipe assembles a read of extents first..last in a splice pipe.
+func (n *fileNode) readPipe(off int64, size int, first, last int) (fuse.ReadResult, bool) {
 	pair, err := splice.Get()
 	if err != nil {
 		return nil, false
 	}
-	if err := pair.Grow(size); err != nil {
+	// A pipe holds whole pages per slot: a partial page spliced from a file or a
+	// small write takes a slot of its own, so each extent may cost two slots more
+	// than its bytes.
+	if err := pair.Grow(size + 2*pipeSlot*(last-first+1)); err != nil {
 		splice.Done(pair)
 		return nil, false
 	}
-	for done := 0; done < size; i++ {
+	for done, i := 0, first; done < size; i++ {
 		e := &n.im.Extents[i]
 		in := off + int64(done) - e.Off
 		want := int(min(int64(size-done), e.Len-in))
