@@ -65,6 +65,7 @@ var subcommands = []subcommand{
 	{"mount", "[flags] <apk> <idsig> <config_path> <mountpoint>", "serve the payload disk at mountpoint (in the background)", runMount},
 	{"unmount", "<mountpoint>", "stop a vmfs mount and wait for its server", runUnmount},
 	{"list", "", "list active vmfs mounts", runList},
+	{"run-app", "[flags] <apk> <idsig> <config_path> | --mount <mountpoint>", "mount the payload on a private mountpoint, boot it (crosvm or QEMU) and clean up", runRunApp},
 }
 
 func usage(w io.Writer) {
