@@ -1,0 +1,64 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"vmfs/metadata"
+)
+
+// Launch starts the VM cfg describes: it resolves the VMM (Resolve), allocates a
+// CID for crosvm when o.CID is 0 (AllocateCID in o.CIDDir), builds the argv,
+// opens o.Log, and starts the VMM (Start, whose ctx and RunOptions contract
+// applies). The CID and the log file are released once the VMM has exited.
+// QEMU gets no vsock device, so o.CID is ignored for it and VM.CID returns 0.
+func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOptions) (*VM, error) {
+	vmm, bin, err := Resolve(o)
+	if err != nil {
+		return nil, err
+	}
+	var args []string
+	var cleanups []func() error
+	cid := 0
+	if vmm == VMMQemu {
+		args, err = QemuArgs(cfg, o)
+	} else {
+		if o.CID == 0 {
+			var release func() error
+			if o.CID, release, err = AllocateCID(o.CIDDir); err != nil {
+				return nil, err
+			}
+			cleanups = append(cleanups, release)
+		}
+		cid = o.CID
+		args, err = CrosvmArgs(cfg, o)
+	}
+	if err == nil && o.Log != "" {
+		var f *os.File
+		if f, err = os.Create(o.Log); err == nil {
+			ro.Stderr = f
+			cleanups = append(cleanups, f.Close)
+		} else {
+			err = fmt.Errorf("open vmm log: %w", err)
+		}
+	}
+	if err != nil {
+		return nil, errors.Join(err, runAll(cleanups))
+	}
+	return start(ctx, bin, args, ro, cid, cleanups)
+}
+
+// Run launches the VM and waits for it. It returns nil when the VMM exits 0,
+// an *ExitError for any other status, an error wrapping ErrTimeout when
+// ro.Timeout passed, or one wrapping ctx.Err() when ctx ended the VM; it always
+// returns after the VMM has exited, so the caller may unmount its disks then.
+func Run(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOptions) error {
+	vm, err := Launch(ctx, cfg, o, ro)
+	if err != nil {
+		return err
+	}
+	// Not ctx: when it is done the VM is being stopped, and Run waits for that.
+	return vm.Wait(context.Background())
+}
