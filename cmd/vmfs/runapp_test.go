@@ -1,0 +1,162 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"vmfs/testdata"
+)
+
+// guestDir is the test guest `make guest` builds: a Debian kernel, an initramfs
+// whose /init is cmd/vmfs-guest, and microdroid.json, used as --os-dir.
+func guestDir(t *testing.T) string {
+	t.Helper()
+	testdata.RequireTool(t, "qemu-system-x86_64")
+	dir, err := filepath.Abs("../../build/guest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "microdroid.json")); err != nil {
+		testdata.Missing(t, "no test guest (run make guest): %v", err)
+	}
+	return dir
+}
+
+func guestArgs(t *testing.T, apk string, extra ...string) []string {
+	args := []string{"run-app", "--vmm", "qemu", "--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", guestDir(t)}
+	args = append(args, extra...)
+	return append(args, apk, testdata.IdsigPath(), testdata.ConfigPath)
+}
+
+func flippedAPK(t *testing.T) string {
+	b, err := os.ReadFile(testdata.APKPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[300000] ^= 0xFF // inside the stored native library, block 73
+	path := filepath.Join(t.TempDir(), "flipped.apk")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestRunAppBoots boots the sample payload under QEMU through the FUSE mount; the
+// guest agent checks every partition and reads the APK through real dm-verity.
+func TestRunAppBoots(t *testing.T) {
+	requireFUSE(t)
+	tmp := t.TempDir()
+	console := filepath.Join(t.TempDir(), "console.txt")
+	r := vmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--require-verdict", "--console", console, "--timeout", "3m")...)
+	out, _ := os.ReadFile(console)
+	if r.code != 0 {
+		t.Fatalf("run-app: exit %d: %s\nconsole:\n%s", r.code, r.stderr, out)
+	}
+	for _, check := range []string{`"name":"apk-verity","ok":true`, `"name":"apex:com.vmfs.edge","ok":true`, `"ok":true,"checks"`} {
+		if !strings.Contains(string(out), check) {
+			t.Errorf("console lacks %s:\n%s", check, out)
+		}
+	}
+	if left := leftovers(t, tmp); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestRunAppFlippedByte: pre-flight refuses an APK that does not match its idsig;
+// booted anyway, the guest's dm-verity read fails and run-app reports it.
+func TestRunAppFlippedByte(t *testing.T) {
+	requireFUSE(t)
+	apk := flippedAPK(t)
+	r := vmfs(t, "", guestArgs(t, apk)...)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "pre-flight") || !strings.Contains(r.stderr, apk) {
+		t.Errorf("pre-flight: exit %d: %s", r.code, r.stderr)
+	}
+	tmp := t.TempDir()
+	r = vmfs(t, tmp, guestArgs(t, apk, "--skip-verify", "--require-verdict", "--console", "/dev/null", "--timeout", "3m")...)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "apk-verity") || !strings.Contains(r.stderr, "corrupted") {
+		t.Errorf("booted anyway: exit %d: %s", r.code, r.stderr)
+	}
+	if left := leftovers(t, tmp); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestRunAppSignals: SIGTERM or SIGINT at each phase leaves no VMM, no mount and
+// no temporary mountpoint, and exits 128+signal.
+func TestRunAppSignals(t *testing.T) {
+	requireFUSE(t)
+	for _, tc := range []struct {
+		name  string
+		sig   syscall.Signal
+		after time.Duration // mounting and pre-flight take ~50 ms, the boot seconds
+	}{
+		{"term while mounting", syscall.SIGTERM, 0},
+		{"int during pre-flight", syscall.SIGINT, 20 * time.Millisecond},
+		{"term while booting", syscall.SIGTERM, 1500 * time.Millisecond},
+		{"int while running", syscall.SIGINT, 4 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			cmd := exec.Command(vmfsBin, guestArgs(t, testdata.APKPath(), "--console", "/dev/null")...)
+			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(tc.after)
+			cmd.Process.Signal(tc.sig)
+			err := cmd.Wait()
+			code := cmd.ProcessState.ExitCode()
+			// A signal that lands before vmfs installs its handler kills it outright.
+			if code != 128+int(tc.sig) && !(tc.after == 0 && cmd.ProcessState.Sys().(syscall.WaitStatus).Signaled()) {
+				t.Errorf("exit %d (%v), want %d", code, err, 128+int(tc.sig))
+			}
+			if left := leftovers(t, tmp); len(left) > 0 {
+				t.Errorf("left behind: %v", left)
+			}
+			if out, _ := exec.Command("pgrep", "-f", tmp).Output(); len(out) > 0 {
+				t.Errorf("processes still use %s: %s", tmp, out)
+			}
+		})
+	}
+}
+
+func TestRunAppDryRun(t *testing.T) {
+	requireFUSE(t)
+	tmp := t.TempDir()
+	r := vmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--mem", "512", "--cpus", "2")...)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, w := range []string{"qemu-system-x86_64 ", " -accel tcg ", " -m 512 ", " -smp 2 ", "/payload.img,format=raw,if=virtio,readonly=on", "-kernel " + guestDir(t) + "/vmlinuz"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("command line lacks %q: %s", w, r.stdout)
+		}
+	}
+	if left := leftovers(t, tmp); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestRunAppFromMount: run-app --mount boots from an existing `vmfs mount`.
+func TestRunAppFromMount(t *testing.T) {
+	requireFUSE(t)
+	mnt := t.TempDir()
+	r := vmfs(t, "", append([]string{"mount", "--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", guestDir(t)},
+		testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath, mnt)...)
+	if r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { vmfs(t, "", "unmount", mnt) })
+	r = vmfs(t, "", "run-app", "--vmm", "qemu", "--mount", mnt, "--require-verdict", "--console", "/dev/null", "--timeout", "3m")
+	if r.code != 0 {
+		t.Fatalf("run-app --mount: exit %d: %s", r.code, r.stderr)
+	}
+	if m, _ := findMount(mnt); m == nil {
+		t.Error("run-app --mount unmounted a mount it does not own")
+	}
+}
