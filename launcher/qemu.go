@@ -23,6 +23,7 @@ var compositeMagic = []byte("composite_disk\x1d")
 // a non-interactive run: no display, no monitor, no default devices, the serial
 // console to o.Console or stdout, and every disk a virtio-blk drive in config
 // order (the guest sees vda, vdb, ... in that order), read-only unless writable.
+// Memory and vCPUs default to crosvm's (256 MiB, 1) so both VMMs match.
 // It reads the first bytes of each disk image: a crosvm composite descriptor
 // X.composite is replaced by its flat sibling X.img, which must exist.
 func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {

@@ -75,7 +75,9 @@ type VM struct {
 // Stop(o.StopGrace) and Wait reports an error wrapping ctx.Err(). A ctx that is
 // already done starts nothing. The VMM's stdin is /dev/null: runs are
 // non-interactive, and a VMM outside the terminal's foreground group must not
-// read the terminal. Pdeathsig SIGKILL ends the VMM if vmfs dies first.
+// read the terminal. Pdeathsig SIGKILL ends the VMM if vmfs dies first (Linux
+// ties it to the OS thread that started the VMM, so do not call Start from a
+// goroutine that locks its thread and exits while the VM runs).
 func Start(ctx context.Context, argv0 string, args []string, o RunOptions) (*VM, error) {
 	return start(ctx, argv0, args, o, 0, nil)
 }
