@@ -38,5 +38,10 @@ testdata:
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzReader -fuzztime 60s ./layout
 
+# guest builds the test guest (kernel, initramfs with vmfs-guest as /init, microdroid.json)
+# into build/guest, usable as --os-dir; a rerun only rebuilds the agent (see the script).
+guest:
+	GO=$(GO) ./cmd/vmfs-guest/build-guest.sh $(GUEST)
+
 clean:
 	rm -rf $(BUILD)

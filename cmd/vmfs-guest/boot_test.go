@@ -1,0 +1,219 @@
+package main
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"vmfs/fusedisk"
+	"vmfs/layout"
+	"vmfs/metadata"
+	"vmfs/testdata"
+)
+
+// bootTimeout only guards against a hung VM; a boot takes about 8 s under TCG.
+const bootTimeout = 5 * time.Minute
+
+// TestBoot boots the test guest (build/guest) under QEMU with TCG on a payload disk served
+// by fusedisk from this process, and asserts the agent's verdict from the serial console.
+//
+// Drive map: the only drive is virtio disk 0 = <mount>/payload.img, the guest's /dev/vda:
+// vda1 metadata, vda2..vda4 microdroid-apex-0..2 (com.android.adbd, com.android.os.statsd,
+// com.vmfs.edge), vda5 microdroid-apk, vda6 microdroid-apk-idsig.
+func TestBoot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	testdata.RequireRoot(t)
+	qemu := testdata.RequireTool(t, "qemu-system-x86_64")
+	requireFUSE(t)
+	cfg := guestConfig(t)
+
+	allChecks := []string{"mount", "modules", "metadata", "partitions",
+		"apex:com.android.adbd", "apex:com.android.os.statsd", "apex:com.vmfs.edge",
+		"apk-config", "apk-verity"}
+	for _, tc := range []struct {
+		name string
+		apk  func(t *testing.T) string
+		// fail maps the checks that must fail to the errno they must report; every
+		// other check must pass.
+		fail map[string]string
+	}{
+		{name: "signed apk", apk: func(*testing.T) string { return testdata.APKPath() }},
+		{name: "apk with one flipped byte", apk: flippedAPK, fail: map[string]string{"apk-verity": "EIO"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := serve(t, fixtureDisk(t, tc.apk(t)))
+			console, took := boot(t, qemu, cfg, disk)
+			t.Logf("boot took %v", took.Round(time.Millisecond))
+			v, err := parseVerdict(console)
+			if err != nil {
+				t.Fatalf("%v; console:\n%s", err, console)
+			}
+			js, _ := json.MarshalIndent(v, "", "  ")
+			t.Logf("verdict: %s", js)
+			var names []string
+			for _, c := range v.Checks {
+				names = append(names, c.Name)
+				wantErrno, mustFail := tc.fail[c.Name]
+				switch {
+				case !mustFail && !c.OK:
+					t.Errorf("check %s failed: %s", c.Name, c.Reason)
+				case mustFail && c.OK:
+					t.Errorf("check %s passed, want it to fail with %s: %s", c.Name, wantErrno, c.Reason)
+				case mustFail && c.Errno != wantErrno:
+					t.Errorf("check %s failed with errno %q, want %s: %s", c.Name, c.Errno, wantErrno, c.Reason)
+				}
+			}
+			if !slices.Equal(names, allChecks) {
+				t.Errorf("checks %v, want %v", names, allChecks)
+			}
+			if v.OK != (len(tc.fail) == 0) {
+				t.Errorf("verdict ok = %v with %d checks expected to fail", v.OK, len(tc.fail))
+			}
+		})
+	}
+}
+
+func requireFUSE(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		testdata.Missing(t, "FUSE unusable: %v", err)
+	}
+	f.Close()
+}
+
+// guestConfig returns the test guest's VM config, after running build-guest.sh so the
+// initramfs carries this agent (quick when nothing changed; the kernel must already be
+// there from `make guest`, so the test never downloads).
+func guestConfig(t *testing.T) *metadata.VMConfig {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "build", "guest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "kernel.pkg")); err != nil {
+		testdata.Missing(t, "no test guest in %s: run make guest", dir)
+	}
+	if out, err := exec.Command("./build-guest.sh", dir).CombinedOutput(); err != nil {
+		t.Fatalf("build-guest.sh %s: %v\n%s", dir, err, out)
+	}
+	cfg, err := metadata.LoadVMConfig(filepath.Join(dir, "microdroid.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// flippedAPK copies the sample APK with one byte inverted inside the stored .so, where
+// neither the zip structure nor the payload config changes, so only dm-verity can notice.
+func flippedAPK(t *testing.T) string {
+	b, err := os.ReadFile(testdata.APKPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(zr.File, func(f *zip.File) bool { return f.Name == "lib/x86_64/libsample.so" })
+	if i < 0 {
+		t.Fatal("sample APK has no lib/x86_64/libsample.so")
+	}
+	off, err := zr.File[i].DataOffset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	off += int64(zr.File[i].CompressedSize64 / 2)
+	b[off] ^= 0xff
+	path := filepath.Join(t.TempDir(), "flipped.apk")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The host-side oracle agrees that the APK no longer matches its idsig.
+	if err := metadata.VerifyFiles(path, testdata.IdsigPath()); !errors.Is(err, metadata.ErrMismatch) {
+		t.Fatalf("VerifyFiles on the flipped APK = %v, want ErrMismatch", err)
+	}
+	t.Logf("flipped byte %#x of the APK (block %d)", off, off/blockSize)
+	return path
+}
+
+// serve mounts d with fusedisk in this process (go-fuse serves from goroutines, so the
+// QEMU child reading the mount does not deadlock) and returns the flat disk's path.
+func serve(t *testing.T, d *layout.Disk) string {
+	t.Helper()
+	mnt := t.TempDir()
+	srv, err := fusedisk.Mount(mnt, fusedisk.Options{Disks: []fusedisk.Disk{{Disk: d}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+		srv.Wait()
+	})
+	return fusedisk.FlatPath(mnt, fusedisk.Disk{Disk: d})
+}
+
+// boot runs the guest on disk (read-only virtio) and returns the console output and how
+// long QEMU ran.
+func boot(t *testing.T, qemu string, cfg *metadata.VMConfig, disk string) (string, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+	args := []string{
+		"-accel", "tcg", "-m", fmt.Sprint(cfg.MemoryMiB),
+		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
+		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd, "-append", cfg.Params,
+		// QEMU option values escape a comma by doubling it.
+		"-drive", "file=" + strings.ReplaceAll(disk, ",", ",,") + ",format=raw,if=virtio,readonly=on",
+	}
+	cmd := exec.CommandContext(ctx, qemu, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	if ctx.Err() != nil {
+		t.Fatalf("qemu did not finish within %v; console:\n%s", bootTimeout, out.String())
+	}
+	if err != nil {
+		t.Fatalf("qemu %s: %v; console:\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return out.String(), took
+}
+
+// parseVerdict finds the single verdict line the agent printed in the console output.
+func parseVerdict(console string) (*verdict, error) {
+	var found *verdict
+	for line := range strings.Lines(console) {
+		_, js, ok := strings.Cut(line, verdictPrefix)
+		if !ok {
+			continue
+		}
+		if found != nil {
+			return nil, errors.New("console has more than one verdict line")
+		}
+		found = new(verdict)
+		if err := json.Unmarshal([]byte(strings.TrimSpace(js)), found); err != nil {
+			return nil, fmt.Errorf("parse verdict line: %w", err)
+		}
+	}
+	if found == nil {
+		return nil, errors.New("console has no verdict line")
+	}
+	return found, nil
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// This file is shared by the guest (which prints the verdict) and boot_test.go (which
+// parses it from the serial console).
+
+// verdictPrefix starts the one console line that carries the verdict JSON.
+const verdictPrefix = "VMFS-VERDICT "
+
+// verdict is the agent's result: OK only when every check passed.
+type verdict struct {
+	OK     bool    `json:"ok"`
+	Checks []check `json:"checks"`
+}
+
+// check is one thing the agent verified, in the order it ran.
+type check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason"`
+	// Errno names the syscall error behind a failure (e.g. "EIO" when dm-verity refuses a
+	// block), so the host can tell causes apart without reading Reason.
+	Errno string `json:"errno,omitempty"`
+}
+
+// newCheck records the outcome of one step: reason on success, the error otherwise.
+func newCheck(name, reason string, err error) check {
+	if err == nil {
+		return check{Name: name, OK: true, Reason: reason}
+	}
+	c := check{Name: name, Reason: err.Error()}
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		c.Errno = unix.ErrnoName(errno)
+	}
+	return c
+}
+
+// report collects checks and writes the verdict exactly once, whichever of the main
+// flow, a recovered panic and the watchdog gets there first.
+type report struct {
+	mu     sync.Mutex
+	checks []check
+	done   bool
+}
+
+// add records c and reports whether it passed.
+func (r *report) add(c check) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.done {
+		r.checks = append(r.checks, c)
+	}
+	return c.OK
+}
+
+// step runs fn as check name.
+func (r *report) step(name string, fn func() (string, error)) bool {
+	reason, err := fn()
+	return r.add(newCheck(name, reason, err))
+}
+
+// finish writes the verdict line to w unless it was written already. A verdict with no
+// checks is a failure: the agent did not get anywhere.
+func (r *report) finish(w io.Writer) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done {
+		return nil
+	}
+	r.done = true
+	v := verdict{OK: len(r.checks) > 0, Checks: r.checks}
+	for _, c := range r.checks {
+		v.OK = v.OK && c.OK
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode verdict: %w", err)
+	}
+	// One write, so the line is not split by other console output.
+	_, err = io.WriteString(w, "\n"+verdictPrefix+string(b)+"\n")
+	return err
+}
