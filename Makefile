@@ -8,7 +8,7 @@ PKGS    := ./... ./testdata
 # Packages that mount share /dev/fuse and loop devices: one at a time (go-fuse's all.bash).
 TESTFLAGS ?= -count=1 -timeout 20m -p 1
 
-.PHONY: all build deps test test-short lint proto testdata guest demo bench fuzz clean
+.PHONY: all build deps test test-short lint proto testdata guest demo bench fuzz stress clean
 
 all: build
 
@@ -35,13 +35,35 @@ proto:
 testdata:
 	$(GO) generate ./testdata
 
+# fuzz runs every fuzz target for FUZZTIME each; found inputs land in testdata/fuzz.
+# (make test runs their seed corpora as ordinary tests.)
+FUZZTIME ?= 60s
+FUZZ := layout:FuzzReader layout:FuzzParseComposite metadata:FuzzParsePayloadConfig \
+	metadata:FuzzLoadVMConfig metadata:FuzzDecodeMetadata metadata:FuzzNewIdsig metadata:FuzzParseApexInfoList
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzReader -fuzztime 60s ./layout
+	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t#*:}; \
+		echo "== $$pkg $$fn"; $(GO) test -run XXX -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; done
 
 # guest builds the test guest (kernel, initramfs with vmfs-guest as /init, microdroid.json)
 # into build/guest, usable as --os-dir; a rerun only rebuilds the agent (see the script).
 guest:
 	GO=$(GO) ./cmd/vmfs-guest/build-guest.sh $(GUEST)
 
+# demo mounts the sample app, shows the mount, boots it from the mount under QEMU
+# (the guest prints its checks as one VMFS-VERDICT line) and unmounts.
+DEMO_FLAGS := --apex-info-list testdata/apex-info-list.xml --os-dir $(GUEST)
+DEMO_APP   := testdata/app/sample.apk testdata/app/sample.apk.idsig assets/vm_config.json
+demo: deps build guest
+	@mnt=$$(mktemp -d /tmp/vmfs-demo.XXXXXX); \
+	set -x; $(VMFS) mount $(DEMO_FLAGS) $(DEMO_APP) $$mnt || { rmdir $$mnt; exit 1; }; \
+	ls -l $$mnt $$mnt/partitions; $(VMFS) list; \
+	$(VMFS) run-app --mount $$mnt --require-verdict --timeout 5m; rc=$$?; \
+	$(VMFS) unmount $$mnt; rmdir $$mnt; { set +x; } 2>/dev/null; \
+	if [ $$rc -eq 0 ]; then echo "demo: the guest's checks all passed"; else echo "demo: failed ($$rc)"; fi; exit $$rc
+
 clean:
 	rm -rf $(BUILD)
+
+# stress runs the 16-reader random-read stress for 60 s against the oracle.
+stress:
+	VMFS_STRESS_SECONDS=60 $(GO) test -count=1 -run TestStress -v ./fusedisk
