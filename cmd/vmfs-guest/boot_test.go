@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"vmfs/cmd/vmfs-guest/verdict"
 	"vmfs/fusedisk"
 	"vmfs/layout"
 	"vmfs/metadata"
@@ -197,20 +198,20 @@ func boot(t *testing.T, qemu string, cfg *metadata.VMConfig, disk string) (strin
 }
 
 // parseVerdict finds the single verdict line the agent printed in the console output.
-func parseVerdict(console string) (*verdict, error) {
-	var found *verdict
+func parseVerdict(console string) (*verdict.Verdict, error) {
+	var found *verdict.Verdict
 	for line := range strings.Lines(console) {
-		_, js, ok := strings.Cut(line, verdictPrefix)
-		if !ok {
+		v, err := verdict.Parse(line)
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
 			continue
 		}
 		if found != nil {
 			return nil, errors.New("console has more than one verdict line")
 		}
-		found = new(verdict)
-		if err := json.Unmarshal([]byte(strings.TrimSpace(js)), found); err != nil {
-			return nil, fmt.Errorf("parse verdict line: %w", err)
-		}
+		found = v
 	}
 	if found == nil {
 		return nil, errors.New("console has no verdict line")

@@ -1,36 +1,20 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"vmfs/cmd/vmfs-guest/verdict"
 )
 
 // This file is shared by the guest (which prints the verdict) and boot_test.go (which
 // parses it from the serial console).
 
-// verdictPrefix starts the one console line that carries the verdict JSON.
-const verdictPrefix = "VMFS-VERDICT "
-
-// verdict is the agent's result: OK only when every check passed.
-type verdict struct {
-	OK     bool    `json:"ok"`
-	Checks []check `json:"checks"`
-}
-
-// check is one thing the agent verified, in the order it ran.
-type check struct {
-	Name   string `json:"name"`
-	OK     bool   `json:"ok"`
-	Reason string `json:"reason"`
-	// Errno names the syscall error behind a failure (e.g. "EIO" when dm-verity refuses a
-	// block), so the host can tell causes apart without reading Reason.
-	Errno string `json:"errno,omitempty"`
-}
+// check is one verdict entry; the line format lives in package verdict.
+type check = verdict.Check
 
 // newCheck records the outcome of one step: reason on success, the error otherwise.
 func newCheck(name, reason string, err error) check {
@@ -78,15 +62,15 @@ func (r *report) finish(w io.Writer) error {
 		return nil
 	}
 	r.done = true
-	v := verdict{OK: len(r.checks) > 0, Checks: r.checks}
+	v := verdict.Verdict{OK: len(r.checks) > 0, Checks: r.checks}
 	for _, c := range r.checks {
 		v.OK = v.OK && c.OK
 	}
-	b, err := json.Marshal(v)
+	line, err := v.Line()
 	if err != nil {
-		return fmt.Errorf("encode verdict: %w", err)
+		return err
 	}
 	// One write, so the line is not split by other console output.
-	_, err = io.WriteString(w, "\n"+verdictPrefix+string(b)+"\n")
+	_, err = io.WriteString(w, line)
 	return err
 }
