@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vmfs/testdata"
 
 	"go.uber.org/zap/zaptest"
 
@@ -41,23 +42,28 @@ var virtioModules = []string{
 	"virtio/virtio_pci_modern_dev", "virtio/virtio_pci", "block/virtio_blk",
 }
 
-// debianKernel finds a kernel ($VMFS_TEST_KERNEL or the newest /boot/vmlinuz-*)
-// and its module directory.
+// debianKernel finds a kernel and its module directory: $VMFS_TEST_KERNEL, else the
+// one `make guest` unpacks under build/guest/kernel, else the newest /boot/vmlinuz-*.
 func debianKernel(t *testing.T) (kernel, modules string) {
 	t.Helper()
+	root := "/"
 	kernel = os.Getenv("VMFS_TEST_KERNEL")
 	if kernel == "" {
-		found, _ := filepath.Glob("/boot/vmlinuz-*")
+		found, _ := filepath.Glob("../build/guest/kernel/*/boot/vmlinuz-*")
+		if len(found) == 0 {
+			found, _ = filepath.Glob("/boot/vmlinuz-*")
+		}
 		sort.Strings(found)
 		if len(found) == 0 {
-			missing(t, "no kernel in /boot (Debian: apt-get install linux-image-amd64) and VMFS_TEST_KERNEL unset")
+			testdata.Missing(t, "no kernel: run make guest, or apt-get install linux-image-amd64, or set VMFS_TEST_KERNEL")
 		}
 		kernel = found[len(found)-1]
+		root = filepath.Dir(filepath.Dir(kernel))
 	}
 	version := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
-	modules = filepath.Join("/lib/modules", version, "kernel/drivers")
+	modules = filepath.Join(root, "lib/modules", version, "kernel/drivers")
 	if _, err := os.Stat(modules); err != nil {
-		missing(t, "no modules for kernel "+kernel+": "+err.Error())
+		testdata.Missing(t, "no modules for kernel %s: %v", kernel, err)
 	}
 	return kernel, modules
 }
@@ -65,14 +71,14 @@ func debianKernel(t *testing.T) (kernel, modules string) {
 // buildInitramfs packs busybox, the virtio modules and bootInit with cpio.
 func buildInitramfs(t *testing.T, modules string) string {
 	t.Helper()
-	busybox := requireTool(t, "busybox")
-	cpio := requireTool(t, "cpio")
+	busybox := testdata.RequireTool(t, "busybox")
+	cpio := testdata.RequireTool(t, "cpio")
 	if f, err := elf.Open(busybox); err != nil {
 		t.Fatal(err)
 	} else {
 		for _, p := range f.Progs {
 			if p.Type == elf.PT_INTERP {
-				missing(t, busybox+" is dynamically linked (Debian: apt-get install busybox-static)")
+				testdata.Missing(t, "%s is dynamically linked (Debian: apt-get install busybox-static)", busybox)
 			}
 		}
 		f.Close()
@@ -121,7 +127,7 @@ func buildInitramfs(t *testing.T, modules string) string {
 }
 
 func TestBootDebianKernel(t *testing.T) {
-	qemu := requireTool(t, QemuBinary)
+	qemu := testdata.RequireTool(t, QemuBinary)
 	kernel, modules := debianKernel(t)
 	initrd := buildInitramfs(t, modules)
 

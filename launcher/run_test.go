@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vmfs/testdata"
 
 	"go.uber.org/zap/zaptest"
 
@@ -22,7 +23,7 @@ import (
 // to show what Launch passes: it saves its argv, says ready, and sleeps.
 func argvRecorder(t *testing.T) (bin, argsFile string) {
 	t.Helper()
-	requireTool(t, "sh")
+	testdata.RequireTool(t, "sh")
 	dir := t.TempDir()
 	argsFile = filepath.Join(dir, "args")
 	bin = writeFile(t, filepath.Join(dir, "crosvm"),

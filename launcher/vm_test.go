@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"vmfs/testdata"
 
 	"go.uber.org/zap/zaptest"
 
@@ -42,7 +43,7 @@ func startVM(t *testing.T, ctx context.Context, argv0 string, args []string, o R
 // startShell runs script, which must print "ready" once set up, and returns then.
 func startShell(t *testing.T, ctx context.Context, script string, o RunOptions) (*VM, string) {
 	t.Helper()
-	sh := requireTool(t, "sh")
+	sh := testdata.RequireTool(t, "sh")
 	r, w := io.Pipe()
 	o.Stdout = w
 	vm := startVM(t, ctx, sh, []string{"-c", script}, o)
@@ -70,7 +71,7 @@ func wait(t *testing.T, vm *VM) error {
 }
 
 func TestExitStatusPassThrough(t *testing.T) {
-	sh := requireTool(t, "sh")
+	sh := testdata.RequireTool(t, "sh")
 	for _, tc := range []struct {
 		name   string
 		script string
@@ -97,7 +98,7 @@ func TestExitStatusPassThrough(t *testing.T) {
 }
 
 func TestOutputStreams(t *testing.T) {
-	sh := requireTool(t, "sh")
+	sh := testdata.RequireTool(t, "sh")
 	var stdout, stderr bytes.Buffer
 	vm := startVM(t, context.Background(), sh, []string{"-c", "echo console; echo diagnostics >&2; read x || echo stdin-eof"},
 		RunOptions{Stdout: &stdout, Stderr: &stderr})
@@ -113,7 +114,7 @@ func TestOutputStreams(t *testing.T) {
 }
 
 func TestWaitConcurrent(t *testing.T) {
-	sh := requireTool(t, "sh")
+	sh := testdata.RequireTool(t, "sh")
 	vm := startVM(t, context.Background(), sh, []string{"-c", "exec sleep 1000"}, RunOptions{})
 
 	// A done ctx abandons the wait and leaves the VMM alone.
@@ -165,7 +166,7 @@ func TestStopEscalatesToSIGKILL(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
-	sh := requireTool(t, "sh")
+	sh := testdata.RequireTool(t, "sh")
 	missing := filepath.Join(t.TempDir(), "no-such-vmm")
 	if vm, err := Start(context.Background(), missing, nil, RunOptions{}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Start(%s) = %v, %v; want fs.ErrNotExist", missing, vm, err)
@@ -182,7 +183,7 @@ func TestStartErrors(t *testing.T) {
 // then QEMU has set up its signal handlers.
 func idleQemu(t *testing.T, ctx context.Context, o RunOptions) *VM {
 	t.Helper()
-	qemu := requireTool(t, QemuBinary)
+	qemu := testdata.RequireTool(t, QemuBinary)
 	// mov dx, 0x3f8; mov al, 'R'; out dx, al
 	cfg := &metadata.VMConfig{Bootloader: tinyBIOS(t, []byte{0xba, 0xf8, 0x03, 0xb0, 'R', 0xee})}
 	args, err := QemuArgs(cfg, Options{})
@@ -252,7 +253,7 @@ func tinyBIOS(t *testing.T, code []byte) string {
 }
 
 func TestQemuGuestExitStatus(t *testing.T) {
-	qemu := requireTool(t, QemuBinary)
+	qemu := testdata.RequireTool(t, QemuBinary)
 	for _, tc := range []struct {
 		name string
 		code []byte
