@@ -182,7 +182,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 	}
 	if s.srv, err = fs.Mount(mnt, root, opts); err != nil {
 		s.watch.close()
-		return nil, fmt.Errorf("mount %s: %w", mnt, err)
+		return nil, fmt.Errorf("mount %s: the kernel's FUSE refused: %w", mnt, err)
 	}
 	ok = true
 	if os.Geteuid() == 0 {

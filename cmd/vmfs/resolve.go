@@ -107,7 +107,7 @@ func (f *inputFlags) resolve(apk, idsig, configPath string) (*payload, error) {
 		return nil, err
 	}
 	if p.disk, err = layout.PayloadDisk(lp, f.guids(len(lp.Apexes)+3)); err != nil {
-		return nil, fmt.Errorf("payload disk: %w", err)
+		return nil, fmt.Errorf("payload disk of %s!%s: %w", apk, configPath, err)
 	}
 
 	p.osDisks = map[int]*layout.Disk{}

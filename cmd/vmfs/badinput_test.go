@@ -1,0 +1,235 @@
+package main
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"vmfs/metadata"
+	"vmfs/testdata"
+)
+
+// badInputs builds the inputs of TestBadInput in dir.
+type badInputs struct {
+	t   *testing.T
+	dir string
+}
+
+func (b badInputs) file(name string, data []byte) string {
+	p := filepath.Join(b.dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	return p
+}
+
+// apk writes a zip holding the given entries (a name ending in / is a directory).
+func (b badInputs) apk(name string, entries map[string]string) string {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for n, data := range entries {
+		w, err := zw.Create(n)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		w.Write([]byte(data))
+	}
+	if err := zw.Close(); err != nil {
+		b.t.Fatal(err)
+	}
+	return b.file(name, buf.Bytes())
+}
+
+// configAPK is an APK whose payload config is cfg.
+func (b badInputs) configAPK(name, cfg string) string {
+	return b.apk(name, map[string]string{testdata.ConfigPath: cfg})
+}
+
+// osDir writes microdroid.json (or another OS's config) into a fresh directory.
+func (b badInputs) osDir(name, json string) string {
+	d := filepath.Join(b.dir, "os-"+name)
+	b.file(filepath.Join("os-"+name, "microdroid.json"), []byte(json))
+	os.WriteFile(filepath.Join(d, "kernel"), []byte("k"), 0o644)
+	return d
+}
+
+// idsig returns a copy of the fixture idsig with fix applied to its bytes.
+func (b badInputs) idsig(name string, fix func([]byte) []byte) string {
+	data, err := os.ReadFile(testdata.IdsigPath())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return b.file(name, fix(data))
+}
+
+// TestBadInput: every bad input makes vmfs exit non-zero with one line naming the
+// file and the problem, and leaves no mount, process or temporary file behind.
+func TestBadInput(t *testing.T) {
+	requireFUSE(t)
+	b := badInputs{t, t.TempDir()}
+	apk, idsig, cfg := testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath
+	good := []string{apk, idsig, cfg}
+	sig, err := metadata.OpenIdsig(idsig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apkBytes, _ := os.ReadFile(apk)
+	apexes := fixtureFlags()
+	onlyDir := func(d string) []string {
+		return []string{"--apex-dir", d, "--os-dir", testdata.OSDir(), "--apex-info-list", filepath.Join(b.dir, "none.xml")}
+	}
+	cfgWith := func(apexNames ...string) string {
+		var list []string
+		for _, n := range apexNames {
+			list = append(list, fmt.Sprintf(`{"name":%q}`, n))
+		}
+		return `{"os":{"name":"microdroid"},"apexes":[` + strings.Join(list, ",") + `]}`
+	}
+
+	// Inputs that need more than one line to make.
+	manyDir := filepath.Join(b.dir, "many")
+	var many []string
+	for i := 0; i < 126; i++ { // + metadata, apk, idsig = 129 partitions
+		name := fmt.Sprintf("com.vmfs.n%d", i)
+		b.file(filepath.Join("many", name+".apex"), []byte("x"))
+		many = append(many, name)
+	}
+	bigDir := filepath.Join(b.dir, "big")
+	os.MkdirAll(bigDir, 0o755)
+	if err := os.WriteFile(filepath.Join(bigDir, "com.vmfs.big.apex"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(filepath.Join(bigDir, "com.vmfs.big.apex"), 2<<30) // sparse
+	emptyDir := filepath.Join(b.dir, "empty")
+	b.file(filepath.Join("empty", "com.vmfs.empty.apex"), nil)
+	notEmpty := t.TempDir()
+	os.WriteFile(filepath.Join(notEmpty, "x"), nil, 0o644)
+	busy := t.TempDir()
+	if r := vmfs(t, "", append(append([]string{"mount"}, apexes...), append(good, busy)...)...); r.code != 0 {
+		t.Fatalf("mount: %s", r.stderr)
+	}
+	t.Cleanup(func() { vmfs(t, "", "unmount", busy) })
+
+	const fresh = "" // a fresh empty mountpoint
+	type tc struct {
+		name string
+		args []string // after "mount"; a fresh mountpoint is appended when the last is ""
+		code int
+		want []string // substrings of the one error line
+	}
+	mount := func(name string, flags []string, a, i, c, mnt string, code int, want ...string) tc {
+		return tc{name, append(append([]string{}, flags...), a, i, c, mnt), code, want}
+	}
+	cases := []tc{
+		// The APK.
+		mount("apk missing", apexes, filepath.Join(b.dir, "none.apk"), idsig, cfg, fresh, exitInput, "none.apk", "no such file"),
+		mount("apk a directory", apexes, b.dir, idsig, cfg, fresh, exitInput, b.dir),
+		mount("apk not a zip", apexes, b.file("notzip.apk", []byte("hello")), idsig, cfg, fresh, exitInput, "notzip.apk", "zip"),
+		mount("apk truncated", apexes, b.file("trunc.apk", apkBytes[:len(apkBytes)/2]), idsig, cfg, fresh, exitInput, "trunc.apk"),
+		mount("config entry huge", apexes, b.configAPK("huge.apk", `{"os":{"name":"microdroid"}`+strings.Repeat(" ", 2<<20)+`}`), idsig, cfg, fresh, exitInput, "huge.apk", cfg),
+		// The config path.
+		mount("config absent", apexes, apk, idsig, "assets/none.json", fresh, exitInput, "assets/none.json", "not found"),
+		mount("config a directory", apexes, b.apk("dir.apk", map[string]string{"assets/": "", cfg: "{}"}), idsig, "assets", fresh, exitInput, "dir.apk", "assets"),
+		mount("config absolute", apexes, apk, idsig, "/"+cfg, fresh, exitInput, "/"+cfg),
+		mount("config with ..", apexes, apk, idsig, "assets/../../etc/passwd", fresh, exitInput, "assets/../../etc/passwd"),
+		// The payload config.
+		mount("config not json", apexes, b.configAPK("badjson.apk", `{"os":`), idsig, cfg, fresh, exitInput, "badjson.apk", cfg),
+		mount("config wrong types", apexes, b.configAPK("types.apk", `{"apexes":"com.android.adbd"}`), idsig, cfg, fresh, exitInput, "types.apk", "apexes"),
+		mount("task without command", apexes, b.configAPK("task.apk", `{"task":{"type":"executable"}}`), idsig, cfg, fresh, exitInput, "task.apk", "command"),
+		mount("os unknown", apexes, b.configAPK("osx.apk", `{"os":{"name":"nosuchos"}}`), idsig, cfg, fresh, exitInput, "nosuchos.json"),
+		mount("os name with /", apexes, b.configAPK("osslash.apk", `{"os":{"name":"a/b"}}`), idsig, cfg, fresh, exitInput, "a/b"),
+		mount("os name ..", apexes, b.configAPK("osdots.apk", `{"os":{"name":".."}}`), idsig, cfg, fresh, exitInput, `".."`),
+		// The OS config.
+		mount("os config missing", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", b.dir}, apk, idsig, cfg, fresh, exitInput, filepath.Join(b.dir, "microdroid.json")),
+		mount("os config invalid", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", b.osDir("invalid", `{"kernel":`)}, apk, idsig, cfg, fresh, exitInput, "os-invalid/microdroid.json"),
+		mount("os config kernel and bootloader", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", b.osDir("both", `{"kernel":"kernel","bootloader":"kernel","disks":[]}`)}, apk, idsig, cfg, fresh, exitInput, "os-both/microdroid.json", "both"),
+		mount("os config neither", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", b.osDir("neither", `{"disks":[]}`)}, apk, idsig, cfg, fresh, exitInput, "os-neither/microdroid.json", "kernel"),
+		// The APEXes.
+		mount("apex not found", onlyDir(b.dir), apk, idsig, cfg, fresh, exitInput, "com.android.adbd", "not found"),
+		mount("apex name with /", onlyDir(b.dir), b.configAPK("apexslash.apk", cfgWith("../etc/passwd")), idsig, cfg, fresh, exitInput, "../etc/passwd"),
+		mount("apex name ..", onlyDir(b.dir), b.configAPK("apexdots.apk", cfgWith("..")), idsig, cfg, fresh, exitInput, `".."`),
+		mount("apex empty", onlyDir(emptyDir), b.configAPK("apexempty.apk", cfgWith("com.vmfs.empty")), idsig, cfg, fresh, exitInput, "com.vmfs.empty.apex", "empty"),
+		mount("apex 2 GiB", onlyDir(bigDir), b.configAPK("apexbig.apk", cfgWith("com.vmfs.big")), idsig, cfg, fresh, exitInput, "com.vmfs.big.apex", "too large"),
+		mount("apex named twice", apexes, b.configAPK("twice.apk", cfgWith("com.android.adbd", "com.android.adbd")), idsig, cfg, fresh, exitInput, "twice.apk", "com.android.adbd"),
+		mount("129 partitions", onlyDir(manyDir), b.configAPK("many.apk", cfgWith(many...)), idsig, cfg, fresh, exitInput, "many.apk", "129 partitions"),
+		mount("apex-info-list malformed", []string{"--apex-info-list", b.file("bad.xml", []byte("<apex-info-list><apex-info moduleName=")), "--os-dir", testdata.OSDir()}, apk, idsig, cfg, fresh, exitInput, "bad.xml"),
+		// The idsig.
+		mount("idsig missing", apexes, apk, filepath.Join(b.dir, "none.idsig"), cfg, fresh, exitInput, "none.idsig"),
+		mount("idsig wrong version", apexes, apk, b.idsig("v3.idsig", func(d []byte) []byte { d[0] = 3; return d }), cfg, fresh, exitInput, "v3.idsig", "version"),
+		mount("idsig truncated", apexes, apk, b.idsig("short.idsig", func(d []byte) []byte { return d[:100] }), cfg, fresh, exitInput, "short.idsig"),
+		mount("idsig tree larger than file", apexes, apk, b.idsig("tree.idsig", func(d []byte) []byte {
+			binary.LittleEndian.PutUint32(d[sig.TreeOffset-4:], uint32(sig.TreeSize+4096))
+			return d
+		}), cfg, fresh, exitInput, "tree.idsig", "tree"),
+		// The mountpoint and FUSE.
+		mount("mountpoint missing", apexes, apk, idsig, cfg, filepath.Join(b.dir, "nodir"), exitMount, "nodir", "no such file"),
+		mount("mountpoint a file", apexes, apk, idsig, cfg, apk, exitMount, apk, "not a directory"),
+		mount("mountpoint not empty", apexes, apk, idsig, cfg, notEmpty, exitMount, notEmpty, "not empty"),
+		mount("mountpoint already a vmfs mount", apexes, apk, idsig, cfg, busy, exitMount, busy, "already a vmfs mount"),
+	}
+	rootFlipped := b.idsig("root.idsig", func(d []byte) []byte {
+		// the raw root hash ends the hashing info, just before the signing info's length
+		d[sig.TreeOffset-4-int64(len(sig.SigningInfo))-4-1] ^= 1
+		return d
+	})
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"mount"}, c.args...)
+			if args[len(args)-1] == fresh {
+				args[len(args)-1] = t.TempDir()
+			}
+			checkBad(t, args, nil, c.code, c.want, busy)
+		})
+	}
+	t.Run("root mismatch (run-app)", func(t *testing.T) {
+		checkBad(t, append(append([]string{"run-app"}, apexes...), apk, rootFlipped, cfg), nil, exitFailure, []string{"pre-flight", "root.idsig"}, busy)
+	})
+	t.Run("/dev/fuse unusable", func(t *testing.T) {
+		testdata.RequireRoot(t)
+		unshare := testdata.RequireTool(t, "unshare")
+		// A private mount namespace whose /dev has no fuse device.
+		wrap := []string{unshare, "--mount", "sh", "-c", `mount -t tmpfs none /dev && exec "$0" "$@"`, vmfsBin}
+		checkBad(t, append(append([]string{"mount"}, apexes...), apk, idsig, cfg, t.TempDir()), wrap, exitMount, []string{"/dev/fuse"}, busy)
+	})
+}
+
+// checkBad runs vmfs (under wrap, when given) and checks the failure.
+func checkBad(t *testing.T, args, wrap []string, code int, want []string, keep string) {
+	t.Helper()
+	tmp := t.TempDir()
+	var r result
+	if wrap == nil {
+		r = vmfs(t, tmp, args...)
+	} else {
+		cmd := exec.Command(wrap[0], append(wrap[1:], args...)...)
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		cmd.Run()
+		r = result{code: cmd.ProcessState.ExitCode(), stdout: out.String(), stderr: errb.String()}
+	}
+	t.Logf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	if r.code != code {
+		t.Errorf("exit %d, want %d: %s", r.code, code, r.stderr)
+	}
+	if strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "vmfs: ") {
+		t.Errorf("want one error line, got %q", r.stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("error %q does not say %q", r.stderr, w)
+		}
+	}
+	if left := leftovers(t, tmp, keep); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
