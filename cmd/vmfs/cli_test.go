@@ -303,3 +303,50 @@ func procField(t *testing.T, pid int, file, name string) int64 {
 	t.Fatalf("no %s in /proc/%d/%s", name, pid, file)
 	return 0
 }
+
+// TestMountNonRoot mounts as an unprivileged user (through fusermount3): the mount
+// works, and it is private: even root cannot read it without --allow-other.
+func TestMountNonRoot(t *testing.T) {
+	requireFUSE(t)
+	testdata.RequireRoot(t) // to become another user
+	setpriv := testdata.RequireTool(t, "setpriv")
+	testdata.RequireTool(t, "fusermount3")
+	// Everything the user touches must be theirs or world-readable.
+	dir, err := os.MkdirTemp("", "vmfs-nonroot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin, mnt := filepath.Join(dir, "vmfs"), filepath.Join(dir, "mnt")
+	for _, c := range [][]string{{"cp", vmfsBin, bin}, {"cp", "-r", testdata.Dir(), filepath.Join(dir, "td")}, {"mkdir", mnt}, {"chown", "nobody", mnt}, {"chmod", "-R", "a+rX", dir}} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+	td := filepath.Join(dir, "td")
+	asNobody := func(args ...string) result {
+		cmd := exec.Command(setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", bin}, args...)...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		cmd.Run()
+		return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
+	}
+	r := asNobody("mount", "--apex-info-list", filepath.Join(td, "apex-info-list.xml"), "--os-dir", filepath.Join(td, "os"),
+		filepath.Join(td, "app/sample.apk"), filepath.Join(td, "app/sample.apk.idsig"), testdata.ConfigPath, mnt)
+	if r.code != 0 {
+		t.Fatalf("mount as nobody: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { exec.Command("fusermount3", "-u", "-z", mnt).Run() })
+	if _, err := os.ReadFile(filepath.Join(mnt, "vm.json")); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("root read a private mount: %v, want EACCES", err)
+	}
+	if r := asNobody("list"); !strings.Contains(r.stdout, mnt) || !strings.Contains(r.stdout, "serving") {
+		t.Errorf("list as nobody: %q", r.stdout)
+	}
+	if r := asNobody("unmount", mnt); r.code != 0 {
+		t.Fatalf("unmount as nobody: exit %d: %s", r.code, r.stderr)
+	}
+	if m, _ := findMount(mnt); m != nil {
+		t.Error("still mounted")
+	}
+}

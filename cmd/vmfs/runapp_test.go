@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -158,5 +159,38 @@ func TestRunAppFromMount(t *testing.T) {
 	}
 	if m, _ := findMount(mnt); m == nil {
 		t.Error("run-app --mount unmounted a mount it does not own")
+	}
+}
+
+// TestRunAppVMMCrash: a VMM that dies under the guest is reported, and run-app
+// still unmounts and removes its mountpoint.
+func TestRunAppVMMCrash(t *testing.T) {
+	requireFUSE(t)
+	tmp := t.TempDir()
+	cmd := exec.Command(vmfsBin, guestArgs(t, testdata.APKPath(), "--console", "/dev/null")...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var qemu int
+	for i := 0; i < 200 && qemu == 0; i++ { // the VMM starts after mount and pre-flight
+		time.Sleep(20 * time.Millisecond)
+		out, _ := exec.Command("pgrep", "-P", strconv.Itoa(cmd.Process.Pid), "qemu").Output()
+		qemu, _ = strconv.Atoi(strings.TrimSpace(string(out)))
+	}
+	if qemu == 0 {
+		cmd.Process.Kill()
+		t.Fatal("no VMM started")
+	}
+	syscall.Kill(qemu, syscall.SIGKILL)
+	cmd.Wait()
+	t.Logf("exit %d: %s", cmd.ProcessState.ExitCode(), stderr.String())
+	if code := cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(stderr.String(), "killed by signal 9") {
+		t.Errorf("exit %d: %s", code, stderr.String())
+	}
+	if left := leftovers(t, tmp); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }
