@@ -133,6 +133,12 @@ func Mount(mnt string, o Options) (*Server, error) {
 		for i := range dk.Partitions {
 			p := &dk.Partitions[i]
 			add(path.Join(d.Dir, "partitions", p.Label), &p.Image)
+			if src := wholeSource(&p.Image, srcs); p.Writable && src != nil {
+				// The mount is read-only: crosvm writes a writable partition to
+				// its file directly, as virtualizationservice hands it over.
+				parts = append(parts, src.path)
+				continue
+			}
 			parts = append(parts, PartitionPath(mnt, d, p.Label))
 		}
 		cd, err := dk.Composite(filepath.Join(mnt, d.Dir, "header.img"), parts, filepath.Join(mnt, d.Dir, "footer.img"))

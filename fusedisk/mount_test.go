@@ -384,3 +384,35 @@ func TestPassthrough(t *testing.T) {
 		t.Errorf("payload.img beside a passthrough node: %v", err)
 	}
 }
+
+// TestWritablePartitionComposite: the composite names a writable partition's own
+// file (crosvm writes there), and the read-only mount for the rest.
+func TestWritablePartitionComposite(t *testing.T) {
+	requireFUSE(t)
+	dir := t.TempDir()
+	ro, rw := filepath.Join(dir, "ro.img"), filepath.Join(dir, "rw.img")
+	writeRandom(t, ro, 5000, 1)
+	writeRandom(t, rw, 8192, 2)
+	d, err := layout.FilesDisk([]layout.FilePart{
+		{Label: "boot", Source: layout.Source{Path: ro, Size: 5000}},
+		{Label: "instance", Source: layout.Source{Path: rw, Size: 8192}, Writable: true},
+	}, layout.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mount(t, d, Options{})
+	b, err := os.ReadFile(filepath.Join(s.Mountpoint, "payload.composite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := layout.ParseComposite(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Components[1]; got.Path != filepath.Join(s.Mountpoint, "partitions", "boot") || got.Writable {
+		t.Errorf("read-only partition component %+v", got)
+	}
+	if got := c.Components[2]; got.Path != rw || !got.Writable {
+		t.Errorf("writable partition component %+v, want %s read-write", got, rw)
+	}
+}

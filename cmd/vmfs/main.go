@@ -159,6 +159,11 @@ func exitCodeOf(err error) int {
 		return 0
 	}
 	fmt.Fprintf(os.Stderr, "vmfs: %v\n", err)
+	return exitCodeFor(err)
+}
+
+// exitCodeFor is the exit code of a command that failed with err.
+func exitCodeFor(err error) int {
 	var ce *codeError
 	var se *signalError
 	switch {

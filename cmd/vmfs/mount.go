@@ -209,15 +209,6 @@ func (f *mountFlags) serveReporting(c *command, ctx context.Context, args []stri
 	return serve(ctx, c.log, srv)
 }
 
-// exitCodeFor is the code main would exit with for err.
-func exitCodeFor(err error) int {
-	var ce *codeError
-	if errors.As(err, &ce) {
-		return ce.code
-	}
-	return exitFailure
-}
-
 // mountPayload serves p at mnt with vm.json and metadata.json beside the disks.
 func mountPayload(log *zap.Logger, p *payload, mnt string, f *mountFlags) (*fusedisk.Server, error) {
 	vm, err := indentJSON(p.vmConfig(mnt))
