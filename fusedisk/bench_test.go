@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
+	"vmfs/testdata"
 
 	"vmfs/layout"
 )
@@ -43,7 +44,7 @@ func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 
 // iteration. cold = first read after mount; hot = the second, from vmfs's own cache.
 // The ratios (cold-x, hot-x) are vmfs throughput over direct throughput.
 func BenchmarkSequentialRead(b *testing.B) {
-	requireFUSE(b)
+	testdata.RequireFUSE(b)
 	p := newPayload(b, edgeApexes, benchAPKSize, 2251+benchAPKSize/4096*32/127)
 	buf := make([]byte, 1<<20)
 	apk := p.paths[len(edgeApexes) : len(edgeApexes)+1]

@@ -24,18 +24,6 @@ import (
 	"vmfs/testdata"
 )
 
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		testdata.Missing(t, "FUSE unusable: %v", err)
-	}
-	f.Close()
-	if os.Geteuid() != 0 {
-		testdata.RequireTool(t, "fusermount3")
-	}
-}
-
 // payload writes random source files and lays out a payload disk over them.
 type payload struct {
 	dir   string
@@ -103,7 +91,7 @@ func (p *payload) reference(t testing.TB, im *layout.Image) []byte {
 // o.Logger is set (tests that provoke errors pass their own).
 func mount(t testing.TB, d *layout.Disk, o Options) *Server {
 	t.Helper()
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	o.Disks = []Disk{{Disk: d}}
 	if o.Logger == nil {
 		errs, logs := observer.New(zap.ErrorLevel)
@@ -336,7 +324,7 @@ func TestSourceChanged(t *testing.T) {
 }
 
 func TestSourceSizeCheckedAtMount(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	p := newPayload(t, nil, 5000, 300)
 	os.Truncate(p.paths[0], 4000)
 	_, err := Mount(t.TempDir(), Options{Disks: []Disk{{Disk: p.disk}}})
@@ -388,7 +376,7 @@ func TestPassthrough(t *testing.T) {
 // TestWritablePartitionComposite: the composite names a writable partition's own
 // file (crosvm writes there), and the read-only mount for the rest.
 func TestWritablePartitionComposite(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	dir := t.TempDir()
 	ro, rw := filepath.Join(dir, "ro.img"), filepath.Join(dir, "rw.img")
 	writeRandom(t, ro, 5000, 1)

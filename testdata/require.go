@@ -36,3 +36,18 @@ func RequireRoot(t testing.TB) {
 		Missing(t, "needs root")
 	}
 }
+
+// RequireFUSE is for tests that mount: /dev/fuse must open, and a non-root user
+// needs fusermount3.
+func RequireFUSE(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		Missing(t, "FUSE unusable: %v", err)
+		return
+	}
+	f.Close()
+	if os.Geteuid() != 0 {
+		RequireTool(t, "fusermount3")
+	}
+}

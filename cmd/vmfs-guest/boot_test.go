@@ -37,7 +37,7 @@ func TestBoot(t *testing.T) {
 	}
 	testdata.RequireRoot(t)
 	qemu := testdata.RequireTool(t, "qemu-system-x86_64")
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	cfg := guestConfig(t)
 
 	allChecks := []string{"mount", "modules", "metadata", "partitions",
@@ -84,15 +84,6 @@ func TestBoot(t *testing.T) {
 			}
 		})
 	}
-}
-
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		testdata.Missing(t, "FUSE unusable: %v", err)
-	}
-	f.Close()
 }
 
 // guestConfig returns the test guest's VM config, after running build-guest.sh so the

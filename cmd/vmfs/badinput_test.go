@@ -74,7 +74,7 @@ func (b badInputs) idsig(name string, fix func([]byte) []byte) string {
 // TestBadInput: every bad input makes vmfs exit non-zero with one line naming the
 // file and the problem, and leaves no mount, process or temporary file behind.
 func TestBadInput(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	b := badInputs{t, t.TempDir()}
 	apk, idsig, cfg := testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath
 	good := []string{apk, idsig, cfg}

@@ -161,17 +161,8 @@ func leftovers(t *testing.T, tmp string, keep ...string) []string {
 	return left
 }
 
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		testdata.Missing(t, "FUSE unusable: %v", err)
-	}
-	f.Close()
-}
-
 func TestMountLifecycle(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	mnt, tmp := t.TempDir(), t.TempDir()
 	r := vmfs(t, tmp, append([]string{"mount"}, fixtureArgs(mnt)...)...)
 	if r.code != 0 {
@@ -206,7 +197,7 @@ func TestMountLifecycle(t *testing.T) {
 }
 
 func TestUnmountAfterKill(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	mnt := t.TempDir()
 	if r := vmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...); r.code != 0 {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
@@ -238,7 +229,7 @@ func TestUnmountAfterKill(t *testing.T) {
 // TestStreamingCost streams a 3 GiB payload disk through a background vmfs server:
 // the server writes nothing to disk and its peak RSS stays small.
 func TestStreamingCost(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	if testing.Short() {
 		t.Skip("skipped when testing.Short(): streams 3 GiB")
 	}
@@ -307,7 +298,7 @@ func procField(t *testing.T, pid int, file, name string) int64 {
 // TestMountNonRoot mounts as an unprivileged user (through fusermount3): the mount
 // works, and it is private: even root cannot read it without --allow-other.
 func TestMountNonRoot(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	testdata.RequireRoot(t) // to become another user
 	setpriv := testdata.RequireTool(t, "setpriv")
 	testdata.RequireTool(t, "fusermount3")

@@ -50,7 +50,7 @@ func flippedAPK(t *testing.T) string {
 // TestRunAppBoots boots the sample payload under QEMU through the FUSE mount; the
 // guest agent checks every partition and reads the APK through real dm-verity.
 func TestRunAppBoots(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	tmp := t.TempDir()
 	console := filepath.Join(t.TempDir(), "console.txt")
 	r := vmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--require-verdict", "--console", console, "--timeout", "3m")...)
@@ -71,7 +71,7 @@ func TestRunAppBoots(t *testing.T) {
 // TestRunAppFlippedByte: pre-flight refuses an APK that does not match its idsig;
 // booted anyway, the guest's dm-verity read fails and run-app reports it.
 func TestRunAppFlippedByte(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	apk := flippedAPK(t)
 	r := vmfs(t, "", guestArgs(t, apk)...)
 	if r.code != exitFailure || !strings.Contains(r.stderr, "pre-flight") || !strings.Contains(r.stderr, apk) {
@@ -90,7 +90,7 @@ func TestRunAppFlippedByte(t *testing.T) {
 // TestRunAppSignals: SIGTERM or SIGINT at each phase leaves no VMM, no mount and
 // no temporary mountpoint, and exits 128+signal.
 func TestRunAppSignals(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	for _, tc := range []struct {
 		name  string
 		sig   syscall.Signal
@@ -127,7 +127,7 @@ func TestRunAppSignals(t *testing.T) {
 }
 
 func TestRunAppDryRun(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	tmp := t.TempDir()
 	r := vmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--mem", "512", "--cpus", "2")...)
 	if r.code != 0 {
@@ -145,7 +145,7 @@ func TestRunAppDryRun(t *testing.T) {
 
 // TestRunAppFromMount: run-app --mount boots from an existing `vmfs mount`.
 func TestRunAppFromMount(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	mnt := t.TempDir()
 	r := vmfs(t, "", append([]string{"mount", "--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", guestDir(t)},
 		testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath, mnt)...)
@@ -165,7 +165,7 @@ func TestRunAppFromMount(t *testing.T) {
 // TestRunAppVMMCrash: a VMM that dies under the guest is reported, and run-app
 // still unmounts and removes its mountpoint.
 func TestRunAppVMMCrash(t *testing.T) {
-	requireFUSE(t)
+	testdata.RequireFUSE(t)
 	tmp := t.TempDir()
 	cmd := exec.Command(vmfsBin, guestArgs(t, testdata.APKPath(), "--console", "/dev/null")...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
