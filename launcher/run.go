@@ -19,22 +19,19 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 	if err != nil {
 		return nil, err
 	}
-	var args []string
 	var cleanups []func() error
-	cid := 0
-	if vmm == VMMQemu {
-		args, err = QemuArgs(cfg, o)
-	} else {
-		if o.CID == 0 {
-			var release func() error
-			if o.CID, release, err = AllocateCID(o.CIDDir); err != nil {
-				return nil, err
-			}
-			cleanups = append(cleanups, release)
+	if vmm == VMMCrosvm && o.CID == 0 {
+		var release func() error
+		if o.CID, release, err = AllocateCID(o.CIDDir); err != nil {
+			return nil, err
 		}
-		cid = o.CID
-		args, err = CrosvmArgs(cfg, o)
+		cleanups = append(cleanups, release)
 	}
+	cid := 0
+	if vmm == VMMCrosvm {
+		cid = o.CID
+	}
+	args, err := argsFor(vmm, cfg, o)
 	if err == nil && o.Log != "" {
 		var f *os.File
 		if f, err = os.Create(o.Log); err == nil {
@@ -48,6 +45,27 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 		return nil, errors.Join(err, runAll(cleanups))
 	}
 	return start(ctx, bin, args, ro, cid, cleanups)
+}
+
+// Command returns the VMM, its binary and its arguments for cfg without starting
+// anything, for a dry run. A crosvm CID left at 0 shows as the first guest CID;
+// Launch allocates the real one.
+func Command(cfg *metadata.VMConfig, o Options) (vmm, bin string, args []string, err error) {
+	if vmm, bin, err = Resolve(o); err != nil {
+		return "", "", nil, err
+	}
+	if o.CID == 0 {
+		o.CID = firstGuestCID
+	}
+	args, err = argsFor(vmm, cfg, o)
+	return vmm, bin, args, err
+}
+
+func argsFor(vmm string, cfg *metadata.VMConfig, o Options) ([]string, error) {
+	if vmm == VMMQemu {
+		return QemuArgs(cfg, o)
+	}
+	return CrosvmArgs(cfg, o)
 }
 
 // Run launches the VM and waits for it. It returns nil when the VMM exits 0,

@@ -102,12 +102,24 @@ func (c *command) run(ctx context.Context, args []string) error {
 
 // parse parses flags and checks the count of positional arguments.
 func parse(fs *pflag.FlagSet, args []string, want int) ([]string, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	return positional(fs, want)
+}
+
+func parseFlags(fs *pflag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return nil, err
+			return err
 		}
-		return nil, usagef("%v", err)
+		return usagef("%v", err)
 	}
+	return nil
+}
+
+// positional returns the arguments left after the flags, want of them.
+func positional(fs *pflag.FlagSet, want int) ([]string, error) {
 	if fs.NArg() != want {
 		return nil, usagef("%s: want %d arguments, got %d (see --help)", fs.Name(), want, fs.NArg())
 	}

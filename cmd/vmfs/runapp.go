@@ -52,13 +52,14 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) (err error) {
 	var f runFlags
 	f.register(fs)
-	want := 3
-	for _, a := range args {
-		if a == "--mount" || strings.HasPrefix(a, "--mount=") {
-			want = 0
-		}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
-	if args, err = parse(fs, args, want); err != nil {
+	want := 3 // apk idsig config_path
+	if f.mount != "" {
+		want = 0
+	}
+	if args, err = positional(fs, want); err != nil {
 		return err
 	}
 
@@ -221,23 +222,7 @@ func removeDir(log *zap.Logger, dir string, errp *error) {
 
 // printCommand prints the VMM command line, one shell-quoted word at a time.
 func printCommand(w io.Writer, vm *metadata.VMConfig, o launcher.Options) error {
-	vmm, bin, err := launcher.Resolve(o)
-	if err != nil {
-		return withCode(exitVMM, err)
-	}
-	var args []string
-	if vmm == launcher.VMMQemu {
-		args, err = launcher.QemuArgs(vm, o)
-	} else {
-		if o.CID == 0 { // the CID a run would get now
-			var release func() error
-			if o.CID, release, err = launcher.AllocateCID(o.CIDDir); err != nil {
-				return withCode(exitVMM, err)
-			}
-			release()
-		}
-		args, err = launcher.CrosvmArgs(vm, o)
-	}
+	_, bin, args, err := launcher.Command(vm, o)
 	if err != nil {
 		return withCode(exitVMM, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -137,6 +138,14 @@ func TestRunAppDryRun(t *testing.T) {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("command line lacks %q: %s", w, r.stdout)
 		}
+	}
+	// crosvm is not installed here; any executable stands in, since a dry run
+	// only prints. crosvm gets the composite descriptor, in the seed's order.
+	r = vmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--vmm", "crosvm", "--crosvm", "/bin/true", "--mem", "512")...)
+	want := regexp.MustCompile(`^/bin/true run --disable-sandbox --cid 10 --mem 512 --serial=type=stdout,hardware=serial,num=1 ` +
+		`--initrd \S+/initramfs.cpio.gz --params 'console=ttyS0 panic=-1 quiet' --disk /\S+/payload.composite \S+/vmlinuz\n$`)
+	if r.code != 0 || !want.MatchString(r.stdout) {
+		t.Errorf("crosvm dry run: exit %d: %q %s", r.code, r.stdout, r.stderr)
 	}
 	if left := leftovers(t, tmp); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
