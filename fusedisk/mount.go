@@ -100,6 +100,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 		}
 	}()
 
+	born := time.Now()
 	files := map[string]*fileNode{}
 	layoutDoc := map[string]layout.Description{}
 	for _, d := range o.Disks {
@@ -114,7 +115,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 			srcs[i], readers[i] = src, src.f
 		}
 		add := func(name string, im *layout.Image) {
-			n := &fileNode{name: name, im: im, srcs: srcs, ref: layout.NewReader(im, readers), log: log}
+			n := &fileNode{name: name, im: im, srcs: srcs, ref: layout.NewReader(im, readers), log: log, born: born}
 			if o.Passthrough {
 				n.pass = wholeSource(im, srcs)
 			}
@@ -158,7 +159,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 	}
 	for name, b := range extra {
 		im := dataImage(b)
-		files[name] = &fileNode{name: name, im: im, ref: layout.NewReader(im, nil), log: log}
+		files[name] = &fileNode{name: name, im: im, ref: layout.NewReader(im, nil), log: log, born: born}
 	}
 
 	if s.watch, err = newWatcher(s.srcs); err != nil {
@@ -166,12 +167,12 @@ func Mount(mnt string, o Options) (*Server, error) {
 	}
 	go s.watch.run(log)
 
-	root := &fs.Inode{}
+	root := &dirNode{born: born}
 	timeout := cacheTimeout
 	opts := &fs.Options{
 		EntryTimeout: &timeout,
 		AttrTimeout:  &timeout,
-		OnAdd:        func(ctx context.Context) { buildTree(ctx, root, files) },
+		OnAdd:        func(ctx context.Context) { buildTree(ctx, root, files, born) },
 		MountOptions: fuse.MountOptions{
 			FsName:       o.FsName,
 			Name:         "vmfs",
@@ -234,20 +235,20 @@ func (s *Server) closeSources() {
 }
 
 // buildTree adds every file, making the directories on its path.
-func buildTree(ctx context.Context, root *fs.Inode, files map[string]*fileNode) {
+func buildTree(ctx context.Context, root *dirNode, files map[string]*fileNode, born time.Time) {
 	names := make([]string, 0, len(files))
 	for name := range files {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	dirs := map[string]*fs.Inode{".": root}
+	dirs := map[string]*fs.Inode{".": root.EmbeddedInode()}
 	var dir func(p string) *fs.Inode
 	dir = func(p string) *fs.Inode {
 		if d := dirs[p]; d != nil {
 			return d
 		}
 		parent := dir(path.Dir(p))
-		d := parent.NewPersistentInode(ctx, &fs.Inode{}, fs.StableAttr{Mode: syscall.S_IFDIR})
+		d := parent.NewPersistentInode(ctx, &dirNode{born: born}, fs.StableAttr{Mode: syscall.S_IFDIR})
 		parent.AddChild(path.Base(p), d, false)
 		dirs[p] = d
 		return d

@@ -3,6 +3,7 @@ package fusedisk
 import (
 	"context"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -35,6 +36,7 @@ type fileNode struct {
 	pass *source
 	ref  *layout.Reader // the fallback when no pipe can be had
 	log  *zap.Logger
+	born time.Time // the mount's time: every file's mtime, ctime and atime
 }
 
 var (
@@ -46,9 +48,26 @@ var (
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFREG | 0o444
+	out.Nlink = 1
 	out.Size = uint64(n.im.Size)
 	out.Blocks = (out.Size + 511) / 512
 	out.Blksize = 4096
+	out.SetTimes(&n.born, &n.born, &n.born)
+	return 0
+}
+
+// dirNode is a directory of the mount: read-only, dated like its files.
+type dirNode struct {
+	fs.Inode
+	born time.Time
+}
+
+var _ = (fs.NodeGetattrer)((*dirNode)(nil))
+
+func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o555
+	out.Nlink = 2
+	out.SetTimes(&d.born, &d.born, &d.born)
 	return 0
 }
 
