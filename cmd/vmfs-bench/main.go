@@ -1,0 +1,327 @@
+// Command vmfs-bench measures vmfs against what a user would do instead of mounting
+// it (copy a flat image, write the seed's filler files, serve the files with
+// nbdkit + nbdfuse) and against direct reads of the original bytes, and writes the
+// results as a table (latest.md), a plot (latest.png) and raw samples (latest.json).
+// It makes its payloads in a temp dir and drives the vmfs binary, nbdkit, nbdfuse and
+// fio as a user would; it imports vmfs's packages only to lay out the baselines'
+// disks the way vmfs does. It leaves no mount, process or file behind, even on error.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"vmfs/testdata"
+)
+
+// config is the command line.
+type config struct {
+	vmfs       string
+	out        string
+	workDir    string
+	guest      string
+	sizes      []int64 // P1 payloads; the largest is streamed in P4
+	readSize   int64   // the payload of P2 and P3
+	reps       int
+	jobs       int
+	fioRuntime time.Duration
+	accel      string // QEMU accelerator of P5
+	smoke      bool
+
+	nbdkit, nbdfuse, fio string // resolved tool paths
+}
+
+// bench is one run: its config, inputs, temp dir and what to undo at the end.
+type bench struct {
+	cfg     config
+	in      inputs // the fixed inputs; apk is set per payload
+	tmp     string
+	log     io.Writer
+	closers []*closer
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "vmfs-bench: "+format+"\n", args...)
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vmfs-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("vmfs-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.vmfs, "vmfs", "build/vmfs", "the vmfs binary")
+	fs.StringVar(&c.out, "out", "cmd/vmfs-bench/results", "directory for latest.md, latest.png and latest.json")
+	fs.StringVar(&c.workDir, "workdir", os.TempDir(), "where the run's temp dir (payloads, copies) goes; needs twice the largest size free")
+	fs.StringVar(&c.guest, "guest", "build/guest", "the test guest (make guest), as --os-dir for P5")
+	sizes := fs.String("sizes", "16M,1G,3890M", "P1 APK sizes, comma-separated (K, M, G = KiB, MiB, GiB); the largest is streamed in P4")
+	readSize := fs.String("read-size", "1G", "APK size of the P2/P3 read figures")
+	fs.IntVar(&c.reps, "reps", 5, "repetitions of every figure")
+	fs.IntVar(&c.jobs, "jobs", 4, "fio jobs for the random reads")
+	fs.DurationVar(&c.fioRuntime, "fio-runtime", 3*time.Second, "length of each fio run (whole seconds)")
+	fs.StringVar(&c.accel, "accel", "tcg", "QEMU accelerator for P5: tcg, or kvm where it works (here it hangs)")
+	fs.BoolVar(&c.smoke, "smoke", false, "tiny sizes, one repetition, no P5: checks the harness, not the speed")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.smoke {
+		*sizes, *readSize, c.reps, c.fioRuntime = "1M,3M", "2M", 1, time.Second
+	}
+	var err error
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := parseSize(s)
+		if err != nil {
+			return c, fmt.Errorf("-sizes: %w", err)
+		}
+		c.sizes = append(c.sizes, n)
+	}
+	if c.readSize, err = parseSize(*readSize); err != nil {
+		return c, fmt.Errorf("-read-size: %w", err)
+	}
+	if c.reps < 1 || c.jobs < 1 || c.fioRuntime < time.Second {
+		return c, errors.New("-reps and -jobs must be at least 1, -fio-runtime at least 1s")
+	}
+	return c, nil
+}
+
+// parseSize reads "16M", "1G", "4096".
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'K', 'k':
+			mult = 1 << 10
+		case 'M', 'm':
+			mult = 1 << 20
+		case 'G', 'g':
+			mult = 1 << 30
+		}
+		if mult > 1 {
+			s = s[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return v * mult, nil
+}
+
+// run measures everything and writes the results; every mount, server and temp file
+// it made is gone when it returns.
+func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	b := &bench{cfg: cfg, log: stderr, in: inputs{
+		idsig:        testdata.IdsigPath(),
+		apexInfoList: testdata.APEXInfoListPath(),
+		osDir:        testdata.OSDir(),
+	}}
+	if err := b.findTools(); err != nil {
+		return err
+	}
+	if b.tmp, err = os.MkdirTemp(cfg.workDir, "vmfs-bench-"); err != nil {
+		return err
+	}
+	defer func() {
+		cerr := b.closeAll()
+		if cerr != nil {
+			// Something may still be mounted inside: leave the files to the user.
+			err = errors.Join(err, cerr, fmt.Errorf("left %s in place", b.tmp))
+			return
+		}
+		err = errors.Join(err, os.RemoveAll(b.tmp))
+	}()
+	res, err := b.measure(ctx)
+	if err != nil {
+		return err
+	}
+	return b.write(res)
+}
+
+// findTools checks for everything the run execs, before any work is done.
+func (b *bench) findTools() error {
+	st, err := os.Stat(b.cfg.vmfs)
+	if err != nil || st.IsDir() {
+		return fmt.Errorf("vmfs binary %s: not found (go build -o %s ./cmd/vmfs)", b.cfg.vmfs, b.cfg.vmfs)
+	}
+	if b.cfg.vmfs, err = filepath.Abs(b.cfg.vmfs); err != nil {
+		return err
+	}
+	for _, t := range []struct {
+		path *string
+		name string
+		pkg  string
+	}{{&b.cfg.nbdkit, "nbdkit", "nbdkit"}, {&b.cfg.nbdfuse, "nbdfuse", "libnbd-bin"}, {&b.cfg.fio, "fio", "fio"}} {
+		if *t.path, err = exec.LookPath(t.name); err != nil {
+			return fmt.Errorf("%s not found (apt-get install %s)", t.name, t.pkg)
+		}
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil && os.Geteuid() != 0 {
+		return errors.New("fusermount3 not found (apt-get install fuse3)")
+	}
+	return nil
+}
+
+// measure makes the payloads and runs the figures in order.
+func (b *bench) measure(ctx context.Context) (*results, error) {
+	res := &results{Env: b.environment()}
+	defer func() { res.Env.Load += " → " + loadavg() }()
+	need := append([]int64{b.cfg.readSize}, b.cfg.sizes...)
+	payloads := map[int64]payloadFile{}
+	for i, n := range need {
+		if _, ok := payloads[n]; ok {
+			continue
+		}
+		in := b.in
+		in.apk = filepath.Join(b.tmp, fmt.Sprintf("payload-%d.apk", n))
+		start := time.Now()
+		if err := writeRandomAPK(in.apk, n, uint64(i)); err != nil {
+			return nil, err
+		}
+		p, err := resolve(in)
+		if err != nil {
+			return nil, err
+		}
+		payloads[n] = payloadFile{in: in, plan: p}
+		b.logf("wrote %s APK %s in %v", size(n), in.apk, time.Since(start).Round(time.Millisecond))
+	}
+	syncDisk()
+	var p1 []payloadFile
+	largest := b.cfg.sizes[0]
+	for _, n := range b.cfg.sizes {
+		p1 = append(p1, payloads[n])
+		largest = max(largest, n)
+	}
+	var err error
+	if res.Ready, err = b.p1(ctx, p1); err != nil {
+		return nil, fmt.Errorf("P1: %w", err)
+	}
+	if res.Reads, res.Random, err = b.p2p3(ctx, payloads[b.cfg.readSize]); err != nil {
+		return nil, fmt.Errorf("P2/P3: %w", err)
+	}
+	if res.Stream, err = b.p4(ctx, payloads[largest]); err != nil {
+		return nil, fmt.Errorf("P4: %w", err)
+	}
+	if res.Boot, err = b.p5(ctx); err != nil {
+		return nil, fmt.Errorf("P5: %w", err)
+	}
+	return res, nil
+}
+
+// write puts latest.md, latest.png and latest.json into the output directory.
+func (b *bench) write(res *results) error {
+	if err := os.MkdirAll(b.cfg.out, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.cfg.out, "latest.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.cfg.out, "latest.md"), []byte(report(res, b.cfg)), 0o644); err != nil {
+		return err
+	}
+	if err := plotPNG(res, filepath.Join(b.cfg.out, "latest.png")); err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
+	b.logf("wrote %s", filepath.Join(b.cfg.out, "latest.md"))
+	return nil
+}
+
+// env says where the numbers come from.
+type env struct {
+	Date    string `json:"date"`
+	Commit  string `json:"vmfs_commit"`
+	Kernel  string `json:"kernel"`
+	CPU     string `json:"cpu"`
+	CPUs    int    `json:"cpus"`
+	MemGiB  int64  `json:"mem_gib"`
+	Go      string `json:"go"`
+	Tools   string `json:"tools"`
+	WorkFS  string `json:"work_fs"`
+	Sizes   string `json:"sizes"`
+	Reps    int    `json:"reps"`
+	Jobs    int    `json:"fio_jobs"`
+	Runtime string `json:"fio_runtime"`
+	Load    string `json:"loadavg"` // at the start and the end of the run
+}
+
+func (b *bench) environment() env {
+	e := env{
+		Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), CPUs: runtime.NumCPU(), Go: runtime.Version(),
+		Reps: b.cfg.reps, Jobs: b.cfg.jobs, Runtime: b.cfg.fioRuntime.String(),
+	}
+	var parts []string
+	for _, n := range b.cfg.sizes {
+		parts = append(parts, size(n))
+	}
+	e.Sizes = strings.Join(parts, ", ") + "; reads: " + size(b.cfg.readSize)
+	first := func(name string, args ...string) string {
+		out, _ := exec.Command(name, args...).Output()
+		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return line
+	}
+	e.Load = loadavg()
+	e.Commit = first("git", "-C", testdata.Dir(), "describe", "--always", "--dirty")
+	e.Kernel = first("uname", "-r")
+	e.Tools = strings.Join([]string{first(b.cfg.nbdkit, "--version"), first(b.cfg.nbdfuse, "--version"), first(b.cfg.fio, "--version")}, ", ")
+	e.WorkFS = first("findmnt", "-n", "-o", "FSTYPE", "-T", b.cfg.workDir)
+	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				e.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if kib, err := fileField("/proc/meminfo", "MemTotal"); err == nil {
+		e.MemGiB = (kib + 1<<19) >> 20
+	}
+	return e
+}
+
+// loadavg is the 1-minute load average: the machine may be shared.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"archive/zip"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+
+	"vmfs/layout"
+	"vmfs/metadata"
+	"vmfs/testdata"
+)
+
+// payloadConfig is the APK's payload config: the sample's three APEXes, so the disk has
+// every kind of partition (metadata, APEXes with size trailers, APK, idsig).
+const payloadConfig = `{"os":{"name":"microdroid"},"apexes":[{"name":"com.android.adbd"},{"name":"com.android.os.statsd"},{"name":"com.vmfs.edge"}]}`
+
+// writeRandomAPK writes a zip of exactly size bytes at path: the payload config at
+// testdata.ConfigPath and one stored entry of pseudo-random bytes, so no reader is
+// flattered by holes or compression. A size that is a 4 KiB multiple gives an APK
+// partition that is the file itself (what --passthrough needs).
+func writeRandomAPK(path string, size int64, seed uint64) error {
+	// The zip's own bytes do not depend on the entry's length below 4 GiB (no zip64),
+	// so an empty dry run tells how long the entry must be.
+	var over countWriter
+	if err := writeAPK(&over, 0, seed); err != nil {
+		return err
+	}
+	n := size - int64(over)
+	if n < 0 || n >= 1<<32-1 {
+		return fmt.Errorf("apk %s: size %d outside [%d, 4 GiB)", path, size, int64(over))
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := writeAPK(f, n, seed); err != nil {
+		return fmt.Errorf("write apk %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Size() != size {
+		return fmt.Errorf("apk %s: wrote %d bytes, wanted %d", path, st.Size(), size)
+	}
+	return nil
+}
+
+func writeAPK(w io.Writer, n int64, seed uint64) error {
+	zw := zip.NewWriter(w)
+	cw, err := zw.Create(testdata.ConfigPath)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(cw, payloadConfig); err != nil {
+		return err
+	}
+	ew, err := zw.CreateHeader(&zip.FileHeader{Name: "assets/random.bin", Method: zip.Store})
+	if err != nil {
+		return err
+	}
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	buf := make([]byte, 1<<20)
+	rng := rand.NewChaCha8(key)
+	for n > 0 {
+		b := buf[:min(n, int64(len(buf)))]
+		rng.Read(b)
+		if _, err := ew.Write(b); err != nil {
+			return err
+		}
+		n -= int64(len(b))
+	}
+	return zw.Close()
+}
+
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	*c += countWriter(len(p))
+	return len(p), nil
+}
+
+// inputs are the files every method starts from.
+type inputs struct {
+	apk, idsig   string
+	apexInfoList string
+	osDir        string
+}
+
+// plan is what a method that does not go through vmfs has to work out first, the
+// same way vmfs does: read the payload config from the APK, parse the idsig, resolve
+// the APEXes and the OS config, and lay out the disk.
+type plan struct {
+	disk     *layout.Disk
+	metadata []byte // the metadata partition's bytes, unpadded
+}
+
+func resolve(in inputs) (*plan, error) {
+	if _, err := metadata.OpenIdsig(in.idsig); err != nil {
+		return nil, err
+	}
+	cfg, err := metadata.ReadPayloadConfig(in.apk, testdata.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	osPath, err := metadata.OSConfigPath(in.osDir, cfg.OS.Name)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := metadata.LoadVMConfig(osPath); err != nil {
+		return nil, err
+	}
+	r := metadata.ApexResolver{InfoList: in.apexInfoList}
+	lp := layout.Payload{}
+	var names []string
+	for _, a := range cfg.Apexes {
+		p, err := r.Resolve(a.Name)
+		if err != nil {
+			return nil, err
+		}
+		src, err := source(p)
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, a.Name)
+		lp.Apexes = append(lp.Apexes, src)
+	}
+	if lp.Metadata, err = metadata.EncodeMetadata(metadata.NewPayloadMetadata(testdata.ConfigPath, names)); err != nil {
+		return nil, err
+	}
+	if lp.APK, err = source(in.apk); err != nil {
+		return nil, err
+	}
+	if lp.Idsig, err = source(in.idsig); err != nil {
+		return nil, err
+	}
+	d, err := layout.PayloadDisk(lp, layout.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("payload disk of %s: %w", in.apk, err)
+	}
+	return &plan{disk: d, metadata: lp.Metadata}, nil
+}
+
+func source(path string) (layout.Source, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return layout.Source{}, err
+	}
+	return layout.Source{Path: path, Size: st.Size()}, nil
+}
+
+// partition returns the partition labelled label.
+func (p *plan) partition(label string) (*layout.Partition, error) {
+	for i := range p.disk.Partitions {
+		if p.disk.Partitions[i].Label == label {
+			return &p.disk.Partitions[i], nil
+		}
+	}
+	return nil, fmt.Errorf("payload disk: no partition %q", label)
+}
