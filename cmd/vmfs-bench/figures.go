@@ -66,6 +66,7 @@ type streamResult struct {
 // bootResult is P5 in seconds, or why it was skipped.
 type bootResult struct {
 	Skipped  string `json:"skipped,omitempty"`
+	Note     string `json:"note,omitempty"`
 	Accel    string `json:"accel,omitempty"`
 	APKBytes int64  `json:"apk_bytes,omitempty"`
 	Vmfs     series `json:"vmfs_run_app_s,omitempty"`

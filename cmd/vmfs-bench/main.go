@@ -39,6 +39,7 @@ type config struct {
 	jobs       int
 	fioRuntime time.Duration
 	accel      string // QEMU accelerator of P5
+	bootSize   int64  // random bytes added to the signed sample APK in P5
 	smoke      bool
 
 	nbdkit, nbdfuse, fio string // resolved tool paths
@@ -80,11 +81,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.guest, "guest", "build/guest", "the test guest (make guest), as --os-dir for P5")
 	sizes := fs.String("sizes", "16M,1G,3890M", "P1 APK sizes, comma-separated (K, M, G = KiB, MiB, GiB); the largest is streamed in P4")
 	readSize := fs.String("read-size", "1G", "APK size of the P2/P3 read figures")
+	bootSize := fs.String("boot-size", "64M", "random bytes added to the signed sample APK that P5 boots (0: the sample as is)")
 	fs.IntVar(&c.reps, "reps", 5, "repetitions of every figure")
 	fs.IntVar(&c.jobs, "jobs", 4, "fio jobs for the random reads")
 	fs.DurationVar(&c.fioRuntime, "fio-runtime", 3*time.Second, "length of each fio run (whole seconds)")
 	fs.StringVar(&c.accel, "accel", "tcg", "QEMU accelerator for P5: tcg, or kvm where it works (here it hangs)")
-	fs.BoolVar(&c.smoke, "smoke", false, "tiny sizes, one repetition, no P5: checks the harness, not the speed")
+	fs.BoolVar(&c.smoke, "smoke", false, "tiny sizes, one repetition: checks the harness, not the speed")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -92,7 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if c.smoke {
-		*sizes, *readSize, c.reps, c.fioRuntime = "1M,3M", "2M", 1, time.Second
+		*sizes, *readSize, *bootSize, c.reps, c.fioRuntime = "1M,3M", "2M", "1M", 1, time.Second
 	}
 	var err error
 	for _, s := range strings.Split(*sizes, ",") {
@@ -104,6 +106,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.readSize, err = parseSize(*readSize); err != nil {
 		return c, fmt.Errorf("-read-size: %w", err)
+	}
+	if *bootSize != "0" {
+		if c.bootSize, err = parseSize(*bootSize); err != nil {
+			return c, fmt.Errorf("-boot-size: %w", err)
+		}
 	}
 	if c.reps < 1 || c.jobs < 1 || c.fioRuntime < time.Second {
 		return c, errors.New("-reps and -jobs must be at least 1, -fio-runtime at least 1s")

@@ -238,7 +238,10 @@ func report(r *results, cfg config) string {
 	if b.Skipped != "" {
 		p("Skipped: %s.\n", b.Skipped)
 	} else {
-		p("The signed sample payload (APK %s; the guest reads the whole APK through dm-verity against the idsig) and the test guest "+
+		if b.Note != "" {
+			p("Note: %s.\n\n", b.Note)
+		}
+		p("The signed sample APK grown with random bytes and signed again (APK %s; the guest reads the whole APK through dm-verity against the idsig) and the test guest "+
 			"(`make guest`), QEMU with `-accel %s`. **through vmfs**: from the start of `vmfs run-app --require-verdict` (pre-flight "+
 			"verification, private mount, QEMU on the mount's payload.img) until the guest's VMFS-VERDICT line. **flat**: the flat "+
 			"image copied first (as in P1), then QEMU with the argv vmfs's launcher builds for it, until the same line.\n\n", size(b.APKBytes), b.Accel)

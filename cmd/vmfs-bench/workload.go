@@ -2,11 +2,14 @@ package main
 
 import (
 	"archive/zip"
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 
 	"vmfs/layout"
 	"vmfs/metadata"
@@ -62,6 +65,14 @@ func writeAPK(w io.Writer, n int64, seed uint64) error {
 	if _, err := io.WriteString(cw, payloadConfig); err != nil {
 		return err
 	}
+	if err := addRandomEntry(zw, n, seed); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// addRandomEntry adds assets/random.bin, n stored pseudo-random bytes.
+func addRandomEntry(zw *zip.Writer, n int64, seed uint64) error {
 	ew, err := zw.CreateHeader(&zip.FileHeader{Name: "assets/random.bin", Method: zip.Store})
 	if err != nil {
 		return err
@@ -78,7 +89,49 @@ func writeAPK(w io.Writer, n int64, seed uint64) error {
 		}
 		n -= int64(len(b))
 	}
-	return zw.Close()
+	return nil
+}
+
+// writeSignedAPK writes dir/boot.apk and its idsig: the signed sample APK's entries
+// plus n random bytes, signed v2 + v4 with the sample's throwaway key, so that the
+// test guest's dm-verity check of the APK passes.
+func writeSignedAPK(dir string, n int64) (apk, idsig string, err error) {
+	zr, err := zip.OpenReader(testdata.APKPath())
+	if err != nil {
+		return "", "", err
+	}
+	defer zr.Close()
+	unsigned := filepath.Join(dir, "boot-unsigned.apk")
+	f, err := os.Create(unsigned)
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	zw := zip.NewWriter(f)
+	for _, e := range zr.File {
+		if err := zw.Copy(e); err != nil {
+			return "", "", fmt.Errorf("copy %s of %s: %w", e.Name, testdata.APKPath(), err)
+		}
+	}
+	if err := addRandomEntry(zw, n, 99); err != nil {
+		return "", "", err
+	}
+	if err := zw.Close(); err != nil {
+		return "", "", err
+	}
+	if err := f.Close(); err != nil {
+		return "", "", err
+	}
+	apk = filepath.Join(dir, "boot.apk")
+	out, err := exec.Command("apksigner", "sign",
+		"--key", testdata.Path("app", "key.pk8"), "--cert", testdata.CertPath(),
+		"--v1-signing-enabled", "false", "--v2-signing-enabled", "true",
+		"--v3-signing-enabled", "false", "--v4-signing-enabled", "true",
+		"--out", apk, unsigned).CombinedOutput()
+	if err != nil {
+		return "", "", fmt.Errorf("apksigner sign %s: %w: %s", unsigned, err, bytes.TrimSpace(out))
+	}
+	return apk, apk + ".idsig", os.Remove(unsigned)
 }
 
 type countWriter int64
