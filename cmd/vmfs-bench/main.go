@@ -170,6 +170,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) (err error) {
 		err = errors.Join(err, os.RemoveAll(b.tmp))
 	}()
 	res, err := b.measure(ctx)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("interrupted (%w); everything it started is stopped", err)
+	}
 	if err != nil {
 		return err
 	}

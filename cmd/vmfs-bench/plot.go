@@ -62,7 +62,7 @@ func plotPNG(r *results, path string) error {
 
 // methodColor gives each method one color in every panel.
 func methodColor(name string) color.Color {
-	i := map[string]int{"vmfs": 0, "vmfs mount": 0, "nbdfuse": 1, "nbdkit + nbdfuse": 1, "copy": 2, "seed files": 3, "direct": 6, "original": 6}[name]
+	i := map[string]int{"vmfs": 0, "vmfs mount": 0, "nbdfuse": 1, "nbdkit + nbdfuse": 1, "copy": 2, "seed files": 3, "nbdfuse defaults": 4, "direct": 6, "original": 6}[name]
 	return plotutil.Color(i)
 }
 
@@ -82,7 +82,7 @@ func barPanel(title, unit string, groups, methods []string, value func(g, m int)
 	p.Title.Text = title
 	p.Y.Label.Text = unit
 	p.Legend.Top = true
-	width := vg.Points(14)
+	width := vg.Points(12)
 	top := 0.0
 	for m, name := range methods {
 		vals := make(plotter.Values, len(groups))
