@@ -61,6 +61,12 @@ demo: deps build guest
 	$(VMFS) unmount $$mnt; rmdir $$mnt; { set +x; } 2>/dev/null; \
 	if [ $$rc -eq 0 ]; then echo "demo: the guest's checks all passed"; else echo "demo: failed ($$rc)"; fi; exit $$rc
 
+# bench measures vmfs against copying the flat image, the seed's files, nbdkit +
+# nbdfuse and direct reads, and writes cmd/vmfs-bench/results/latest.{md,png,json}.
+# Root, about 10 minutes, ~9 GB of temp space. Driver flags: BENCHFLAGS="-reps 3".
+bench: build guest
+	$(GO) run ./cmd/vmfs-bench -vmfs $(VMFS) -guest $(GUEST) -out cmd/vmfs-bench/results $(BENCHFLAGS)
+
 clean:
 	rm -rf $(BUILD)
 
