@@ -91,7 +91,7 @@ func (b *bench) p1(ctx context.Context, payloads []payloadFile) ([]readyRow, err
 	buf := make([]byte, readBlock)
 	var rows []readyRow
 	for _, pf := range payloads {
-		row := readyRow{APKSize: pf.plan.disk.Sources[len(pf.plan.disk.Sources)-2].Size, DiskSize: pf.plan.disk.Flat.Size}
+		row := readyRow{APKSize: pf.plan.apk().Size, DiskSize: pf.plan.disk.Flat.Size}
 		if _, _, err := readAll(sourcePaths(pf.plan), buf); err != nil {
 			return nil, err
 		}
@@ -209,8 +209,7 @@ func (b *bench) p2p3(ctx context.Context, pf payloadFile) ([]readRow, []randomRo
 	if err != nil {
 		return nil, nil, err
 	}
-	apk := pf.in.apk
-	apkSize := p.disk.Sources[apkPart.Extents[0].Source].Size
+	apk, apkSize := pf.in.apk, p.apk().Size
 	// Where nbdkit puts the APK partition: found from its GPT, once.
 	d, err := b.startNBD(p, false)
 	if err != nil {

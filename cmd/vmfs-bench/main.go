@@ -82,7 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	sizes := fs.String("sizes", "16M,1G,3890M", "P1 APK sizes, comma-separated (K, M, G = KiB, MiB, GiB); the largest is streamed in P4")
 	readSize := fs.String("read-size", "1G", "APK size of the P2/P3 read figures")
 	bootSize := fs.String("boot-size", "64M", "random bytes added to the signed sample APK that P5 boots (0: the sample as is)")
-	fs.IntVar(&c.reps, "reps", 5, "repetitions of every figure")
+	fs.IntVar(&c.reps, "reps", 7, "repetitions of every figure")
 	fs.IntVar(&c.jobs, "jobs", 4, "fio jobs for the random reads")
 	fs.DurationVar(&c.fioRuntime, "fio-runtime", 3*time.Second, "length of each fio run (whole seconds)")
 	fs.StringVar(&c.accel, "accel", "tcg", "QEMU accelerator for P5: tcg, or kvm where it works (here it hangs)")

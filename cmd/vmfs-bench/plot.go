@@ -18,9 +18,9 @@ import (
 // plotPNG draws three panels of medians: sequential throughput by method, random
 // IOPS by method, and time until readable by payload size.
 func plotPNG(r *results, path string) error {
-	seq, err := barPanel("Sequential 1 MiB reads", "MB/s", readLabels(r.Reads), []string{"direct", "vmfs", "nbdfuse"},
+	seq, err := barPanel("Sequential 1 MiB reads", "MB/s", readLabels(r.Reads), []string{"direct", "vmfs", "nbdfuse", "nbdfuse defaults"},
 		func(i, m int) float64 {
-			return []series{r.Reads[i].Direct, r.Reads[i].Vmfs, r.Reads[i].NBD}[m].median()
+			return []series{r.Reads[i].Direct, r.Reads[i].Vmfs, r.Reads[i].NBD, r.Reads[i].NBDDefault}[m].median()
 		})
 	if err != nil {
 		return err
@@ -62,8 +62,19 @@ func plotPNG(r *results, path string) error {
 
 // methodColor gives each method one color in every panel.
 func methodColor(name string) color.Color {
-	i := map[string]int{"vmfs": 0, "vmfs mount": 0, "nbdfuse": 1, "nbdkit + nbdfuse": 1, "copy": 2, "seed files": 3, "nbdfuse defaults": 4, "direct": 6, "original": 6}[name]
-	return plotutil.Color(i)
+	switch name {
+	case "vmfs", "vmfs mount":
+		return color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}
+	case "nbdfuse", "nbdkit + nbdfuse":
+		return color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}
+	case "nbdfuse defaults":
+		return color.RGBA{R: 0x9e, G: 0xc5, B: 0xe8, A: 0xff}
+	case "copy":
+		return color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
+	case "seed files":
+		return color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}
+	}
+	return color.RGBA{R: 0x80, G: 0x80, B: 0x80, A: 0xff} // direct reads, the original file
 }
 
 func readLabels(rows []readRow) []string {

@@ -210,6 +210,12 @@ func source(path string) (layout.Source, error) {
 	return layout.Source{Path: path, Size: st.Size()}, nil
 }
 
+// apk is the APK source of the disk.
+func (p *plan) apk() layout.Source {
+	part, _ := p.partition(layout.APKLabel) // every payload disk has one
+	return p.disk.Sources[part.Extents[0].Source]
+}
+
 // partition returns the partition labelled label.
 func (p *plan) partition(label string) (*layout.Partition, error) {
 	for i := range p.disk.Partitions {
