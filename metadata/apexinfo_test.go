@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"vmfs/testdata"
 )
 
 func TestParseApexInfoList(t *testing.T) {
@@ -175,12 +176,9 @@ func TestApexResolverRelativeDir(t *testing.T) {
 	}
 }
 
-// The shared fixture list (another team's), when present, resolves to existing files.
+// The shared fixture list resolves to existing files.
 func TestApexResolverSharedFixture(t *testing.T) {
-	list := filepath.Join("..", "testdata", "apex-info-list.xml")
-	if _, err := os.Stat(list); err != nil {
-		t.Skip("shared fixture absent:", err)
-	}
+	list := testdata.APEXInfoListPath()
 	got, err := ApexResolver{InfoList: list}.Resolve("com.android.adbd")
 	if err != nil {
 		t.Fatal(err)

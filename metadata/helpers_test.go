@@ -4,35 +4,18 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"vmfs/testdata"
 )
 
-// requireTool skips the test when an oracle tool is missing, except in CI where it fails.
-func requireTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		missing(t, name+" not in PATH")
-	}
-	return p
-}
-
-// requireFile is requireTool for a file such as a jar.
+// requireFile is testdata.RequireTool for a file such as a jar.
 func requireFile(t testing.TB, path string) {
 	t.Helper()
 	if _, err := os.Stat(path); err != nil {
-		missing(t, err.Error())
+		testdata.Missing(t, "%v", err)
 	}
 }
 
-func missing(t testing.TB, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("required tool missing: %s", what)
-	}
-	t.Skipf("skipping: %s", what)
-}
-
-// run runs a command and fails the test with its output if it fails.
 func run(t testing.TB, name string, args ...string) []byte {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()

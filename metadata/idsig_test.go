@@ -21,6 +21,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vmfs/testdata"
 )
 
 var update = flag.Bool("update", false, "regenerate testdata/small.apk and its .idsig with apksigner")
@@ -52,8 +53,8 @@ func buildIdsig(version uint32, hashingInfo, signingInfo, tree []byte) []byte {
 // (testdata/VerityTree.java) and returns the trees and root hashes.
 func apksigTrees(t *testing.T, salt []byte, data ...string) (trees, roots [][]byte) {
 	t.Helper()
-	requireTool(t, "java")
-	requireTool(t, "javac") // java runs a source file only with the JDK's compiler module
+	testdata.RequireTool(t, "java")
+	testdata.RequireTool(t, "javac") // java runs a source file only with the JDK's compiler module
 	requireFile(t, apksigJar)
 	saltArg := "-"
 	if salt != nil {
@@ -110,7 +111,7 @@ func testKey(t *testing.T, dir string) (key, cert string) {
 // AndroidManifest.xml, which a test zip does not have.
 func signAPK(t *testing.T, unsigned, dir, name string) (apk, idsig string) {
 	t.Helper()
-	requireTool(t, "apksigner")
+	testdata.RequireTool(t, "apksigner")
 	key, cert := testKey(t, t.TempDir())
 	apk = filepath.Join(dir, name)
 	run(t, "apksigner", "sign", "--key", key, "--cert", cert, "--min-sdk-version", "30",
@@ -150,7 +151,7 @@ func treeSize(apkSize int64) int64 {
 }
 
 func TestIdsigApksigner(t *testing.T) {
-	requireTool(t, "apksigner")
+	testdata.RequireTool(t, "apksigner")
 	cfg := zipEntry{name: "assets/vm_config.json", data: []byte(`{"os": {"name": "microdroid"}, "task": {"type": "microdroid_launcher", "command": "MyPayload.so"}}`)}
 	for _, tc := range []struct {
 		name     string
@@ -314,7 +315,7 @@ func TestVerifyAPKTreeSizeMismatch(t *testing.T) {
 // allocations while verifying stay far below the 8 MiB tree, let alone the data.
 func TestVerifyAPKHuge(t *testing.T) {
 	if testing.Short() {
-		t.Skip("hashes 1 GiB twice (apksig and VerifyAPK)")
+		t.Skip("skipped under testing.Short(): hashes 1 GiB twice (apksig and VerifyAPK)")
 	}
 	const n = 1 << 30
 	dir := t.TempDir()

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"vmfs/testdata"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -15,7 +16,7 @@ import (
 // protoc runs protoc on microdroid_metadata.proto with mode --decode or --encode.
 func protoc(t *testing.T, mode string, stdin []byte) []byte {
 	t.Helper()
-	requireTool(t, "protoc")
+	testdata.RequireTool(t, "protoc")
 	cmd := exec.Command("protoc", "--proto_path=.", mode+"=android.microdroid.Metadata", "microdroid_metadata.proto")
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer

@@ -19,7 +19,7 @@ import (
 // It asserts nothing about speed.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
-		t.Skip("mounts vmfs and nbdfuse")
+		t.Skip("skipped under testing.Short(): mounts vmfs and nbdfuse")
 	}
 	for _, tool := range []string{"nbdkit", "nbdfuse", "fio"} {
 		testdata.RequireTool(t, tool)
@@ -37,6 +37,9 @@ func TestSmoke(t *testing.T) {
 	// make test builds the guest first (make guest); without it P5 says it skipped.
 	guest := filepath.Join(testdata.Dir(), "..", "build", "guest")
 	_, noGuest := os.Stat(filepath.Join(guest, "microdroid.json"))
+	if noGuest != nil && testdata.InCI() {
+		t.Fatalf("CI=true and no test guest (make guest): %v", noGuest)
+	}
 	var log bytes.Buffer
 	err := run(context.Background(), []string{"-smoke", "-vmfs", bin, "-out", out, "-workdir", work, "-guest", guest}, &log)
 	t.Logf("driver log:\n%s", log.String())

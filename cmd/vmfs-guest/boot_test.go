@@ -33,7 +33,7 @@ const bootTimeout = 5 * time.Minute
 // com.vmfs.edge), vda5 microdroid-apk, vda6 microdroid-apk-idsig.
 func TestBoot(t *testing.T) {
 	if testing.Short() {
-		t.Skip("boots a VM")
+		t.Skip("skipped under testing.Short(): boots a VM")
 	}
 	testdata.RequireRoot(t)
 	qemu := testdata.RequireTool(t, "qemu-system-x86_64")
