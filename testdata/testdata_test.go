@@ -429,7 +429,7 @@ func TestOSConfigPlaceholders(t *testing.T) {
 // A new Go release that changes compress/flate output would fail here; then regenerate.
 func TestGeneratorReproducesFixtures(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs go, aapt, zipalign, apksigner and protoc")
+		t.Skip("skipped under testing.Short(): runs go, aapt, zipalign, apksigner and protoc")
 	}
 	for _, tool := range []string{"aapt", "zipalign", "apksigner", "protoc"} {
 		testdata.RequireTool(t, tool)
