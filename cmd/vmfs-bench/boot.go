@@ -34,16 +34,16 @@ func (b *bench) p5(ctx context.Context) (bootResult, error) {
 	}
 	vmPath := filepath.Join(guest, "microdroid.json")
 	if _, err := os.Stat(vmPath); err != nil {
-		return bootResult{Skipped: fmt.Sprintf("no test guest at %s (`make guest` builds it)", b.cfg.guest)}, nil
+		return bootResult{NotRun: fmt.Sprintf("no test guest at %s (`make guest` builds it)", b.cfg.guest)}, nil
 	}
 	if err := exec.Command(b.cfg.vmfs, "run-app", "--help").Run(); err != nil {
-		return bootResult{Skipped: fmt.Sprintf("%s has no working `run-app` (%v)", b.cfg.vmfs, err)}, nil
+		return bootResult{NotRun: fmt.Sprintf("%s has no working `run-app` (%v)", b.cfg.vmfs, err)}, nil
 	}
 	accel := b.cfg.accel
 	opts := launcher.Options{VMM: launcher.VMMQemu, Accel: accel}
 	_, qemu, err := launcher.Resolve(opts)
 	if err != nil {
-		return bootResult{Skipped: err.Error()}, nil
+		return bootResult{NotRun: err.Error()}, nil
 	}
 	in := b.in
 	in.apk, in.osDir = testdata.APKPath(), guest

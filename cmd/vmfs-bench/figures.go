@@ -65,7 +65,7 @@ type streamResult struct {
 
 // bootResult is P5 in seconds, or why it was skipped.
 type bootResult struct {
-	Skipped  string `json:"skipped,omitempty"`
+	NotRun   string `json:"skipped,omitempty"`
 	Note     string `json:"note,omitempty"`
 	Accel    string `json:"accel,omitempty"`
 	APKBytes int64  `json:"apk_bytes,omitempty"`

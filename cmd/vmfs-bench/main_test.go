@@ -91,7 +91,7 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	switch {
-	case noGuest != nil && res.Boot.Skipped == "":
+	case noGuest != nil && res.Boot.NotRun == "":
 		t.Errorf("P5 ran without a guest: %+v", res.Boot)
 	case noGuest == nil && (len(res.Boot.Vmfs) != 1 || len(res.Boot.Flat) != 1):
 		t.Errorf("P5 with the guest at %s: want one boot each way, got %+v", guest, res.Boot)

@@ -126,7 +126,7 @@ func targets(r *results) []target {
 		ts = append(ts, target{figure: "P4", what: "bytes written by vmfs while streaming ÷ 64 KiB", goal: 1, atMost: true,
 			value: scale(s.Written, 1.0/(64<<10)), why: "see P4"})
 	}
-	if b := r.Boot; b.Skipped == "" && len(b.Vmfs) > 0 {
+	if b := r.Boot; b.NotRun == "" && len(b.Vmfs) > 0 {
 		ts = append(ts, target{figure: "P5", what: "run-app to verdict through vmfs ÷ on a pre-copied flat image, copy not counted", goal: 1.1, atMost: true, value: ratio(b.Vmfs, b.Flat),
 			why: "see P5: the difference is vmfs's own start (pre-flight, mount) and reads through FUSE"})
 	}
@@ -236,8 +236,8 @@ func report(r *results, cfg config) string {
 
 	b := r.Boot
 	p("\n## P5: `vmfs run-app` until the guest's verdict\n\n")
-	if b.Skipped != "" {
-		p("Skipped: %s.\n", b.Skipped)
+	if b.NotRun != "" {
+		p("NotRun: %s.\n", b.NotRun)
 	} else {
 		if b.Note != "" {
 			p("Note: %s.\n\n", b.Note)
