@@ -11,8 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"vmfs/cmd/vmfs/payload"
 	"vmfs/layout"
-	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -157,57 +157,14 @@ type plan struct {
 }
 
 func resolve(in inputs) (*plan, error) {
-	if _, err := metadata.OpenIdsig(in.idsig); err != nil {
-		return nil, err
-	}
-	cfg, err := metadata.ReadPayloadConfig(in.apk, testdata.ConfigPath)
+	p, err := payload.Resolve(payload.Inputs{
+		APK: in.apk, Idsig: in.idsig, ConfigPath: testdata.ConfigPath,
+		ApexInfoList: in.apexInfoList, RequireApexInfoList: true, OSDir: in.osDir,
+	})
 	if err != nil {
 		return nil, err
 	}
-	osPath, err := metadata.OSConfigPath(in.osDir, cfg.OS.Name)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := metadata.LoadVMConfig(osPath); err != nil {
-		return nil, err
-	}
-	r := metadata.ApexResolver{InfoList: in.apexInfoList}
-	lp := layout.Payload{}
-	var names []string
-	for _, a := range cfg.Apexes {
-		p, err := r.Resolve(a.Name)
-		if err != nil {
-			return nil, err
-		}
-		src, err := source(p)
-		if err != nil {
-			return nil, err
-		}
-		names = append(names, a.Name)
-		lp.Apexes = append(lp.Apexes, src)
-	}
-	if lp.Metadata, err = metadata.EncodeMetadata(metadata.NewPayloadMetadata(testdata.ConfigPath, names)); err != nil {
-		return nil, err
-	}
-	if lp.APK, err = source(in.apk); err != nil {
-		return nil, err
-	}
-	if lp.Idsig, err = source(in.idsig); err != nil {
-		return nil, err
-	}
-	d, err := layout.PayloadDisk(lp, layout.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("payload disk of %s: %w", in.apk, err)
-	}
-	return &plan{disk: d, metadata: lp.Metadata}, nil
-}
-
-func source(path string) (layout.Source, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return layout.Source{}, err
-	}
-	return layout.Source{Path: path, Size: st.Size()}, nil
+	return &plan{disk: p.Disk, metadata: p.MetadataBlob()}, nil
 }
 
 // apk is the APK source of the disk.

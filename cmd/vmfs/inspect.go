@@ -26,14 +26,14 @@ func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []strin
 	if err != nil {
 		return withCode(exitInput, err)
 	}
-	vm := p.vmConfig(placeholderMount)
+	vm := vmConfig(p, placeholderMount)
 	if *asJSON {
-		disks := map[string]layout.Description{"payload": p.disk.Describe()}
-		for i, d := range p.osDisks {
+		disks := map[string]layout.Description{"payload": p.Disk.Describe()}
+		for i, d := range p.OSDisks {
 			disks[osDiskDir(i)] = d.Describe()
 		}
 		out, err := indentJSON(map[string]any{
-			"disks": disks, "vm_config": vm, "os_config": p.osConfigPath, "apexes": p.apexPaths,
+			"disks": disks, "vm_config": vm, "os_config": p.OSConfigPath, "apexes": p.ApexPaths,
 		})
 		if err != nil {
 			return err
@@ -41,17 +41,17 @@ func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []strin
 		_, err = c.stdout.Write(out)
 		return err
 	}
-	fmt.Fprintf(c.stdout, "payload disk: %d bytes, GUID %s\n", p.disk.Flat.Size, p.disk.GUID)
-	printTable(c, p.disk)
-	for i, d := range p.osDisks {
-		fmt.Fprintf(c.stdout, "\n%s (from %s): %d bytes\n", osDiskDir(i), p.osConfigPath, d.Flat.Size)
+	fmt.Fprintf(c.stdout, "payload disk: %d bytes, GUID %s\n", p.Disk.Flat.Size, p.Disk.GUID)
+	printTable(c, p.Disk)
+	for i, d := range p.OSDisks {
+		fmt.Fprintf(c.stdout, "\n%s (from %s): %d bytes\n", osDiskDir(i), p.OSConfigPath, d.Flat.Size)
 		printTable(c, d)
 	}
 	b, err := indentJSON(vm)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(c.stdout, "\nVM config (from %s, %s = the mount):\n%s", p.osConfigPath, placeholderMount, b)
+	_, err = fmt.Fprintf(c.stdout, "\nVM config (from %s, %s = the mount):\n%s", p.OSConfigPath, placeholderMount, b)
 	return err
 }
 

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"vmfs/cmd/vmfs/payload"
 	"vmfs/fusedisk"
 	"vmfs/layout"
 )
@@ -73,7 +74,7 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 		c.log.Info("mounted; serving until unmounted or interrupted", zap.String("mountpoint", mnt))
 		return serve(ctx, c.log, srv)
 	}
-	return f.startServer(ctx, []string{p.apk, p.idsig, p.configPath, mnt})
+	return f.startServer(ctx, []string{p.APK, p.Idsig, p.ConfigPath, mnt})
 }
 
 // startServer re-executes vmfs detached as the mount's server, like sshfs, and
@@ -210,17 +211,17 @@ func (f *mountFlags) serveReporting(c *command, ctx context.Context, args []stri
 }
 
 // mountPayload serves p at mnt with vm.json and metadata.json beside the disks.
-func mountPayload(log *zap.Logger, p *payload, mnt string, f *mountFlags) (*fusedisk.Server, error) {
-	vm, err := indentJSON(p.vmConfig(mnt))
+func mountPayload(log *zap.Logger, p *payload.Payload, mnt string, f *mountFlags) (*fusedisk.Server, error) {
+	vm, err := indentJSON(vmConfig(p, mnt))
 	if err != nil {
 		return nil, err
 	}
-	meta, err := p.metadataJSON()
+	meta, err := metadataJSON(p)
 	if err != nil {
 		return nil, err
 	}
 	srv, err := fusedisk.Mount(mnt, fusedisk.Options{
-		Disks:       p.fuseDisks(),
+		Disks:       fuseDisks(p),
 		Files:       map[string][]byte{"vm.json": vm, "metadata.json": meta},
 		FsName:      fsName(os.Getpid()),
 		Passthrough: f.passthrough,

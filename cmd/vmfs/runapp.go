@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"vmfs/cmd/vmfs/payload"
 	"vmfs/fusedisk"
 	"vmfs/launcher"
 	"vmfs/layout"
@@ -66,7 +67,7 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 	// Resolve: from an existing mount, or lay out the payload now.
 	var vm *metadata.VMConfig
 	var apk, idsig string
-	var p *payload
+	var p *payload.Payload
 	if f.mount != "" {
 		if vm, apk, idsig, err = fromMount(f.mount); err != nil {
 			return err
@@ -75,7 +76,7 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 		if p, err = f.resolve(args[0], args[1], args[2]); err != nil {
 			return withCode(exitInput, err)
 		}
-		apk, idsig = p.apk, p.idsig
+		apk, idsig = p.APK, p.Idsig
 	}
 
 	if !f.skipVerify && !f.dryRun {
@@ -98,7 +99,7 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 		done := make(chan struct{})
 		go func() { srv.Wait(); close(done) }()
 		defer unmountAfterVM(c.log, srv, done, &err)
-		vm = p.vmConfig(mnt)
+		vm = vmConfig(p, mnt)
 	}
 	if err := context.Cause(ctx); err != nil {
 		return err
