@@ -175,7 +175,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 		OnAdd:        func(ctx context.Context) { buildTree(ctx, root, files, born) },
 		MountOptions: fuse.MountOptions{
 			FsName:       o.FsName,
-			Name:         "vmfs",
+			Name:         subtype,
 			MaxWrite:     maxRead,
 			MaxReadAhead: maxRead,
 			AllowOther:   o.AllowOther,

@@ -404,3 +404,31 @@ func TestWritablePartitionComposite(t *testing.T) {
 		t.Errorf("writable partition component %+v, want %s read-write", got, rw)
 	}
 }
+
+// TestMountAt finds a mount in /proc/self/mountinfo, even at a path the kernel
+// escapes there (a space is \040).
+func TestMountAt(t *testing.T) {
+	testdata.RequireFUSE(t)
+	p := newPayload(t, nil, 5000, 300)
+	dir := filepath.Join(t.TempDir(), "a mount")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Mount(dir, Options{Disks: []Disk{{Disk: p.disk}}, FsName: "vmfs:test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.Wait(); close(done) }()
+	m, err := MountAt(dir)
+	if err != nil || m == nil || m.FSType != FSType || m.Source != "vmfs:test" {
+		t.Errorf("MountAt(%q): %+v, %v", dir, m, err)
+	}
+	if err := s.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if m, err := MountAt(dir); m != nil || err != nil {
+		t.Errorf("after unmount: %+v, %v", m, err)
+	}
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -19,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vmfs/fusedisk"
 	"vmfs/layout"
 	"vmfs/testdata"
 )
@@ -109,27 +109,14 @@ func (m *vmfsMount) serverPid() (int, error) {
 	return strconv.Atoi(pid)
 }
 
-// mountSource returns the source field of the mount at point in
-// /proc/self/mountinfo, or "" when nothing is mounted there.
+// mountSource returns the source of the mount at point, or "" when nothing is
+// mounted there.
 func mountSource(point string) (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
+	m, err := fusedisk.MountAt(point)
+	if m == nil || err != nil {
 		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	src := ""
-	for sc.Scan() {
-		// id parent maj:min root mountpoint options [optional...] - fstype source superoptions
-		fields := strings.Fields(sc.Text())
-		for i, fld := range fields {
-			if fld == "-" && len(fields) > 4 && i+2 < len(fields) && fields[4] == point {
-				src = fields[i+2] // the last match is the top mount
-				break
-			}
-		}
-	}
-	return src, sc.Err()
+	return m.Source, nil
 }
 
 // copyFlat writes the flat disk image to out as a careful user would: the original

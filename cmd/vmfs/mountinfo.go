@@ -1,17 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+
+	"vmfs/fusedisk"
 )
 
-// fsType is how vmfs mounts appear in /proc/self/mountinfo.
-const fsType = "fuse.vmfs"
-
-// mountEntry is one vmfs line of /proc/self/mountinfo.
+// mountEntry is a vmfs mount.
 type mountEntry struct {
 	point string
 	pid   int // the serving process, from the source field "vmfs:<pid>"
@@ -22,49 +20,22 @@ func fsName(pid int) string { return fmt.Sprintf("vmfs:%d", pid) }
 
 // vmfsMounts lists the vmfs mounts visible to this process.
 func vmfsMounts() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := fusedisk.Mounts()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint options [optional...] - fstype source superoptions
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, fld := range fields {
-			if fld == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+2 >= len(fields) || fields[sep+1] != fsType {
+	for _, m := range ms {
+		if m.FSType != fusedisk.FSType {
 			continue
 		}
-		e := mountEntry{point: unescapeMountinfo(fields[4])}
-		if pid, ok := strings.CutPrefix(fields[sep+2], "vmfs:"); ok {
+		e := mountEntry{point: m.Point}
+		if pid, ok := strings.CutPrefix(m.Source, "vmfs:"); ok {
 			e.pid, _ = strconv.Atoi(pid)
 		}
 		out = append(out, e)
 	}
-	return out, sc.Err()
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space, ...).
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out, nil
 }
 
 // findMount returns the vmfs mount at point, if any.
