@@ -21,7 +21,7 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped under testing.Short(): mounts vmfs and nbdfuse")
 	}
-	for _, tool := range []string{"nbdkit", "nbdfuse", "fio"} {
+	for _, tool := range []string{"nbdkit", "nbdfuse", "fio", "sfdisk"} {
 		testdata.RequireTool(t, tool)
 	}
 	testdata.RequireFUSE(t)

@@ -2,7 +2,7 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unicode/utf16"
 
 	"golang.org/x/sys/unix"
 
@@ -383,38 +382,29 @@ func stopPidFile(pidFile, program string) error {
 	return nil
 }
 
-// gptPartition finds the partition called label in the GPT of the disk at path and
-// returns its byte range.
+// gptPartition finds the partition called label in the GPT of the disk at path (as
+// sfdisk reads it: nbdkit's table, not one vmfs wrote) and returns its byte range.
 func gptPartition(path, label string) (off, size int64, err error) {
-	f, err := os.Open(path)
+	out, err := exec.Command("sfdisk", "--json", path).Output()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("sfdisk --json %s: %w", path, err)
 	}
-	defer f.Close()
-	hdr := make([]byte, layout.SectorSize)
-	if _, err := f.ReadAt(hdr, layout.SectorSize); err != nil {
-		return 0, 0, fmt.Errorf("gpt of %s: %w", path, err)
-	}
-	if string(hdr[:8]) != "EFI PART" {
-		return 0, 0, fmt.Errorf("gpt of %s: no GPT header at LBA 1", path)
-	}
-	lba := int64(binary.LittleEndian.Uint64(hdr[72:]))
-	n := int64(binary.LittleEndian.Uint32(hdr[80:]))
-	esize := int64(binary.LittleEndian.Uint32(hdr[84:]))
-	ents := make([]byte, n*esize)
-	if _, err := f.ReadAt(ents, lba*layout.SectorSize); err != nil {
-		return 0, 0, fmt.Errorf("gpt of %s: entries: %w", path, err)
-	}
-	for i := int64(0); i < n; i++ {
-		e := ents[i*esize : (i+1)*esize]
-		u := make([]uint16, 36)
-		for j := range u {
-			u[j] = binary.LittleEndian.Uint16(e[56+2*j:])
+	var t struct {
+		PartitionTable struct {
+			SectorSize int64
+			Partitions []struct {
+				Name        string
+				Start, Size int64
+			}
 		}
-		name := strings.TrimRight(string(utf16.Decode(u)), "\x00")
-		if name == label {
-			first, last := int64(binary.LittleEndian.Uint64(e[32:])), int64(binary.LittleEndian.Uint64(e[40:]))
-			return first * layout.SectorSize, (last - first + 1) * layout.SectorSize, nil
+	}
+	if err := json.Unmarshal(out, &t); err != nil {
+		return 0, 0, fmt.Errorf("sfdisk --json %s: %w", path, err)
+	}
+	for _, p := range t.PartitionTable.Partitions {
+		if p.Name == label {
+			ss := max(t.PartitionTable.SectorSize, layout.SectorSize)
+			return p.Start * ss, p.Size * ss, nil
 		}
 	}
 	return 0, 0, fmt.Errorf("gpt of %s: no partition %q", path, label)
