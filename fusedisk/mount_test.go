@@ -219,14 +219,7 @@ func TestMountedGPT(t *testing.T) {
 func TestCompositeReassembles(t *testing.T) {
 	p := newPayload(t, edgeApexes[:1], 5000, 300)
 	s := mount(t, p.disk, Options{})
-	b, err := os.ReadFile(filepath.Join(s.Mountpoint, "payload.composite"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := layout.ParseComposite(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := readComposite(t, s.Mountpoint)
 	whole := make([]byte, c.Length)
 	for i, comp := range c.Components {
 		end := c.Length
@@ -389,14 +382,7 @@ func TestWritablePartitionComposite(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := mount(t, d, Options{})
-	b, err := os.ReadFile(filepath.Join(s.Mountpoint, "payload.composite"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := layout.ParseComposite(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := readComposite(t, s.Mountpoint)
 	if got := c.Components[1]; got.Path != filepath.Join(s.Mountpoint, "partitions", "boot") || got.Writable {
 		t.Errorf("read-only partition component %+v", got)
 	}
@@ -431,4 +417,18 @@ func TestMountAt(t *testing.T) {
 	if m, err := MountAt(dir); m != nil || err != nil {
 		t.Errorf("after unmount: %+v, %v", m, err)
 	}
+}
+
+// readComposite reads and parses the payload's composite descriptor in a mount.
+func readComposite(t *testing.T, mnt string) *layout.Composite {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(mnt, "payload.composite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := layout.ParseComposite(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
