@@ -53,28 +53,43 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 	if err != nil {
 		return err
 	}
-	if f.readyFd > 0 {
+	switch {
+	case f.readyFd > 0:
 		return f.serveReporting(c, ctx, args)
+	case f.foreground:
+		srv, err := f.mount(c.log, args)
+		if err != nil {
+			return err
+		}
+		c.log.Info("mounted; serving until unmounted or interrupted", zap.String("mountpoint", srv.Mountpoint))
+		return serve(ctx, c.log, srv)
 	}
-	// Checked here as well as in the server, so a bad input fails fast with the
-	// server never started.
+	// The server resolves the payload and reports any error back with its exit code,
+	// so the command does not resolve it too. The mountpoint and /dev/fuse are
+	// checked here as well (a few syscalls): without them no server can start.
 	mnt, err := checkMountpoint(args[3])
 	if err != nil {
 		return err
 	}
-	p, err := f.resolve(args[0], args[1], args[2])
-	if err != nil {
-		return withCode(exitInput, err)
-	}
-	if f.foreground {
-		srv, err := mountPayload(c.log, p, mnt, &f)
-		if err != nil {
+	for _, i := range []int{0, 1} { // the server runs from /; the config path is inside the APK
+		if args[i], err = filepath.Abs(args[i]); err != nil {
 			return err
 		}
-		c.log.Info("mounted; serving until unmounted or interrupted", zap.String("mountpoint", mnt))
-		return serve(ctx, c.log, srv)
 	}
-	return f.startServer(ctx, []string{p.APK, p.Idsig, p.ConfigPath, mnt})
+	return f.startServer(ctx, []string{args[0], args[1], args[2], mnt})
+}
+
+// mount checks the mountpoint, resolves the payload and serves it.
+func (f *mountFlags) mount(log *zap.Logger, args []string) (*fusedisk.Server, error) {
+	mnt, err := checkMountpoint(args[3])
+	if err != nil {
+		return nil, err
+	}
+	p, err := f.resolve(args[0], args[1], args[2])
+	if err != nil {
+		return nil, withCode(exitInput, err)
+	}
+	return mountPayload(log, p, mnt, f)
 }
 
 // startServer re-executes vmfs detached as the mount's server, like sshfs, and
@@ -191,18 +206,7 @@ func (f *mountFlags) serveReporting(c *command, ctx context.Context, args []stri
 		}
 		ready.Close()
 	}
-	mnt, err := checkMountpoint(args[3])
-	if err != nil {
-		report(err)
-		return err
-	}
-	p, err := f.resolve(args[0], args[1], args[2])
-	if err != nil {
-		err = withCode(exitInput, err)
-		report(err)
-		return err
-	}
-	srv, err := mountPayload(c.log, p, mnt, f)
+	srv, err := f.mount(c.log, args)
 	report(err)
 	if err != nil {
 		return err
