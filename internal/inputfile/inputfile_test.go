@@ -1,0 +1,67 @@
+package inputfile
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	regular := filepath.Join(dir, "file")
+	os.WriteFile(regular, []byte("x"), 0o644)
+	dangling := filepath.Join(dir, "dangling")
+	os.Symlink(filepath.Join(dir, "gone"), dangling)
+	for _, tc := range []struct{ path, want string }{
+		{fifo, "a FIFO (named pipe), not a regular file"},
+		{dir, "a directory, not a regular file"},
+		{"/dev/null", "a character device, not a regular file"},
+		{dangling, "dangling symlink to " + filepath.Join(dir, "gone")},
+	} {
+		for name, open := range map[string]func(string) error{
+			"Open": func(p string) error { f, err := Open(p); f.Close(); return err },
+			"Stat": func(p string) error { _, err := Stat(p); return err },
+		} {
+			done := make(chan error, 1)
+			go func() { done <- open(tc.path) }()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.path) {
+					t.Errorf("%s(%s): %v, want an error naming it and saying %q", name, tc.path, err, tc.want)
+				}
+			case <-time.After(10 * time.Second): // a blocked open(2) on a FIFO never returns
+				t.Fatalf("%s(%s) blocked", name, tc.path)
+			}
+		}
+	}
+	f, err := Open(regular)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if b := make([]byte, 2); func() bool { n, _ := f.Read(b); return n != 1 }() {
+		t.Error("a regular file does not read")
+	}
+	if _, err := Open(filepath.Join(dir, "none")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestQuoteCutsLongStrings(t *testing.T) {
+	long := strings.Repeat("a", 4<<20)
+	if q := Quote(long); len(q) > 300 || !strings.Contains(q, "4194304 bytes") {
+		t.Errorf("Quote of 4 MiB: %d bytes: %.80q", len(q), q)
+	}
+	if Quote("short") != "short" {
+		t.Error("a short string changed")
+	}
+}
