@@ -72,6 +72,7 @@ type Options struct {
 // Server is a mounted vmfs filesystem.
 type Server struct {
 	Mountpoint string
+	fsName     string
 	srv        *fuse.Server
 	srcs       []*source
 	watch      *watcher
@@ -92,7 +93,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Mountpoint: mnt}
+	s := &Server{Mountpoint: mnt, fsName: o.FsName}
 	ok := false
 	defer func() {
 		if !ok {
@@ -224,8 +225,12 @@ func (s *Server) Wait() {
 	s.closeSources()
 }
 
-// Unmount asks the kernel to unmount; Wait returns once it has.
-func (s *Server) Unmount() error { return s.srv.Unmount() }
+// Unmount removes exactly this mount (see Unmount); Wait returns once it is gone.
+func (s *Server) Unmount() error { return Unmount(s.Mountpoint, s.fsName, false) }
+
+// Detach removes this mount lazily: at once from the tree, and for good when its
+// last open file is closed, which is when Wait returns.
+func (s *Server) Detach() error { return Unmount(s.Mountpoint, s.fsName, true) }
 
 func (s *Server) closeSources() {
 	for _, src := range s.srcs {

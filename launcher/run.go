@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"vmfs/internal/inputfile"
 	"vmfs/metadata"
 )
 
@@ -15,6 +16,9 @@ import (
 // applies). The CID and the log file are released once the VMM has exited.
 // QEMU gets no vsock device, so o.CID is ignored for it and VM.CID returns 0.
 func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOptions) (*VM, error) {
+	if err := CheckBootFiles(cfg); err != nil {
+		return nil, err
+	}
 	vmm, bin, err := Resolve(o)
 	if err != nil {
 		return nil, err
@@ -45,6 +49,23 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 		return nil, errors.Join(err, runAll(cleanups))
 	}
 	return start(ctx, bin, args, ro, cid, cleanups)
+}
+
+// CheckBootFiles checks that the kernel, initrd and bootloader cfg names are
+// regular files, so that a missing one is reported before any VMM starts.
+func CheckBootFiles(cfg *metadata.VMConfig) error {
+	if err := checkBoot(cfg); err != nil {
+		return err
+	}
+	for _, f := range []struct{ what, path string }{{"kernel", cfg.Kernel}, {"initrd", cfg.Initrd}, {"bootloader", cfg.Bootloader}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := inputfile.Stat(f.path); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrConfig, f.what, err)
+		}
+	}
+	return nil
 }
 
 // Command returns the VMM, its binary and its arguments for cfg without starting

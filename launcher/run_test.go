@@ -38,7 +38,8 @@ func TestLaunchCrosvmAllocatesAndReleasesCID(t *testing.T) {
 	bin, argsFile := argvRecorder(t)
 	cidDir := t.TempDir()
 	logFile := filepath.Join(t.TempDir(), "vmm.log")
-	cfg := &metadata.VMConfig{Kernel: "/k", Params: "console=ttyS0", Disks: []metadata.DiskImage{{Image: "/mnt/payload.composite"}}}
+	kernel := writeFile(t, filepath.Join(t.TempDir(), "kernel"), []byte("k"))
+	cfg := &metadata.VMConfig{Kernel: kernel, Params: "console=ttyS0", Disks: []metadata.DiskImage{{Image: "/mnt/payload.composite"}}}
 	o := Options{Crosvm: bin, CIDDir: cidDir, MemMiB: 512, Log: logFile}
 
 	r, w := io.Pipe()
@@ -110,6 +111,28 @@ func TestLaunchErrorsReleaseCID(t *testing.T) {
 				t.Errorf("AllocateCID after the failed Launch = %d, %v; want %d", cid, err, firstGuestCID)
 			} else {
 				release()
+			}
+		})
+	}
+}
+
+// TestLaunchChecksBootFilesFirst: a missing kernel or initrd is a config error
+// before any VMM starts, and Launch takes no CID for it.
+func TestLaunchChecksBootFilesFirst(t *testing.T) {
+	bin, argsFile := argvRecorder(t)
+	dir := t.TempDir()
+	kernel := writeFile(t, filepath.Join(dir, "kernel"), []byte("k"))
+	for name, cfg := range map[string]*metadata.VMConfig{
+		"kernel missing":     {Kernel: filepath.Join(dir, "none")},
+		"initrd a directory": {Kernel: kernel, Initrd: dir},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Launch(context.Background(), cfg, Options{Crosvm: bin, CIDDir: t.TempDir()}, RunOptions{})
+			if !errors.Is(err, ErrConfig) {
+				t.Errorf("Launch: %v, want ErrConfig", err)
+			}
+			if _, err := os.Stat(argsFile); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the VMM ran: %v", err)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"vmfs/cmd/vmfs/payload"
 	"vmfs/layout"
 )
 
@@ -22,8 +23,8 @@ func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []strin
 	if err != nil {
 		return err
 	}
-	p, err := in.resolve(args[0], args[1], args[2])
-	if err != nil {
+	var p *payload.Payload
+	if err := interruptible(ctx, func() (err error) { p, err = in.resolve(args[0], args[1], args[2]); return err }); err != nil {
 		return withCode(exitInput, err)
 	}
 	vm := vmConfig(p, placeholderMount)

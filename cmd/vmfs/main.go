@@ -138,6 +138,7 @@ func newLogger(verbose bool) *zap.Logger {
 }
 
 func main() {
+	// First, before anything can block: a signal must always reach vmfs's handler.
 	ctx, stop := signalContext()
 	log := newLogger(os.Getenv("VMFS_DEBUG") != "")
 	c := &command{stdout: os.Stdout, stderr: os.Stderr, log: log}
@@ -147,12 +148,13 @@ func main() {
 	os.Exit(exitCodeOf(err))
 }
 
-// signalContext is cancelled by SIGINT or SIGTERM with a *signalError cause, so a
-// command can report which one stopped it (exit 130 or 143).
+// signalContext is cancelled by SIGINT, SIGTERM or SIGHUP (a closed terminal) with
+// a *signalError cause, so a command can report which one stopped it (exit 130,
+// 143 or 129).
 func signalContext() (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		if sig, ok := <-ch; ok {
 			cancel(&signalError{sig.(syscall.Signal)})
@@ -191,3 +193,17 @@ func exitCodeFor(err error) int {
 type signalError struct{ sig syscall.Signal }
 
 func (e *signalError) Error() string { return "interrupted by " + e.sig.String() }
+
+// interruptible runs f, which may block on a slow or stuck file, and returns its
+// error, or ctx's cause as soon as a signal comes first: vmfs then exits and f is
+// abandoned. Only for work that holds nothing to clean up.
+func interruptible(ctx context.Context, f func() error) error {
+	res := make(chan error, 1)
+	go func() { res <- f() }()
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}

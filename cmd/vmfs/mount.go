@@ -57,7 +57,7 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 	case f.readyFd > 0:
 		return f.serveReporting(c, ctx, args)
 	case f.foreground:
-		srv, err := f.mount(c.log, args)
+		srv, err := f.mount(ctx, c.log, args)
 		if err != nil {
 			return err
 		}
@@ -65,9 +65,9 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 		return serve(ctx, c.log, srv)
 	}
 	// The server resolves the payload and reports any error back with its exit code,
-	// so the command does not resolve it too. The mountpoint and /dev/fuse are
-	// checked here as well (a few syscalls): without them no server can start.
-	mnt, err := checkMountpoint(args[3])
+	// so the command does not resolve it too. The mountpoint and FUSE are checked
+	// here as well (a few syscalls): without them no server can start.
+	mnt, err := checkMountpoint(args[3], f.allowOther)
 	if err != nil {
 		return err
 	}
@@ -79,17 +79,42 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 	return f.startServer(ctx, []string{args[0], args[1], args[2], mnt})
 }
 
-// mount checks the mountpoint, resolves the payload and serves it.
-func (f *mountFlags) mount(log *zap.Logger, args []string) (*fusedisk.Server, error) {
-	mnt, err := checkMountpoint(args[3])
+// mount resolves the payload and serves it at the mountpoint, which it checks and
+// mounts holding the mountpoint's lock: concurrent mounts on one directory never
+// stack, the first wins.
+func (f *mountFlags) mount(ctx context.Context, log *zap.Logger, args []string) (*fusedisk.Server, error) {
+	mnt, err := checkMountpoint(args[3], f.allowOther)
 	if err != nil {
 		return nil, err
 	}
-	p, err := f.resolve(args[0], args[1], args[2])
-	if err != nil {
+	var p *payload.Payload
+	if err := interruptible(ctx, func() (err error) { p, err = f.resolve(args[0], args[1], args[2]); return err }); err != nil {
 		return nil, withCode(exitInput, err)
 	}
+	var unlock func()
+	if err := interruptible(ctx, func() (err error) { unlock, err = lockMountpoint(mnt); return err }); err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if _, err := checkMountpoint(mnt, f.allowOther); err != nil {
+		return nil, err
+	}
 	return mountPayload(log, p, mnt, f)
+}
+
+// lockMountpoint takes an exclusive flock on the mountpoint directory; unlock
+// releases it. A mount made meanwhile hides the directory but not the lock, since
+// the lock is on the directory opened before.
+func lockMountpoint(mnt string) (unlock func(), err error) {
+	d, err := os.OpenFile(mnt, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, withCode(exitMount, fmt.Errorf("mountpoint %s: %w", mnt, errors.Unwrap(err)))
+	}
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		d.Close()
+		return nil, withCode(exitMount, fmt.Errorf("lock mountpoint %s: %w", mnt, err))
+	}
+	return func() { d.Close() }, nil
 }
 
 // startServer re-executes vmfs detached as the mount's server, like sshfs, and
@@ -132,20 +157,59 @@ func (f *mountFlags) startServer(ctx context.Context, args []string) error {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	msg := make(chan string, 1)
-	go func() {
-		b, _ := io.ReadAll(io.LimitReader(r, 64*1024))
-		msg <- string(b)
-	}()
+	go func() { msg <- readReport(r) }()
 	select {
 	case m := <-msg:
 		return readyResult(m, exited)
 	case <-ctx.Done():
-		cmd.Process.Signal(syscall.SIGTERM)
-		<-msg
-		return withCode(exitMount, errors.New("interrupted while mounting; the server was stopped"))
+		stopServer(cmd.Process, exited, args[3])
+		return withCode(exitMount, fmt.Errorf("interrupted while mounting; the server was stopped: %w", context.Cause(ctx)))
 	case <-time.After(readyTimeout):
-		cmd.Process.Signal(syscall.SIGTERM)
+		stopServer(cmd.Process, exited, args[3])
 		return withCode(exitMount, fmt.Errorf("the server did not report ready in %v; stopped it", readyTimeout))
+	}
+}
+
+// maxReport bounds the server's readiness report; longer errors are cut.
+const maxReport = 4096
+
+// readReport reads the server's report, at most maxReport bytes of it, and drains
+// the rest so that a server writing more never blocks.
+func readReport(r io.Reader) string {
+	b, _ := io.ReadAll(io.LimitReader(r, maxReport+64))
+	io.Copy(io.Discard, r)
+	return string(b)
+}
+
+// writeReport writes the readiness report: "ok", or the exit code and the error
+// on one line of at most maxReport bytes.
+func writeReport(w io.Writer, err error) {
+	if err == nil {
+		fmt.Fprint(w, "ok\n")
+		return
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if len(msg) > maxReport {
+		msg = msg[:maxReport] + "…"
+	}
+	fmt.Fprintf(w, "%d %s\n", exitCodeFor(err), msg)
+}
+
+// stopGrace is how long a server that is not ready gets between SIGTERM and SIGKILL.
+const stopGrace = 5 * time.Second
+
+// stopServer ends a server that is not ready: SIGTERM, then SIGKILL when it does
+// not exit; a mount it made all the same goes with it.
+func stopServer(p *os.Process, exited <-chan error, mnt string) {
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(stopGrace):
+		p.Kill()
+		<-exited
+	}
+	if err := fusedisk.Unmount(mnt, fsName(p.Pid), true); err != nil && !errors.Is(err, fusedisk.ErrNotMounted) {
+		fmt.Fprintf(os.Stderr, "vmfs: %v\n", err)
 	}
 }
 
@@ -198,16 +262,9 @@ func readyResult(m string, exited <-chan error) error {
 // went, and serves.
 func (f *mountFlags) serveReporting(c *command, ctx context.Context, args []string) error {
 	ready := os.NewFile(uintptr(f.readyFd), "ready")
-	report := func(err error) {
-		if err == nil {
-			fmt.Fprint(ready, "ok\n")
-		} else {
-			fmt.Fprintf(ready, "%d %s\n", exitCodeFor(err), strings.ReplaceAll(err.Error(), "\n", " "))
-		}
-		ready.Close()
-	}
-	srv, err := f.mount(c.log, args)
-	report(err)
+	srv, err := f.mount(ctx, c.log, args)
+	writeReport(ready, err)
+	ready.Close()
 	if err != nil {
 		return err
 	}
@@ -252,20 +309,29 @@ func serve(ctx context.Context, log *zap.Logger, srv *fusedisk.Server) error {
 	case <-ctx.Done():
 	}
 	log.Info("unmounting", zap.String("mountpoint", srv.Mountpoint))
-	if err := srv.Unmount(); err != nil {
-		// Busy: detach now; the kernel drops the mount when its last user closes it.
-		log.Warn("mount busy; detaching it lazily", zap.String("mountpoint", srv.Mountpoint), zap.Error(err))
-		if err := lazyUnmount(srv.Mountpoint); err != nil {
-			return withCode(exitMount, fmt.Errorf("unmount %s: %w", srv.Mountpoint, err))
-		}
+	if err := unmount(log, srv); err != nil {
+		// The mount stays, dead once this server exits; vmfs unmount recovers it.
+		return withCode(exitMount, err)
 	}
 	<-done
 	return nil
 }
 
+// unmount removes srv's mount, detaching it lazily when busy: the kernel drops it
+// when its last user closes it, and srv.Wait returns then.
+func unmount(log *zap.Logger, srv *fusedisk.Server) error {
+	err := srv.Unmount()
+	if errors.Is(err, fusedisk.ErrBusy) {
+		log.Warn("mount busy; detaching it lazily", zap.String("mountpoint", srv.Mountpoint))
+		err = srv.Detach()
+	}
+	return err
+}
+
 // checkMountpoint returns the absolute mountpoint after checking that it is an
-// existing empty directory that is not already a vmfs mount, and that FUSE works.
-func checkMountpoint(path string) (string, error) {
+// existing empty directory that is not already a vmfs mount, and that FUSE can
+// mount there for this user.
+func checkMountpoint(path string, allowOther bool) (string, error) {
 	mnt, err := filepath.Abs(path)
 	if err != nil {
 		return "", withCode(exitMount, err)
@@ -289,29 +355,54 @@ func checkMountpoint(path string) (string, error) {
 	if len(names) > 0 {
 		return "", withCode(exitMount, fmt.Errorf("mountpoint %s: not empty", path))
 	}
-	fuse, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		return "", withCode(exitMount, fmt.Errorf("/dev/fuse unusable: %w", errors.Unwrap(err)))
+	if err := checkFUSE(allowOther); err != nil {
+		return "", withCode(exitMount, err)
 	}
-	fuse.Close()
 	return mnt, nil
 }
 
-func lazyUnmount(mnt string) error {
-	if os.Geteuid() == 0 {
-		return unix.Unmount(mnt, unix.MNT_DETACH)
-	}
-	return exec.Command("fusermount3", "-u", "-z", mnt).Run()
-}
+// fuseConf is where fusermount3 reads user_allow_other.
+const fuseConf = "/etc/fuse.conf"
 
-func plainUnmount(mnt string) error {
+// checkFUSE checks what this user's mount will use: root opens /dev/fuse and
+// mounts itself; anyone else goes through the setuid fusermount3, which opens
+// /dev/fuse with the user's own rights (so a 0600 device is root's alone) and
+// allows --allow-other only with user_allow_other in /etc/fuse.conf.
+func checkFUSE(allowOther bool) error {
 	if os.Geteuid() == 0 {
-		return unix.Unmount(mnt, 0)
+		fuse, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("/dev/fuse unusable: %w", errors.Unwrap(err))
+		}
+		return fuse.Close()
 	}
-	if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
-		return fmt.Errorf("fusermount3 -u: %s", strings.TrimSpace(string(out)))
+	if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil {
+		var st unix.Stat_t
+		unix.Stat("/dev/fuse", &st)
+		return fmt.Errorf("/dev/fuse unusable by uid %d: %w (mode %#o: a user other than root needs read-write access, e.g. mode 0666)", os.Geteuid(), err, st.Mode&0o777)
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return errors.New("fusermount3 not found (install fuse3): a mount by a user other than root needs it")
+	}
+	if allowOther && !userAllowOther() {
+		return fmt.Errorf("--allow-other: a user other than root needs user_allow_other in %s", fuseConf)
 	}
 	return nil
+}
+
+// userAllowOther reports whether fuse.conf has the user_allow_other line.
+func userAllowOther() bool {
+	b, err := os.ReadFile(fuseConf)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
 }
 
 const unmountTimeout = 10 * time.Second
@@ -332,30 +423,45 @@ func runUnmount(c *command, ctx context.Context, fs *pflag.FlagSet, args []strin
 	if m == nil {
 		return withCode(exitMount, fmt.Errorf("%s: not a vmfs mount", args[0]))
 	}
-	if serverAlive(m.pid, mnt) {
-		// The server unmounts itself on SIGTERM (lazily when busy) and exits.
-		if err := unix.Kill(m.pid, unix.SIGTERM); err != nil {
-			return fmt.Errorf("stop server %d: %w", m.pid, err)
-		}
-		deadline := time.Now().Add(unmountTimeout)
-		for serverAlive(m.pid, mnt) {
-			if time.Now().After(deadline) {
-				return withCode(exitMount, fmt.Errorf("server %d of %s still running after %v (the mount is busy and was detached)", m.pid, mnt, unmountTimeout))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if m, _ := findMount(mnt); m == nil {
+	// vmfs unmounts itself, so it knows what happened; the server sees its mount
+	// go and exits. A killed or stopped server needs nothing of the mount.
+	state := serverState(m.pid, mnt)
+	err = fusedisk.Unmount(mnt, m.source, false)
+	if errors.Is(err, fusedisk.ErrBusy) {
+		if err = fusedisk.Unmount(mnt, m.source, true); err == nil {
+			fmt.Fprintf(c.stderr, "vmfs: %s was busy: detached lazily; it goes away, and its server exits, when its last user closes it\n", mnt)
 			return nil
 		}
 	}
-	// The server is gone (killed): free the mountpoint ourselves.
-	if err := plainUnmount(mnt); err != nil {
-		if err := lazyUnmount(mnt); err != nil {
-			return withCode(exitMount, fmt.Errorf("unmount %s: %w", mnt, err))
+	if err != nil {
+		return withCode(exitMount, err)
+	}
+	switch state {
+	case stateStopped:
+		fmt.Fprintf(c.stderr, "vmfs: unmounted %s; its server %d is stopped and exits once continued (kill -CONT %d)\n", mnt, m.pid, m.pid)
+	case stateServing:
+		if !waitExit(m.pid, unmountTimeout) {
+			return withCode(exitMount, fmt.Errorf("unmounted %s, but its server %d is still running after %v", mnt, m.pid, unmountTimeout))
 		}
-		fmt.Fprintf(c.stderr, "vmfs: %s was busy: detached lazily; it goes away when its last user closes it\n", mnt)
 	}
 	return nil
+}
+
+// waitExit waits up to d for process pid to exit, and reports whether it did.
+func waitExit(pid int, d time.Duration) bool {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return errors.Is(err, unix.ESRCH)
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for deadline := time.Now().Add(d); ; {
+		n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds()))
+		if err == unix.EINTR {
+			continue
+		}
+		return n > 0
+	}
 }
 
 func runList(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
@@ -369,16 +475,31 @@ func runList(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) 
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "MOUNTPOINT\tPID\tSTATE\tAPK")
 	for _, m := range ms {
-		state, apk := "serving", "-"
-		if !serverAlive(m.pid, m.point) {
+		state, apk := serverState(m.pid, m.point), "-"
+		switch {
+		case state == stateDead:
 			state = "dead (run vmfs unmount)"
-		} else if a, err := mountedAPK(m.point); err == nil {
-			apk = a
+		case state == stateStopped:
+			state = "stopped (SIGSTOP: kill -CONT to resume)"
+		case !isTop(m):
+			state += " (covered by another mount)"
+		default:
+			// A server may hang; list must not (the kernel aborts the abandoned
+			// request when vmfs exits).
+			tctx, cancel := context.WithTimeout(ctx, listTimeout)
+			err := interruptible(tctx, func() (err error) { apk, err = mountedAPK(m.point); return err })
+			cancel()
+			if errors.Is(err, context.DeadlineExceeded) {
+				state, apk = "not answering", "-"
+			}
 		}
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", m.point, m.pid, state, apk)
 	}
 	return w.Flush()
 }
+
+// listTimeout bounds how long list waits for a server to answer.
+const listTimeout = 2 * time.Second
 
 // mountedAPK reads the APK a mount serves from its layout.json.
 func mountedAPK(mnt string) (string, error) {

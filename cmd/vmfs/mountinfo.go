@@ -11,8 +11,9 @@ import (
 
 // mountEntry is a vmfs mount.
 type mountEntry struct {
-	point string
-	pid   int // the serving process, from the source field "vmfs:<pid>"
+	point  string
+	source string // as the server named it: "vmfs:<pid>"
+	pid    int    // the serving process, from source
 }
 
 // fsName is the mount source a server with this pid gives its mount.
@@ -29,7 +30,7 @@ func vmfsMounts() ([]mountEntry, error) {
 		if m.FSType != fusedisk.FSType {
 			continue
 		}
-		e := mountEntry{point: m.Point}
+		e := mountEntry{point: m.Point, source: m.Source}
 		if pid, ok := strings.CutPrefix(m.Source, "vmfs:"); ok {
 			e.pid, _ = strconv.Atoi(pid)
 		}
@@ -50,6 +51,41 @@ func findMount(point string) (*mountEntry, error) {
 		}
 	}
 	return nil, nil
+}
+
+// isTop reports whether m is the top mount at its mountpoint (nothing covers it).
+func isTop(m mountEntry) bool {
+	top, err := fusedisk.MountAt(m.point)
+	return err == nil && top != nil && top.FSType == fusedisk.FSType && top.Source == m.source
+}
+
+// A server's state, as list and unmount see it.
+const (
+	stateServing = "serving"
+	stateStopped = "stopped"
+	stateDead    = "dead"
+)
+
+// serverState says whether pid serves point, is stopped (SIGSTOP, or a debugger),
+// or is gone; it reads /proc only, never the mount, so it cannot block.
+func serverState(pid int, point string) string {
+	if !serverAlive(pid, point) {
+		return stateDead
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return stateDead
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses, so cut at the last ')'.
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
+		switch b[i+2] {
+		case 'T', 't':
+			return stateStopped
+		case 'Z', 'X':
+			return stateDead
+		}
+	}
+	return stateServing
 }
 
 // serverAlive reports whether pid is still the vmfs server of point, so that a

@@ -72,20 +72,29 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 		if vm, apk, idsig, err = fromMount(f.mount); err != nil {
 			return err
 		}
+		err = launcher.CheckBootFiles(vm)
 	} else {
-		if p, err = f.resolve(args[0], args[1], args[2]); err != nil {
-			return withCode(exitInput, err)
+		c.log.Debug("phase: resolving the payload")
+		if err = interruptible(ctx, func() (err error) { p, err = f.resolve(args[0], args[1], args[2]); return err }); err == nil {
+			apk, idsig = p.APK, p.Idsig
+			if err = launcher.CheckBootFiles(p.OSConfig); err != nil {
+				err = fmt.Errorf("vm config %s: %w", p.OSConfigPath, err)
+			}
 		}
-		apk, idsig = p.APK, p.Idsig
+	}
+	if err != nil {
+		return withCode(exitInput, err)
 	}
 
 	if !f.skipVerify && !f.dryRun {
+		c.log.Debug("phase: pre-flight: verifying the APK against its idsig")
 		if err := preflight(ctx, apk, idsig); err != nil {
 			return err
 		}
 	}
 
 	if p != nil {
+		c.log.Debug("phase: mounting")
 		// A private mountpoint for this VM only, gone when run-app ends.
 		mnt, err := os.MkdirTemp("", "vmfs-run-")
 		if err != nil {
@@ -187,27 +196,21 @@ func fromMount(mnt string) (vm *metadata.VMConfig, apk, idsig string, err error)
 // preflight verifies the APK against its idsig before anything boots, as
 // virtualizationservice does; a signal stops the wait (the read is harmless).
 func preflight(ctx context.Context, apk, idsig string) error {
-	res := make(chan error, 1)
-	go func() { res <- metadata.VerifyFiles(apk, idsig) }()
-	select {
-	case err := <-res:
-		if err != nil {
-			return fmt.Errorf("pre-flight: %w (--skip-verify boots anyway)", err)
-		}
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
+	err := interruptible(ctx, func() error { return metadata.VerifyFiles(apk, idsig) })
+	var se *signalError
+	if err != nil && !errors.As(err, &se) {
+		return fmt.Errorf("pre-flight: %w (--skip-verify boots anyway)", err)
 	}
+	return err
 }
 
 // unmountAfterVM stops serving once the VMM is gone; a busy mount is detached.
 func unmountAfterVM(log *zap.Logger, srv *fusedisk.Server, done <-chan struct{}, errp *error) {
-	if err := srv.Unmount(); err != nil {
-		log.Warn("mount busy; detaching it lazily", zap.String("mountpoint", srv.Mountpoint), zap.Error(err))
-		if err := lazyUnmount(srv.Mountpoint); err != nil && *errp == nil {
-			*errp = withCode(exitMount, fmt.Errorf("unmount %s: %w", srv.Mountpoint, err))
-			return
+	if err := unmount(log, srv); err != nil {
+		if *errp == nil {
+			*errp = withCode(exitMount, err)
 		}
+		return
 	}
 	<-done
 }
