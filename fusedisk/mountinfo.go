@@ -17,6 +17,7 @@ const (
 // MountInfo is one mount of /proc/self/mountinfo.
 type MountInfo struct {
 	Point  string // mountpoint, unescaped
+	Dev    string // major:minor of the filesystem (a FUSE mount's minor names its fusectl connection)
 	FSType string
 	Source string // what the filesystem calls its source (Options.FsName for vmfs)
 }
@@ -44,7 +45,7 @@ func Mounts() ([]MountInfo, error) {
 		if sep < 5 || sep+2 >= len(fields) {
 			continue
 		}
-		out = append(out, MountInfo{Point: unescapeMountinfo(fields[4]), FSType: fields[sep+1], Source: fields[sep+2]})
+		out = append(out, MountInfo{Point: unescapeMountinfo(fields[4]), Dev: fields[2], FSType: fields[sep+1], Source: fields[sep+2]})
 	}
 	return out, sc.Err()
 }

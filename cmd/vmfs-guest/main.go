@@ -26,6 +26,8 @@ const (
 	partitionWait = 10 * time.Second
 	// agentTimeout ends a stuck agent (a read that never returns) with a failing verdict.
 	agentTimeout = time.Minute
+	// startedLine is the agent's first console line.
+	startedLine = "vmfs-guest: checking the payload disk"
 )
 
 func main() {
@@ -57,7 +59,14 @@ func main() {
 // run performs the checks in order. A failed step that later ones need ends the run; the
 // APEX, APK and dm-verity checks are independent of each other.
 func run(r *report) {
-	if !r.step("mount", mountPseudoFS) || !r.step("modules", loadModules) {
+	if !r.step("mount", mountPseudoFS) {
+		return
+	}
+	// One line before the checks, so that the host can tell the guest runs.
+	w := console()
+	fmt.Fprintln(w, startedLine)
+	w.Close()
+	if !r.step("modules", loadModules) {
 		return
 	}
 

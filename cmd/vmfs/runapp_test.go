@@ -88,45 +88,6 @@ func TestRunAppFlippedByte(t *testing.T) {
 	}
 }
 
-// TestRunAppSignals: SIGTERM or SIGINT at each phase leaves no VMM, no mount and
-// no temporary mountpoint, and exits 128+signal.
-func TestRunAppSignals(t *testing.T) {
-	testdata.RequireFUSE(t)
-	for _, tc := range []struct {
-		name  string
-		sig   syscall.Signal
-		after time.Duration // mounting and pre-flight take ~50 ms, the boot seconds
-	}{
-		{"term while mounting", syscall.SIGTERM, 0},
-		{"int during pre-flight", syscall.SIGINT, 20 * time.Millisecond},
-		{"term while booting", syscall.SIGTERM, 1500 * time.Millisecond},
-		{"int while running", syscall.SIGINT, 4 * time.Second},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tmp := t.TempDir()
-			cmd := exec.Command(vmfsBin, guestArgs(t, testdata.APKPath(), "--console", "/dev/null")...)
-			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(tc.after)
-			cmd.Process.Signal(tc.sig)
-			err := cmd.Wait()
-			code := cmd.ProcessState.ExitCode()
-			// A signal that lands before vmfs installs its handler kills it outright.
-			if code != 128+int(tc.sig) && !(tc.after == 0 && cmd.ProcessState.Sys().(syscall.WaitStatus).Signaled()) {
-				t.Errorf("exit %d (%v), want %d", code, err, 128+int(tc.sig))
-			}
-			if left := leftovers(t, tmp); len(left) > 0 {
-				t.Errorf("left behind: %v", left)
-			}
-			if out, _ := exec.Command("pgrep", "-f", tmp).Output(); len(out) > 0 {
-				t.Errorf("processes still use %s: %s", tmp, out)
-			}
-		})
-	}
-}
-
 func TestRunAppDryRun(t *testing.T) {
 	testdata.RequireFUSE(t)
 	tmp := t.TempDir()
@@ -176,28 +137,18 @@ func TestRunAppFromMount(t *testing.T) {
 func TestRunAppVMMCrash(t *testing.T) {
 	testdata.RequireFUSE(t)
 	tmp := t.TempDir()
-	cmd := exec.Command(vmfsBin, guestArgs(t, testdata.APKPath(), "--console", "/dev/null")...)
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var qemu int
-	for i := 0; i < 200 && qemu == 0; i++ { // the VMM starts after mount and pre-flight
-		time.Sleep(20 * time.Millisecond)
-		out, _ := exec.Command("pgrep", "-P", strconv.Itoa(cmd.Process.Pid), "qemu").Output()
-		qemu, _ = strconv.Atoi(strings.TrimSpace(string(out)))
-	}
+	r := start(t, tmp, guestArgs(t, testdata.APKPath(), "--console", "/dev/null")...)
+	r.waitFor(t, "vmm started")
+	out, _ := exec.Command("pgrep", "-P", strconv.Itoa(r.cmd.Process.Pid), "qemu").Output()
+	qemu, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	if qemu == 0 {
-		cmd.Process.Kill()
-		t.Fatal("no VMM started")
+		t.Fatalf("no VMM among vmfs's children:\n%s", r.output())
 	}
 	syscall.Kill(qemu, syscall.SIGKILL)
-	cmd.Wait()
-	t.Logf("exit %d: %s", cmd.ProcessState.ExitCode(), stderr.String())
-	if code := cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(stderr.String(), "killed by signal 9") {
-		t.Errorf("exit %d: %s", code, stderr.String())
+	code := r.exit(t, time.Minute)
+	t.Logf("exit %d: %s", code, r.output())
+	if code == 0 || !strings.Contains(r.output(), "killed by signal 9") {
+		t.Errorf("exit %d: %s", code, r.output())
 	}
 	if left := leftovers(t, tmp); len(left) > 0 {
 		t.Errorf("left behind: %v", left)

@@ -14,7 +14,7 @@ func runVerify(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 	if err != nil {
 		return err
 	}
-	if err := metadata.VerifyFiles(args[0], args[1]); err != nil {
+	if err := interruptible(ctx, func() error { return metadata.VerifyFiles(args[0], args[1]) }); err != nil {
 		return err // exit 1: the reason is the one line printed
 	}
 	_, err = fmt.Fprintln(c.stdout, "OK")

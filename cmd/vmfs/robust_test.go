@@ -1,0 +1,392 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"vmfs/fusedisk"
+	"vmfs/testdata"
+)
+
+// running is a vmfs process whose output lines the test can wait for.
+type running struct {
+	cmd   *exec.Cmd
+	lines chan string // stdout and stderr, line by line, closed at exit
+	out   strings.Builder
+	mu    sync.Mutex
+}
+
+// start runs vmfs with VMFS_DEBUG (so that it logs its phases) and TMPDIR=tmp.
+func start(t *testing.T, tmp string, args ...string) *running {
+	t.Helper()
+	r := &running{cmd: exec.Command(vmfsBin, args...), lines: make(chan string, 1024)}
+	r.cmd.Env = append(os.Environ(), "VMFS_DEBUG=1", "TMPDIR="+tmp)
+	pr, pw := io.Pipe()
+	r.cmd.Stdout, r.cmd.Stderr = pw, pw
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			r.mu.Lock()
+			r.out.WriteString(sc.Text() + "\n")
+			r.mu.Unlock()
+			select {
+			case r.lines <- sc.Text():
+			default: // nobody waits for it
+			}
+		}
+		close(r.lines)
+	}()
+	go func() { r.cmd.Wait(); pw.Close() }()
+	t.Cleanup(func() { r.cmd.Process.Kill() })
+	return r
+}
+
+// waitFor waits for a line containing s.
+func (r *running) waitFor(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.After(3 * time.Minute)
+	for {
+		select {
+		case line, ok := <-r.lines:
+			if !ok {
+				t.Fatalf("vmfs exited before printing %q:\n%s", s, r.output())
+			}
+			if strings.Contains(line, s) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no %q in 3 minutes:\n%s", s, r.output())
+		}
+	}
+}
+
+// exit waits up to d for vmfs to exit and returns its exit code; -1 when a
+// signal killed it.
+func (r *running) exit(t *testing.T, d time.Duration) int {
+	t.Helper()
+	if !waitExit(r.cmd.Process.Pid, d) {
+		t.Fatalf("vmfs still running after %v:\n%s", d, r.output())
+	}
+	for range r.lines { // the output is complete once the process is reaped
+	}
+	return r.cmd.ProcessState.ExitCode()
+}
+
+func (r *running) output() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.out.String()
+}
+
+// TestRunAppSignals: SIGTERM or SIGINT at each phase, sent once vmfs says it is
+// there, leaves no VMM, no mount and no temporary mountpoint, and exits
+// 128+signal.
+func TestRunAppSignals(t *testing.T) {
+	testdata.RequireFUSE(t)
+	for _, tc := range []struct {
+		name  string
+		sig   syscall.Signal
+		phase string // a line vmfs prints on reaching the phase
+	}{
+		{"term while resolving", syscall.SIGTERM, "phase: resolving"},
+		{"int during pre-flight", syscall.SIGINT, "phase: pre-flight"},
+		{"term while mounting", syscall.SIGTERM, "phase: mounting"},
+		{"int while booting", syscall.SIGINT, "vmm started"},
+		{"term while running", syscall.SIGTERM, "vmfs-guest: checking"}, // the guest agent's first console line
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			r := start(t, tmp, guestArgs(t, testdata.APKPath())...)
+			r.waitFor(t, tc.phase)
+			r.cmd.Process.Signal(tc.sig)
+			if code := r.exit(t, time.Minute); code != 128+int(tc.sig) {
+				t.Errorf("exit %d, want %d:\n%s", code, 128+int(tc.sig), r.output())
+			}
+			if left := leftovers(t, tmp); len(left) > 0 {
+				t.Errorf("left behind: %v", left)
+			}
+			if out, _ := exec.Command("pgrep", "-f", tmp).Output(); len(out) > 0 {
+				t.Errorf("processes still use %s: %s", tmp, out)
+			}
+		})
+	}
+}
+
+// mountFixture mounts the sample payload at a fresh directory in the background
+// and returns the mountpoint and the server's pid.
+func mountFixture(t *testing.T) (string, int) {
+	t.Helper()
+	testdata.RequireFUSE(t)
+	mnt := t.TempDir()
+	if r := vmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...); r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	m, err := findMount(mnt)
+	if err != nil || m == nil {
+		t.Fatalf("mount not in mountinfo: %v", err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(m.pid, syscall.SIGCONT)
+		vmfs(t, "", "unmount", mnt)
+	})
+	return mnt, m.pid
+}
+
+// mountsAt lists the mounts at point, bottom first, as "fstype source".
+func mountsAt(t *testing.T, point string) []string {
+	t.Helper()
+	ms, err := fusedisk.Mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		if m.Point == point {
+			out = append(out, m.FSType+" "+m.Source)
+		}
+	}
+	return out
+}
+
+// TestUnmountCovered: with a tmpfs on top of a vmfs mount, unmount refuses and
+// leaves both; the server still stops on SIGTERM; once the tmpfs is gone,
+// unmount recovers the vmfs mount.
+func TestUnmountCovered(t *testing.T) {
+	testdata.RequireRoot(t)
+	mnt, pid := mountFixture(t)
+	if err := unix.Mount("vmfs-test-cover", mnt, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	r := vmfs(t, "", "unmount", mnt)
+	if r.code != exitMount || !strings.Contains(r.stderr, "tmpfs") || !strings.Contains(r.stderr, "on top") {
+		t.Errorf("unmount under a tmpfs: exit %d: %q", r.code, r.stderr)
+	}
+	if got := mountsAt(t, mnt); len(got) != 2 || got[1] != "tmpfs vmfs-test-cover" {
+		t.Fatalf("mounts at %s after the refused unmount: %v, want the vmfs mount under the tmpfs", mnt, got)
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	if !waitExit(pid, 30*time.Second) {
+		t.Fatal("a covered server ignores SIGTERM")
+	}
+	if got := mountsAt(t, mnt); len(got) != 2 {
+		t.Fatalf("the stopping server removed a mount that is not its own: %v", got)
+	}
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := vmfs(t, "", "unmount", mnt); r.code != 0 {
+		t.Fatalf("unmount once uncovered: exit %d: %s", r.code, r.stderr)
+	}
+	if got := mountsAt(t, mnt); len(got) != 0 {
+		t.Errorf("left mounted: %v", got)
+	}
+}
+
+// TestConcurrentMounts: eight mounts at once on one directory give one mount.
+func TestConcurrentMounts(t *testing.T) {
+	testdata.RequireFUSE(t)
+	mnt := t.TempDir()
+	t.Cleanup(func() {
+		for len(mountsAt(t, mnt)) > 0 && vmfs(t, "", "unmount", mnt).code == 0 {
+		}
+	})
+	codes := make([]int, 8)
+	var wg sync.WaitGroup
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = vmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...).code
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, c := range codes {
+		if c == 0 {
+			ok++
+		} else if c != exitMount {
+			t.Errorf("a losing mount exited %d, want %d", c, exitMount)
+		}
+	}
+	if got := mountsAt(t, mnt); ok != 1 || len(got) != 1 {
+		t.Errorf("%d mounts succeeded, mounts at %s: %v; want one", ok, mnt, got)
+	}
+}
+
+// TestStoppedServer: list and unmount never block on a stopped server, and
+// unmount says what it did; the server exits once continued.
+func TestStoppedServer(t *testing.T) {
+	testdata.RequireRoot(t) // a stopped server's mount needs no server to go, as root
+	mnt, pid := mountFixture(t)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	r := runWithin(t, 30*time.Second, "list")
+	if r.code != 0 || !strings.Contains(r.stdout, mnt) || !strings.Contains(r.stdout, "stopped") {
+		t.Errorf("list: exit %d: %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = runWithin(t, 30*time.Second, "unmount", mnt)
+	if r.code != 0 || !strings.Contains(r.stderr, "stopped") {
+		t.Errorf("unmount: exit %d: %q", r.code, r.stderr)
+	}
+	if got := mountsAt(t, mnt); len(got) != 0 {
+		t.Errorf("still mounted: %v", got)
+	}
+	syscall.Kill(pid, syscall.SIGCONT)
+	if !waitExit(pid, 30*time.Second) {
+		t.Error("the server does not exit once continued")
+	}
+}
+
+// runWithin runs vmfs and fails the test if it takes longer than d.
+func runWithin(t *testing.T, d time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, vmfsBin, args...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("vmfs %v: still running after %v", args, d)
+	}
+	return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
+}
+
+// fusectlWaiting returns the number of requests waiting for the server of the
+// FUSE mount at mnt, from the kernel's fusectl.
+func fusectlWaiting(t *testing.T, mnt string) int {
+	t.Helper()
+	const ctl = "/sys/fs/fuse/connections"
+	if _, err := os.Stat(filepath.Join(ctl, "..", "connections")); err == nil {
+		if entries, _ := os.ReadDir(ctl); len(entries) == 0 {
+			if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+				t.Fatalf("mount fusectl: %v", err)
+			}
+		}
+	}
+	m, err := fusedisk.MountAt(mnt)
+	if err != nil || m == nil {
+		t.Fatalf("no mount at %s: %v", mnt, err)
+	}
+	_, minor, _ := strings.Cut(m.Dev, ":")
+	b, err := os.ReadFile(filepath.Join(ctl, minor, "waiting"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
+}
+
+// TestStuckInputSignals: an input that blocks (a file of a stopped FUSE server)
+// holds no command: SIGTERM ends verify, inspect and mount promptly with 143, and
+// mount stops the server it started.
+func TestStuckInputSignals(t *testing.T) {
+	testdata.RequireRoot(t) // fusectl
+	stuck, pid := mountFixture(t)
+	apk := filepath.Join(stuck, "partitions", "microdroid-apk")
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	for name, args := range map[string][]string{
+		"verify":  {"verify", apk, testdata.IdsigPath()},
+		"inspect": append([]string{"inspect"}, append(fixtureFlags(), apk, testdata.IdsigPath(), testdata.ConfigPath)...),
+		"mount":   append([]string{"mount"}, append(fixtureFlags(), apk, testdata.IdsigPath(), testdata.ConfigPath, t.TempDir())...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			tmp := t.TempDir()
+			before := fusectlWaiting(t, stuck)
+			r := start(t, tmp, args...)
+			// Sent once vmfs waits for the stopped server; a poll is no race here,
+			// only the moment of the signal varies.
+			for fusectlWaiting(t, stuck) <= before {
+				if waitExit(r.cmd.Process.Pid, 10*time.Millisecond) {
+					t.Fatalf("vmfs exited without blocking:\n%s", r.output())
+				}
+			}
+			r.cmd.Process.Signal(syscall.SIGTERM)
+			if code := r.exit(t, 30*time.Second); code != 128+int(syscall.SIGTERM) {
+				t.Errorf("exit %d, want 143:\n%s", code, r.output())
+			}
+			if left := leftovers(t, tmp, stuck); len(left) > 0 {
+				t.Errorf("left behind: %v", left)
+			}
+		})
+	}
+}
+
+// TestForegroundSIGHUP: a foreground mount whose terminal goes (SIGHUP)
+// unmounts and exits, leaving no dead mount.
+func TestForegroundSIGHUP(t *testing.T) {
+	testdata.RequireFUSE(t)
+	mnt := t.TempDir()
+	r := start(t, "", append([]string{"mount", "--foreground"}, fixtureArgs(mnt)...)...)
+	r.waitFor(t, "serving until unmounted")
+	r.cmd.Process.Signal(syscall.SIGHUP)
+	if code := r.exit(t, 30*time.Second); code != 0 {
+		t.Errorf("exit %d:\n%s", code, r.output())
+	}
+	if got := mountsAt(t, mnt); len(got) != 0 {
+		t.Errorf("left mounted: %v", got)
+	}
+}
+
+// TestRunAppMissingKernel: a kernel the OS config names but that is not there is
+// a bad input reported before anything mounts or boots.
+func TestRunAppMissingKernel(t *testing.T) {
+	testdata.RequireFUSE(t)
+	dir, tmp := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(dir, "microdroid.json"), []byte(`{"kernel":"vmlinuz","params":"console=ttyS0"}`), 0o644)
+	marker := filepath.Join(dir, "vmm-ran")
+	qemu := filepath.Join(dir, "qemu")
+	os.WriteFile(qemu, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755)
+	r := vmfs(t, tmp, "run-app", "--vmm", "qemu", "--qemu", qemu, "--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", dir,
+		testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath)
+	if want := filepath.Join(dir, "vmlinuz"); r.code != exitInput || !strings.Contains(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("exit %d: %q; want exit %d naming %s", r.code, r.stderr, exitInput, want)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the VMM was started")
+	}
+	if left := leftovers(t, tmp); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestReadyReportBounded: a server error of any length reaches the command as
+// one bounded line, and the server never blocks writing it.
+func TestReadyReportBounded(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := withCode(exitInput, errors.New(strings.Repeat("x", 1<<20)))
+	go func() { writeReport(w, huge); w.Close() }()
+	m := readReport(r)
+	exited := make(chan error, 1)
+	exited <- nil
+	err = readyResult(m, exited)
+	if len(m) > maxReport+64 || exitCodeFor(err) != exitInput || len(err.Error()) > maxReport+16 {
+		t.Errorf("report of %d bytes, exit %d, error of %d bytes", len(m), exitCodeFor(err), len(err.Error()))
+	}
+}
