@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
+
+	"vmfs/internal/inputfile"
 )
 
 // DefaultApexInfoList is where apexd publishes the active APEXes on Android.
@@ -133,8 +134,7 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 	for _, dir := range r.Dirs {
 		p := filepath.Join(dir, name+".apex")
 		looked = append(looked, p)
-		st, err := os.Stat(p)
-		if err != nil || !st.Mode().IsRegular() {
+		if _, err := inputfile.Stat(p); err != nil {
 			continue
 		}
 		abs, err := filepath.Abs(p)
@@ -153,7 +153,7 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 // fromInfoList looks name up among the active entries of r.InfoList. ok is false when the
 // list does not exist or has no active entry for name.
 func (r ApexResolver) fromInfoList(name string) (path string, ok bool, err error) {
-	f, err := os.Open(r.InfoList)
+	f, _, err := openRegular(r.InfoList, "apex info list")
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", false, nil
 	}

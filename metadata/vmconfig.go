@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"unicode/utf16"
 )
@@ -68,14 +67,14 @@ type rawDiskImage struct {
 // are resolved against the directory of the JSON file; every path in the result is
 // absolute and clean.
 func LoadVMConfig(path string) (*VMConfig, error) {
-	f, err := os.Open(path)
+	f, _, err := openRegular(path, "vm config")
 	if err != nil {
-		return nil, fmt.Errorf("load vm config: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxVMConfigSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("load vm config: %w", err)
+		return nil, fmt.Errorf("read vm config %s: %w", path, err)
 	}
 	if len(data) > maxVMConfigSize {
 		return nil, fmt.Errorf("vm config %s: larger than %d bytes", path, maxVMConfigSize)

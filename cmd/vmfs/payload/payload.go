@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"vmfs/internal/inputfile"
 	"vmfs/layout"
 	"vmfs/metadata"
 )
@@ -140,12 +141,9 @@ func statSource(path string) (layout.Source, error) {
 	if err != nil {
 		return layout.Source{}, err
 	}
-	st, err := os.Stat(abs)
+	st, err := inputfile.Stat(abs)
 	if err != nil {
 		return layout.Source{}, err
-	}
-	if !st.Mode().IsRegular() {
-		return layout.Source{}, fmt.Errorf("%s: not a regular file", path)
 	}
 	return layout.Source{Path: abs, Size: st.Size()}, nil
 }
