@@ -82,13 +82,18 @@ func Stat(path string) (os.FileInfo, error) {
 	return st, nil
 }
 
+// ErrDangling is matched (errors.Is) by the error for a symlink whose target does not
+// exist, which also matches fs.ErrNotExist: a caller that passes over missing files
+// can still name a broken link.
+var ErrDangling = errors.New("dangling symlink")
+
 // describe names a dangling symlink as such; other errors pass unchanged.
 func describe(path string, err error) error {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	if target, lerr := os.Readlink(path); lerr == nil {
-		return &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("dangling symlink to %s: %w", Quote(target), fs.ErrNotExist)}
+		return &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w to %s: %w", ErrDangling, Quote(target), fs.ErrNotExist)}
 	}
 	return err
 }

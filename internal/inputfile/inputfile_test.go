@@ -51,8 +51,11 @@ func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
 	if b := make([]byte, 2); func() bool { n, _ := f.Read(b); return n != 1 }() {
 		t.Error("a regular file does not read")
 	}
-	if _, err := Open(filepath.Join(dir, "none")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := Open(filepath.Join(dir, "none")); !errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrDangling) {
 		t.Errorf("missing file: %v", err)
+	}
+	if _, err := Stat(dangling); !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, ErrDangling) {
+		t.Errorf("dangling symlink: %v, want both fs.ErrNotExist and ErrDangling", err)
 	}
 }
 
