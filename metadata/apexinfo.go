@@ -104,7 +104,8 @@ func apexInfoError(name string, dec *xml.Decoder, lr *io.LimitedReader, err erro
 
 // ApexResolver finds APEX files by name, as formats.md's decisions table says: the active
 // entry of the apex-info-list.xml at InfoList if that file exists, else the first
-// `<dir>/<name>.apex` in Dirs that is a regular file.
+// `<dir>/<name>.apex` in Dirs that is a regular file. The file an active entry names
+// must be a regular file; in Dirs, anything else is passed over, as a PATH lookup does.
 //
 // As a vmfs extension, a relative modulePath in the info list is resolved against the
 // directory of the list file (apexd always writes absolute paths), so test trees and
@@ -115,7 +116,9 @@ type ApexResolver struct {
 }
 
 // Resolve returns the absolute, clean path of the APEX called name. An APEX that is
-// neither in the info list nor in Dirs gives an error wrapping ErrNotFound.
+// neither in the info list nor in Dirs gives an error wrapping ErrNotFound; one that is
+// there but not a regular file (a FIFO, a directory, a dangling symlink) gives an error
+// saying what it is.
 func (r ApexResolver) Resolve(name string) (string, error) {
 	if err := ValidName("apex", name); err != nil {
 		return "", err
@@ -131,10 +134,17 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 		}
 		looked = append(looked, r.InfoList)
 	}
+	// The first candidate that is there but unusable; "not found" would send the user
+	// looking for a file that exists.
+	var unusable error
 	for _, dir := range r.Dirs {
 		p := filepath.Join(dir, name+".apex")
 		looked = append(looked, p)
 		if _, err := inputfile.Stat(p); err != nil {
+			missing := errors.Is(err, fs.ErrNotExist) && !errors.Is(err, inputfile.ErrDangling)
+			if unusable == nil && !missing {
+				unusable = err
+			}
 			continue
 		}
 		abs, err := filepath.Abs(p)
@@ -142,6 +152,9 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 			return "", fmt.Errorf("apex %s: %w", name, err)
 		}
 		return abs, nil
+	}
+	if unusable != nil {
+		return "", fmt.Errorf("apex %s: %w", name, unusable)
 	}
 	where := "nowhere (no apex info list, no apex directories)"
 	if len(looked) > 0 {
@@ -151,7 +164,8 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 }
 
 // fromInfoList looks name up among the active entries of r.InfoList. ok is false when the
-// list does not exist or has no active entry for name.
+// list does not exist or has no active entry for name; an active entry whose file is
+// not a regular file is an error.
 func (r ApexResolver) fromInfoList(name string) (path string, ok bool, err error) {
 	f, _, err := openRegular(r.InfoList, "apex info list")
 	if errors.Is(err, fs.ErrNotExist) {
@@ -175,6 +189,9 @@ func (r ApexResolver) fromInfoList(name string) (path string, ok bool, err error
 		}
 		if p, err = filepath.Abs(p); err != nil {
 			return "", false, fmt.Errorf("apex %s: %w", name, err)
+		}
+		if _, err := inputfile.Stat(p); err != nil {
+			return "", false, fmt.Errorf("apex %s (listed in %s): %w", name, r.InfoList, err)
 		}
 		return p, true, nil
 	}

@@ -218,6 +218,32 @@ func TestBadInput(t *testing.T) {
 	cases = append(cases, inspectMount("idsig a FIFO", apexes, apk, fifoIdsig, cfg, exitInput, fifoIdsig, isFIFO)...)
 	cases = append(cases, inspectMount("apex-info-list a FIFO", []string{"--apex-info-list", fifoList, "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, fifoList, isFIFO)...)
 	cases = append(cases, inspectMount("os config a FIFO", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", fifoOS}, apk, idsig, cfg, exitInput, filepath.Join(fifoOS, "microdroid.json"), isFIFO)...)
+	// APEXes that are there but not regular files, found through --apex-dir or the list
+	// (whose relative modulePaths resolve against its own directory).
+	apexDir := filepath.Join(b.dir, "apexes")
+	apexList := b.file("apexes/apex-info-list.xml", []byte(`<apex-info-list>
+		<apex-info moduleName="com.vmfs.fifo" modulePath="com.vmfs.fifo.apex" isActive="true"/>
+		<apex-info moduleName="com.vmfs.dir" modulePath="com.vmfs.dir.apex" isActive="true"/>
+		<apex-info moduleName="com.vmfs.dangling" modulePath="com.vmfs.dangling.apex" isActive="true"/>
+		</apex-info-list>`))
+	fifoApex := b.fifo("apexes/com.vmfs.fifo.apex")
+	dirApex := filepath.Join(apexDir, "com.vmfs.dir.apex")
+	if err := os.Mkdir(dirApex, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	danglingApex := filepath.Join(apexDir, "com.vmfs.dangling.apex")
+	if err := os.Symlink(filepath.Join(apexDir, "gone"), danglingApex); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []struct{ name, path, say string }{
+		{"com.vmfs.fifo", fifoApex, isFIFO},
+		{"com.vmfs.dir", dirApex, "a directory, not a regular file"},
+		{"com.vmfs.dangling", danglingApex, "dangling symlink to " + filepath.Join(apexDir, "gone")},
+	} {
+		apk := b.configAPK(a.name+".apk", cfgWith(a.name))
+		cases = append(cases, inspectMount("apex "+a.name+" via --apex-dir", onlyDir(apexDir), apk, idsig, cfg, exitInput, "apex "+a.name, a.path, a.say)...)
+		cases = append(cases, inspectMount("apex "+a.name+" via apex-info-list", []string{"--apex-info-list", apexList, "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "apex "+a.name, apexList, a.path, a.say)...)
+	}
 
 	rootFlipped := b.idsig("root.idsig", func(d []byte) []byte {
 		// the raw root hash ends the hashing info, just before the signing info's length
