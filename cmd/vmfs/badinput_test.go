@@ -101,8 +101,10 @@ func TestBadInput(t *testing.T) {
 	}
 	apkBytes, _ := os.ReadFile(apk)
 	apexes := fixtureFlags()
+	// onlyDir finds APEXes in d alone: the list it names exists and is empty.
+	emptyList := b.file("empty-list.xml", []byte("<apex-info-list/>"))
 	onlyDir := func(d string) []string {
-		return []string{"--apex-dir", d, "--os-dir", testdata.OSDir(), "--apex-info-list", filepath.Join(b.dir, "none.xml")}
+		return []string{"--apex-dir", d, "--os-dir", testdata.OSDir(), "--apex-info-list", emptyList}
 	}
 	cfgWith := func(apexNames ...string) string {
 		var list []string
@@ -203,6 +205,10 @@ func TestBadInput(t *testing.T) {
 		mount("mountpoint not empty", apexes, apk, idsig, cfg, notEmpty, exitMount, notEmpty, "not empty"),
 		mount("mountpoint already a vmfs mount", apexes, apk, idsig, cfg, busy, exitMount, busy, "already a vmfs mount"),
 	}
+	// A list named on the command line must exist, though --apex-dir would do.
+	noList := filepath.Join(b.dir, "none.xml")
+	cases = append(cases, inspectMount("apex-info-list named but missing", []string{"--apex-info-list", noList, "--apex-dir", testdata.Path("apex"), "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "apex info list", noList, "no such file")...)
+
 	// Inputs that are not regular files: refused at once, by what they are.
 	const isFIFO = "a FIFO (named pipe), not a regular file"
 	fifoAPK, fifoIdsig := b.fifo("fifo/app.apk"), b.fifo("fifo/app.apk.idsig")

@@ -8,7 +8,6 @@ package payload
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/google/uuid"
@@ -68,10 +67,14 @@ func Resolve(in Inputs) (*Payload, error) {
 		return nil, err
 	}
 
-	resolver := metadata.ApexResolver{Dirs: in.ApexDirs}
-	if _, err := os.Stat(in.ApexInfoList); err == nil || in.RequireApexInfoList {
-		resolver.InfoList = in.ApexInfoList
+	// The resolver passes over a list that does not exist (the default one on a host
+	// without /apex), so one that must exist is checked here, APEXes needed or not.
+	if in.RequireApexInfoList {
+		if _, err := inputfile.Stat(in.ApexInfoList); err != nil {
+			return nil, &metadata.InputError{Kind: "apex info list", Err: err}
+		}
 	}
+	resolver := metadata.ApexResolver{InfoList: in.ApexInfoList, Dirs: in.ApexDirs}
 	var names []string
 	lp := layout.Payload{}
 	for _, a := range p.Config.Apexes {
