@@ -3,7 +3,6 @@ package metadata
 import (
 	"archive/zip"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -69,12 +68,12 @@ type rawPayloadConfig struct {
 }
 
 // ParsePayloadConfig parses and validates a payload config. name is used in errors only.
-// Unknown keys are ignored, as AVF does; os.name defaults to "microdroid" and task.type to
-// "executable".
+// Unknown keys are ignored, as AVF does, and a key repeated in one object is refused;
+// os.name defaults to "microdroid" and task.type to "executable".
 func ParsePayloadConfig(name string, data []byte) (*PayloadConfig, error) {
 	var raw rawPayloadConfig
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, jsonError("payload config "+name, err)
+	if err := unmarshalConfig("payload config "+name, data, &raw); err != nil {
+		return nil, err
 	}
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("payload config %s: %s", name, fmt.Sprintf(format, args...))

@@ -1,7 +1,6 @@
 package metadata
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -63,7 +62,8 @@ type rawDiskImage struct {
 // LoadVMConfig reads and validates a VM config JSON file (AVF's VmConfig): exactly one of
 // kernel and bootloader, no initrd with a bootloader, each disk exactly one of image and
 // partitions and an explicit "writable", partition labels non-empty, unique within their
-// disk and at most 36 UTF-16 code units, memory_mib non-zero when present. Relative paths
+// disk and at most 36 UTF-16 code units, memory_mib non-zero when present, no key
+// repeated in one object (AVF's serde refuses a repeated field). Relative paths
 // are resolved against the directory of the JSON file; every path in the result is
 // absolute and clean.
 func LoadVMConfig(path string) (*VMConfig, error) {
@@ -90,8 +90,8 @@ func LoadVMConfig(path string) (*VMConfig, error) {
 // against the absolute directory dir.
 func parseVMConfig(name, dir string, data []byte) (*VMConfig, error) {
 	var raw rawVMConfig
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, jsonError("vm config "+name, err)
+	if err := unmarshalConfig("vm config "+name, data, &raw); err != nil {
+		return nil, err
 	}
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("vm config %s: %s", name, fmt.Sprintf(format, args...))

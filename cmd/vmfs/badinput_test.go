@@ -205,6 +205,13 @@ func TestBadInput(t *testing.T) {
 		mount("mountpoint not empty", apexes, apk, idsig, cfg, notEmpty, exitMount, notEmpty, "not empty"),
 		mount("mountpoint already a vmfs mount", apexes, apk, idsig, cfg, busy, exitMount, busy, "already a vmfs mount"),
 	}
+	// A key given twice: AVF's serde refuses it, encoding/json would keep the last.
+	dupCfg := b.configAPK("dupkey.apk", `{"os":{"name":"microdroid"},"os":{"name":"microdroid"}}`)
+	cases = append(cases, inspectMount("config key twice", apexes, dupCfg, idsig, cfg, exitInput, "dupkey.apk", cfg, `duplicate key "os"`)...)
+	dupOS := b.osDir("dupkey", `{"kernel":"kernel","disks":[{"image":"kernel","writable":false,"writable":true}]}`)
+	cases = append(cases, inspectMount("os config key twice", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", dupOS}, apk, idsig, cfg, exitInput,
+		filepath.Join(dupOS, "microdroid.json"), `duplicate key "writable" in disks[0]`)...)
+
 	// A list named on the command line must exist, though --apex-dir would do.
 	noList := filepath.Join(b.dir, "none.xml")
 	cases = append(cases, inspectMount("apex-info-list named but missing", []string{"--apex-info-list", noList, "--apex-dir", testdata.Path("apex"), "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "apex info list", noList, "no such file")...)
