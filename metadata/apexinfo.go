@@ -74,7 +74,7 @@ func ParseApexInfoList(name string, r io.Reader) ([]ApexInfo, error) {
 			return nil, bad("moduleName is required")
 		}
 		if x.ModulePath == nil || *x.ModulePath == "" {
-			return nil, bad(fmt.Sprintf("%s: modulePath is required", *x.ModuleName))
+			return nil, bad(fmt.Sprintf("%s: modulePath is required", inputfile.Quote(*x.ModuleName)))
 		}
 		info := ApexInfo{ModuleName: *x.ModuleName, ModulePath: *x.ModulePath}
 		if x.IsActive != nil {
@@ -84,7 +84,8 @@ func ParseApexInfoList(name string, r io.Reader) ([]ApexInfo, error) {
 				info.IsActive = true
 			case "false", "0":
 			default:
-				return nil, bad(fmt.Sprintf("%s: isActive %q is not an xs:boolean", info.ModuleName, *x.IsActive))
+				return nil, bad(fmt.Sprintf("%s: isActive %q is not an xs:boolean",
+					inputfile.Quote(info.ModuleName), inputfile.Quote(*x.IsActive)))
 			}
 		}
 		out = append(out, info)
@@ -99,7 +100,7 @@ func apexInfoError(name string, dec *xml.Decoder, lr *io.LimitedReader, err erro
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
-	return fmt.Errorf("apex info list %s: at byte %d: %w", name, dec.InputOffset(), err)
+	return fmt.Errorf("apex info list %s: at byte %d: %w", name, dec.InputOffset(), cutError{err})
 }
 
 // ApexResolver finds APEX files by name, as formats.md's decisions table says: the active

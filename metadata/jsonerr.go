@@ -19,6 +19,14 @@ type decodeError struct {
 func (e *decodeError) Error() string { return e.msg }
 func (e *decodeError) Unwrap() error { return e.err }
 
+// cutError is err with its message cut by inputfile.Quote, for a parser whose messages
+// repeat input (an XML element or entity name) at any length; errors.Is and As still
+// see err.
+type cutError struct{ err error }
+
+func (e cutError) Error() string { return inputfile.Quote(e.err.Error()) }
+func (e cutError) Unwrap() error { return e.err }
+
 // jsonError describes err from json.Unmarshal of the file called what (e.g. "payload config x.json").
 func jsonError(what string, err error) error {
 	var te *json.UnmarshalTypeError
@@ -28,7 +36,8 @@ func jsonError(what string, err error) error {
 			field = "top level"
 		}
 		return &decodeError{
-			msg: fmt.Sprintf("%s: %s: wrong JSON type %s at byte %d", what, field, te.Value, te.Offset),
+			// Value holds a number's literal, which may be any length.
+			msg: fmt.Sprintf("%s: %s: wrong JSON type %s at byte %d", what, field, inputfile.Quote(te.Value), te.Offset),
 			err: err,
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"path/filepath"
 	"unicode/utf16"
+
+	"vmfs/internal/inputfile"
 )
 
 // VMConfig is the VM config JSON (`<os-dir>/<os.name>.json`, AVF's VmConfig).
@@ -175,12 +177,12 @@ func checkLabel(label string) error {
 	for _, r := range label {
 		n := utf16.RuneLen(r)
 		if n < 0 {
-			return fmt.Errorf("label %q holds a rune UTF-16 cannot encode", label)
+			return fmt.Errorf("label %q holds a rune UTF-16 cannot encode", inputfile.Quote(label))
 		}
 		units += n
 	}
 	if units > maxLabelUnits {
-		return fmt.Errorf("label %q is %d UTF-16 code units, more than %d", label, units, maxLabelUnits)
+		return fmt.Errorf("label %q is %d UTF-16 code units, more than %d", inputfile.Quote(label), units, maxLabelUnits)
 	}
 	return nil
 }

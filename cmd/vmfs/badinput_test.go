@@ -212,6 +212,14 @@ func TestBadInput(t *testing.T) {
 	cases = append(cases, inspectMount("os config key twice", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", dupOS}, apk, idsig, cfg, exitInput,
 		filepath.Join(dupOS, "microdroid.json"), `duplicate key "writable" in disks[0]`)...)
 
+	// Strings from input files are repeated in errors cut (checkBad bounds every line).
+	// The modulePath fills the list up to its 4 MiB cap.
+	longPath := "/" + strings.Repeat("p", 4<<20-200)
+	longList := b.file("long-list.xml", []byte(`<apex-info-list><apex-info moduleName="com.android.adbd" modulePath="`+longPath+`" isActive="true"/></apex-info-list>`))
+	cases = append(cases, inspectMount("4 MiB modulePath", []string{"--apex-info-list", longList, "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "com.android.adbd", "long-list.xml", "file name too long", fmt.Sprintf("(%d bytes)", len(longPath)))...)
+	longName := strings.Repeat("n", 512<<10)
+	cases = append(cases, inspectMount("512 KiB apex name", apexes, b.configAPK("longname.apk", cfgWith(longName)), idsig, cfg, exitInput, "longname.apk", "invalid apex name", fmt.Sprintf("(%d bytes)", len(longName)))...)
+
 	// A list named on the command line must exist, though --apex-dir would do.
 	noList := filepath.Join(b.dir, "none.xml")
 	cases = append(cases, inspectMount("apex-info-list named but missing", []string{"--apex-info-list", noList, "--apex-dir", testdata.Path("apex"), "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "apex info list", noList, "no such file")...)
@@ -316,8 +324,8 @@ func checkBad(t *testing.T, args, wrap []string, code int, want []string, keep s
 	if r.code != code {
 		t.Errorf("exit %d, want %d: %s", r.code, code, r.stderr)
 	}
-	if strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "vmfs: ") {
-		t.Errorf("want one error line, got %q", r.stderr)
+	if strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "vmfs: ") || len(r.stderr) > 1024 {
+		t.Errorf("want one error line of at most 1 KiB, got %d bytes: %.1024q", len(r.stderr), r.stderr)
 	}
 	for _, w := range want {
 		if !strings.Contains(r.stderr, w) {

@@ -2,6 +2,7 @@ package inputfile
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -56,6 +57,19 @@ func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
 	}
 	if _, err := Stat(dangling); !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, ErrDangling) {
 		t.Errorf("dangling symlink: %v, want both fs.ErrNotExist and ErrDangling", err)
+	}
+}
+
+// A path read from an input file may be MiBs long; errors repeat it cut.
+func TestErrorsCutLongPaths(t *testing.T) {
+	long := "/" + strings.Repeat("a", 4<<20)
+	for name, open := range map[string]func(string) error{
+		"Open": func(p string) error { _, err := Open(p); return err },
+		"Stat": func(p string) error { _, err := Stat(p); return err },
+	} {
+		if err := open(long); err == nil || len(err.Error()) > 400 || !strings.Contains(err.Error(), "4194305 bytes") {
+			t.Errorf("%s of a 4 MiB path: %d-byte error %.100q", name, len(fmt.Sprint(err)), fmt.Sprint(err))
+		}
 	}
 }
 

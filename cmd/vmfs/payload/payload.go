@@ -61,7 +61,7 @@ func Resolve(in Inputs) (*Payload, error) {
 		return nil, err
 	}
 	if p.OSConfigPath, err = metadata.OSConfigPath(in.OSDir, p.Config.OS.Name); err != nil {
-		return nil, fmt.Errorf("payload config %s in %s: %w", in.ConfigPath, in.APK, err)
+		return nil, fmt.Errorf("payload config %s in %s: %w", inputfile.Quote(in.ConfigPath), in.APK, err)
 	}
 	if p.OSConfig, err = metadata.LoadVMConfig(p.OSConfigPath); err != nil {
 		return nil, err
@@ -101,7 +101,7 @@ func Resolve(in Inputs) (*Payload, error) {
 		return nil, err
 	}
 	if p.Disk, err = layout.PayloadDisk(lp, guids(in.RandomGUIDs, len(lp.Apexes)+3)); err != nil {
-		return nil, fmt.Errorf("payload disk of %s!%s: %w", in.APK, in.ConfigPath, err)
+		return nil, fmt.Errorf("payload disk of %s!%s: %w", in.APK, inputfile.Quote(in.ConfigPath), err)
 	}
 
 	p.OSDisks = map[int]*layout.Disk{}
