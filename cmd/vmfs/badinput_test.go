@@ -205,24 +205,6 @@ func TestBadInput(t *testing.T) {
 		mount("mountpoint not empty", apexes, apk, idsig, cfg, notEmpty, exitMount, notEmpty, "not empty"),
 		mount("mountpoint already a vmfs mount", apexes, apk, idsig, cfg, busy, exitMount, busy, "already a vmfs mount"),
 	}
-	// A key given twice: AVF's serde refuses it, encoding/json would keep the last.
-	dupCfg := b.configAPK("dupkey.apk", `{"os":{"name":"microdroid"},"os":{"name":"microdroid"}}`)
-	cases = append(cases, inspectMount("config key twice", apexes, dupCfg, idsig, cfg, exitInput, "dupkey.apk", cfg, `duplicate key "os"`)...)
-	dupOS := b.osDir("dupkey", `{"kernel":"kernel","disks":[{"image":"kernel","writable":false,"writable":true}]}`)
-	cases = append(cases, inspectMount("os config key twice", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", dupOS}, apk, idsig, cfg, exitInput,
-		filepath.Join(dupOS, "microdroid.json"), `duplicate key "writable" in disks[0]`)...)
-
-	// Strings from input files are repeated in errors cut (checkBad bounds every line).
-	// The modulePath fills the list up to its 4 MiB cap.
-	longPath := "/" + strings.Repeat("p", 4<<20-200)
-	longList := b.file("long-list.xml", []byte(`<apex-info-list><apex-info moduleName="com.android.adbd" modulePath="`+longPath+`" isActive="true"/></apex-info-list>`))
-	cases = append(cases, inspectMount("4 MiB modulePath", []string{"--apex-info-list", longList, "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "com.android.adbd", "long-list.xml", "file name too long", fmt.Sprintf("(%d bytes)", len(longPath)))...)
-	longName := strings.Repeat("n", 512<<10)
-	cases = append(cases, inspectMount("512 KiB apex name", apexes, b.configAPK("longname.apk", cfgWith(longName)), idsig, cfg, exitInput, "longname.apk", "invalid apex name", fmt.Sprintf("(%d bytes)", len(longName)))...)
-
-	// A list named on the command line must exist, though --apex-dir would do.
-	noList := filepath.Join(b.dir, "none.xml")
-	cases = append(cases, inspectMount("apex-info-list named but missing", []string{"--apex-info-list", noList, "--apex-dir", testdata.Path("apex"), "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "apex info list", noList, "no such file")...)
 
 	// Inputs that are not regular files: refused at once, by what they are.
 	const isFIFO = "a FIFO (named pipe), not a regular file"
@@ -239,6 +221,7 @@ func TestBadInput(t *testing.T) {
 	cases = append(cases, inspectMount("idsig a FIFO", apexes, apk, fifoIdsig, cfg, exitInput, fifoIdsig, isFIFO)...)
 	cases = append(cases, inspectMount("apex-info-list a FIFO", []string{"--apex-info-list", fifoList, "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, fifoList, isFIFO)...)
 	cases = append(cases, inspectMount("os config a FIFO", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", fifoOS}, apk, idsig, cfg, exitInput, filepath.Join(fifoOS, "microdroid.json"), isFIFO)...)
+
 	// APEXes that are there but not regular files, found through --apex-dir or the list
 	// (whose relative modulePaths resolve against its own directory).
 	apexDir := filepath.Join(b.dir, "apexes")
@@ -261,10 +244,29 @@ func TestBadInput(t *testing.T) {
 		{"com.vmfs.dir", dirApex, "a directory, not a regular file"},
 		{"com.vmfs.dangling", danglingApex, "dangling symlink to " + filepath.Join(apexDir, "gone")},
 	} {
-		apk := b.configAPK(a.name+".apk", cfgWith(a.name))
-		cases = append(cases, inspectMount("apex "+a.name+" via --apex-dir", onlyDir(apexDir), apk, idsig, cfg, exitInput, "apex "+a.name, a.path, a.say)...)
-		cases = append(cases, inspectMount("apex "+a.name+" via apex-info-list", []string{"--apex-info-list", apexList, "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "apex "+a.name, apexList, a.path, a.say)...)
+		app := b.configAPK(a.name+".apk", cfgWith(a.name))
+		cases = append(cases, inspectMount("apex "+a.name+" via --apex-dir", onlyDir(apexDir), app, idsig, cfg, exitInput, "apex "+a.name, a.path, a.say)...)
+		cases = append(cases, inspectMount("apex "+a.name+" via apex-info-list", []string{"--apex-info-list", apexList, "--os-dir", testdata.OSDir()}, app, idsig, cfg, exitInput, "apex "+a.name, apexList, a.path, a.say)...)
 	}
+
+	// A list named on the command line must exist, though --apex-dir would do.
+	noList := filepath.Join(b.dir, "none.xml")
+	cases = append(cases, inspectMount("apex-info-list named but missing", []string{"--apex-info-list", noList, "--apex-dir", testdata.Path("apex"), "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "apex info list", noList, "no such file")...)
+
+	// A key given twice: AVF's serde refuses it, encoding/json would keep the last.
+	dupCfg := b.configAPK("dupkey.apk", `{"os":{"name":"microdroid"},"os":{"name":"microdroid"}}`)
+	cases = append(cases, inspectMount("config key twice", apexes, dupCfg, idsig, cfg, exitInput, "dupkey.apk", cfg, `duplicate key "os"`)...)
+	dupOS := b.osDir("dupkey", `{"kernel":"kernel","disks":[{"image":"kernel","writable":false,"writable":true}]}`)
+	cases = append(cases, inspectMount("os config key twice", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", dupOS}, apk, idsig, cfg, exitInput,
+		filepath.Join(dupOS, "microdroid.json"), `duplicate key "writable" in disks[0]`)...)
+
+	// Strings from input files are repeated in errors cut (checkBad bounds every line).
+	// The modulePath fills the list up to its 4 MiB cap.
+	longPath := "/" + strings.Repeat("p", 4<<20-200)
+	longList := b.file("long-list.xml", []byte(`<apex-info-list><apex-info moduleName="com.android.adbd" modulePath="`+longPath+`" isActive="true"/></apex-info-list>`))
+	cases = append(cases, inspectMount("4 MiB modulePath", []string{"--apex-info-list", longList, "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "com.android.adbd", "long-list.xml", "file name too long", fmt.Sprintf("(%d bytes)", len(longPath)))...)
+	longName := strings.Repeat("n", 512<<10)
+	cases = append(cases, inspectMount("512 KiB apex name", apexes, b.configAPK("longname.apk", cfgWith(longName)), idsig, cfg, exitInput, "longname.apk", "invalid apex name", fmt.Sprintf("(%d bytes)", len(longName)))...)
 
 	rootFlipped := b.idsig("root.idsig", func(d []byte) []byte {
 		// the raw root hash ends the hashing info, just before the signing info's length
