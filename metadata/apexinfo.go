@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
+
+	"vmfs/internal/inputfile"
 )
 
 // DefaultApexInfoList is where apexd publishes the active APEXes on Android.
@@ -73,7 +74,7 @@ func ParseApexInfoList(name string, r io.Reader) ([]ApexInfo, error) {
 			return nil, bad("moduleName is required")
 		}
 		if x.ModulePath == nil || *x.ModulePath == "" {
-			return nil, bad(fmt.Sprintf("%s: modulePath is required", *x.ModuleName))
+			return nil, bad(fmt.Sprintf("%s: modulePath is required", inputfile.Quote(*x.ModuleName)))
 		}
 		info := ApexInfo{ModuleName: *x.ModuleName, ModulePath: *x.ModulePath}
 		if x.IsActive != nil {
@@ -83,7 +84,8 @@ func ParseApexInfoList(name string, r io.Reader) ([]ApexInfo, error) {
 				info.IsActive = true
 			case "false", "0":
 			default:
-				return nil, bad(fmt.Sprintf("%s: isActive %q is not an xs:boolean", info.ModuleName, *x.IsActive))
+				return nil, bad(fmt.Sprintf("%s: isActive %q is not an xs:boolean",
+					inputfile.Quote(info.ModuleName), inputfile.Quote(*x.IsActive)))
 			}
 		}
 		out = append(out, info)
@@ -98,12 +100,13 @@ func apexInfoError(name string, dec *xml.Decoder, lr *io.LimitedReader, err erro
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
-	return fmt.Errorf("apex info list %s: at byte %d: %w", name, dec.InputOffset(), err)
+	return fmt.Errorf("apex info list %s: at byte %d: %w", name, dec.InputOffset(), cutError{err})
 }
 
 // ApexResolver finds APEX files by name, as formats.md's decisions table says: the active
 // entry of the apex-info-list.xml at InfoList if that file exists, else the first
-// `<dir>/<name>.apex` in Dirs that is a regular file.
+// `<dir>/<name>.apex` in Dirs that is a regular file. The file an active entry names
+// must be a regular file; in Dirs, anything else is passed over, as a PATH lookup does.
 //
 // As a vmfs extension, a relative modulePath in the info list is resolved against the
 // directory of the list file (apexd always writes absolute paths), so test trees and
@@ -114,7 +117,9 @@ type ApexResolver struct {
 }
 
 // Resolve returns the absolute, clean path of the APEX called name. An APEX that is
-// neither in the info list nor in Dirs gives an error wrapping ErrNotFound.
+// neither in the info list nor in Dirs gives an error wrapping ErrNotFound; one that is
+// there but not a regular file (a FIFO, a directory, a dangling symlink) gives an error
+// saying what it is.
 func (r ApexResolver) Resolve(name string) (string, error) {
 	if err := ValidName("apex", name); err != nil {
 		return "", err
@@ -130,11 +135,17 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 		}
 		looked = append(looked, r.InfoList)
 	}
+	// The first candidate that is there but unusable; "not found" would send the user
+	// looking for a file that exists.
+	var unusable error
 	for _, dir := range r.Dirs {
 		p := filepath.Join(dir, name+".apex")
 		looked = append(looked, p)
-		st, err := os.Stat(p)
-		if err != nil || !st.Mode().IsRegular() {
+		if _, err := inputfile.Stat(p); err != nil {
+			missing := errors.Is(err, fs.ErrNotExist) && !errors.Is(err, inputfile.ErrDangling)
+			if unusable == nil && !missing {
+				unusable = err
+			}
 			continue
 		}
 		abs, err := filepath.Abs(p)
@@ -142,6 +153,9 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 			return "", fmt.Errorf("apex %s: %w", name, err)
 		}
 		return abs, nil
+	}
+	if unusable != nil {
+		return "", fmt.Errorf("apex %s: %w", name, unusable)
 	}
 	where := "nowhere (no apex info list, no apex directories)"
 	if len(looked) > 0 {
@@ -151,9 +165,10 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 }
 
 // fromInfoList looks name up among the active entries of r.InfoList. ok is false when the
-// list does not exist or has no active entry for name.
+// list does not exist or has no active entry for name; an active entry whose file is
+// not a regular file is an error.
 func (r ApexResolver) fromInfoList(name string) (path string, ok bool, err error) {
-	f, err := os.Open(r.InfoList)
+	f, _, err := openRegular(r.InfoList, "apex info list")
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", false, nil
 	}
@@ -175,6 +190,9 @@ func (r ApexResolver) fromInfoList(name string) (path string, ok bool, err error
 		}
 		if p, err = filepath.Abs(p); err != nil {
 			return "", false, fmt.Errorf("apex %s: %w", name, err)
+		}
+		if _, err := inputfile.Stat(p); err != nil {
+			return "", false, fmt.Errorf("apex %s (listed in %s): %w", name, r.InfoList, err)
 		}
 		return p, true, nil
 	}

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
+
 	"vmfs/testdata"
 )
 
@@ -157,6 +159,60 @@ func TestApexResolver(t *testing.T) {
 			}
 			if got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// An APEX that is there but is not a regular file is named with what it is, not
+// reported as not found, whether a directory or the info list led to it.
+func TestApexResolverUnusable(t *testing.T) {
+	root := t.TempDir()
+	fifo := filepath.Join(root, "com.fifo.apex")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "com.dir.apex")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dangling := filepath.Join(root, "com.dangling.apex")
+	if err := os.Symlink(filepath.Join(root, "gone"), dangling); err != nil {
+		t.Fatal(err)
+	}
+	list := writeFile(t, filepath.Join(root, "apex-info-list.xml"), []byte(`<apex-info-list>
+		<apex-info moduleName="com.fifo" modulePath="com.fifo.apex" isActive="true"/>
+		<apex-info moduleName="com.dir" modulePath="com.dir.apex" isActive="true"/>
+		<apex-info moduleName="com.dangling" modulePath="com.dangling.apex" isActive="true"/>
+		<apex-info moduleName="com.gone" modulePath="com.gone.apex" isActive="true"/>
+		</apex-info-list>`))
+	byDir, byList := ApexResolver{Dirs: []string{root}}, ApexResolver{InfoList: list}
+	for _, tc := range []struct {
+		name     string
+		resolver ApexResolver
+		apex     string
+		say      []string // besides the APEX name
+	}{
+		{"FIFO in a dir", byDir, "com.fifo", []string{fifo + ": a FIFO (named pipe), not a regular file"}},
+		{"FIFO in the list", byList, "com.fifo", []string{list, fifo + ": a FIFO (named pipe), not a regular file"}},
+		{"directory in a dir", byDir, "com.dir", []string{dir + ": a directory, not a regular file"}},
+		{"directory in the list", byList, "com.dir", []string{list, dir + ": a directory, not a regular file"}},
+		{"dangling symlink in a dir", byDir, "com.dangling", []string{dangling, "dangling symlink to " + filepath.Join(root, "gone")}},
+		{"dangling symlink in the list", byList, "com.dangling", []string{list, dangling, "dangling symlink to " + filepath.Join(root, "gone")}},
+		{"missing file in the list", byList, "com.gone", []string{list, filepath.Join(root, "com.gone.apex"), "no such file"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.resolver.Resolve(tc.apex)
+			if err == nil {
+				t.Fatalf("no error, got %q", got)
+			}
+			if errors.Is(err, ErrNotFound) {
+				t.Errorf("%v: says not found", err)
+			}
+			for _, s := range append(tc.say, "apex "+tc.apex) {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("%v: does not say %q", err, s)
+				}
 			}
 		})
 	}

@@ -3,8 +3,10 @@
 // payload metadata (length-prefixed protobuf), the APK Signature Scheme v4 .idsig file
 // with its merkle tree, and /apex/apex-info-list.xml for finding APEX files.
 //
-// It imports no other vmfs package, no go-fuse and no zap; it logs nothing and returns
-// errors that name the file and the problem.
+// It imports no other vmfs package but internal/inputfile (every input is opened
+// through it, so a FIFO or a device never blocks), no go-fuse and no zap; it logs
+// nothing and returns errors that name the file and the problem. A file that cannot be
+// opened as a regular file gives an *InputError.
 //
 // # Security
 //

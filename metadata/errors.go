@@ -19,6 +19,17 @@ func (e *FormatError) Error() string {
 	return fmt.Sprintf("%s: %s at byte %#x", e.File, e.Msg, e.Off)
 }
 
+// InputError reports an input file that cannot be opened as a regular file: missing,
+// unreadable, or a FIFO, a device, a directory. Callers tell it from a file whose
+// content is wrong (a *FormatError, ErrMismatch).
+type InputError struct {
+	Kind string // what the file is to vmfs, e.g. "apk", "idsig"
+	Err  error  // names the path (from package inputfile or the os)
+}
+
+func (e *InputError) Error() string { return e.Kind + ": " + e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
 // Sentinels that callers branch on; match them with errors.Is.
 var (
 	// ErrNotFound: a named input (an APEX, the payload config inside the APK) does not exist.

@@ -1,6 +1,7 @@
 package metadata
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -46,6 +47,52 @@ func TestValidName(t *testing.T) {
 			if (err == nil) != tc.ok {
 				t.Errorf("ValidName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
 			}
+		})
+	}
+}
+
+// An error that repeats a string taken from an input file cuts it (inputfile.Quote):
+// a hostile file may hold MiBs, which would otherwise be echoed whole.
+func TestErrorsCutLongInput(t *testing.T) {
+	huge := strings.Repeat("a", 512<<10)
+	dir := t.TempDir()
+	apk := makeZip(t, zipEntry{name: "assets/vm_config.json", data: []byte("{}")})
+	list := writeFile(t, filepath.Join(dir, "apex-info-list.xml"),
+		[]byte(`<apex-info-list><apex-info moduleName="com.a" modulePath="/`+huge+`" isActive="true"/></apex-info-list>`))
+	payload := func(json string) func() error {
+		return func() error { _, err := ParsePayloadConfig("c.json", []byte(json)); return err }
+	}
+	vm := func(json string) func() error {
+		return func() error { _, err := parseVMConfig("vm.json", dir, []byte(json)); return err }
+	}
+	apexList := func(xml string) func() error {
+		return func() error { _, err := ParseApexInfoList("list.xml", strings.NewReader(xml)); return err }
+	}
+	for name, run := range map[string]func() error{
+		"ValidName":           func() error { return ValidName("apex", huge) },
+		"apex name":           payload(`{"apexes": [{"name": "` + huge + `"}]}`),
+		"os name":             payload(`{"os": {"name": "` + huge + `"}}`),
+		"task type":           payload(`{"task": {"type": "` + huge + `", "command": "x"}}`),
+		"duplicate key":       payload(`{"` + huge + `": 1, "` + huge + `": 2}`),
+		"number literal":      vm(`{"kernel": "k", "memory_mib": 1` + strings.Repeat("0", 512<<10) + `}`),
+		"partition label":     vm(`{"kernel": "k", "disks": [{"partitions": [{"label": "` + huge + `", "path": "p"}], "writable": false}]}`),
+		"moduleName":          apexList(`<apex-info-list><apex-info moduleName="` + huge + `"/></apex-info-list>`),
+		"isActive":            apexList(`<apex-info-list><apex-info moduleName="a" modulePath="/a" isActive="` + huge + `"/></apex-info-list>`),
+		"XML element name":    apexList(`<apex-info-list><` + huge + `></apex-info-list>`),
+		"modulePath":          func() error { _, err := ApexResolver{InfoList: list}.Resolve("com.a"); return err },
+		"config path":         func() error { _, err := ReadPayloadConfig(apk, huge); return err },
+		"config path with ..": func() error { _, err := ReadPayloadConfig(apk, "../"+huge); return err },
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := run()
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			if len(msg) > 1024 || !strings.Contains(msg, " bytes)") {
+				t.Fatalf("%d-byte error, want it cut: %.300q", len(msg), msg)
+			}
+			t.Log(msg)
 		})
 	}
 }

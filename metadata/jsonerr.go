@@ -1,9 +1,12 @@
 package metadata
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"vmfs/internal/inputfile"
 )
 
 // decodeError is a JSON decoding failure described in the file's own terms (key path and
@@ -16,6 +19,14 @@ type decodeError struct {
 func (e *decodeError) Error() string { return e.msg }
 func (e *decodeError) Unwrap() error { return e.err }
 
+// cutError is err with its message cut by inputfile.Quote, for a parser whose messages
+// repeat input (an XML element or entity name) at any length; errors.Is and As still
+// see err.
+type cutError struct{ err error }
+
+func (e cutError) Error() string { return inputfile.Quote(e.err.Error()) }
+func (e cutError) Unwrap() error { return e.err }
+
 // jsonError describes err from json.Unmarshal of the file called what (e.g. "payload config x.json").
 func jsonError(what string, err error) error {
 	var te *json.UnmarshalTypeError
@@ -25,7 +36,8 @@ func jsonError(what string, err error) error {
 			field = "top level"
 		}
 		return &decodeError{
-			msg: fmt.Sprintf("%s: %s: wrong JSON type %s at byte %d", what, field, te.Value, te.Offset),
+			// Value holds a number's literal, which may be any length.
+			msg: fmt.Sprintf("%s: %s: wrong JSON type %s at byte %d", what, field, inputfile.Quote(te.Value), te.Offset),
 			err: err,
 		}
 	}
@@ -34,4 +46,65 @@ func jsonError(what string, err error) error {
 		return &decodeError{msg: fmt.Sprintf("%s: invalid JSON at byte %d: %v", what, se.Offset, err), err: err}
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// unmarshalConfig decodes the JSON config data (called what in errors) into v, refusing
+// what AVF's serde_json refuses beyond json.Unmarshal: a key repeated within one object.
+// serde's derived structs fail on a repeated field, while encoding/json keeps the last
+// value, so vmfs and the guest could read different configs. vmfs refuses any repeated
+// key, including the unknown ones serde skips.
+func unmarshalConfig(what string, data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return jsonError(what, err)
+	}
+	// Unmarshal has checked the syntax and bounded the nesting (10000 levels), which
+	// duplicateKey recurses through.
+	if err := duplicateKey(json.NewDecoder(bytes.NewReader(data)), ""); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// duplicateKey walks the JSON value next in dec, found at path ("" for the top,
+// "apexes[1]"), and reports the first key that appears twice in one object.
+func duplicateKey(dec *json.Decoder, path string) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			key := tok.(string) // json.Decoder yields object keys as strings
+			if seen[key] {
+				if path == "" {
+					return fmt.Errorf("duplicate key %q", inputfile.Quote(key))
+				}
+				return fmt.Errorf("duplicate key %q in %s", inputfile.Quote(key), inputfile.Quote(path))
+			}
+			seen[key] = true
+			inner := key
+			if path != "" {
+				inner = path + "." + key
+			}
+			if err := duplicateKey(dec, inner); err != nil {
+				return err
+			}
+		}
+	case json.Delim('['):
+		for i := 0; dec.More(); i++ {
+			if err := duplicateKey(dec, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	default:
+		return nil // a scalar
+	}
+	_, err = dec.Token() // the closing '}' or ']'
+	return err
 }

@@ -3,6 +3,8 @@ package metadata
 import (
 	"fmt"
 	"strings"
+
+	"vmfs/internal/inputfile"
 )
 
 // maxNameLen keeps a name usable as one path element (NAME_MAX) once a suffix is added.
@@ -11,6 +13,7 @@ const maxNameLen = 240
 // ValidName checks a name that vmfs turns into a file name (an APEX name becomes
 // `<dir>/<name>.apex`, an OS name `<os-dir>/<name>.json`): non-empty, at most 240 bytes,
 // no '/', no NUL, and not "." or "..". kind names the thing in the error ("apex", "os").
+// A valid name is short enough to repeat in errors whole.
 func ValidName(kind, name string) error {
 	var problem string
 	switch {
@@ -27,5 +30,5 @@ func ValidName(kind, name string) error {
 	default:
 		return nil
 	}
-	return fmt.Errorf("invalid %s name %q: %s", kind, name, problem)
+	return fmt.Errorf("invalid %s name %q: %s", kind, inputfile.Quote(name), problem)
 }

@@ -3,10 +3,11 @@ package metadata
 import (
 	"archive/zip"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
+
+	"vmfs/internal/inputfile"
 )
 
 // maxPayloadConfigSize caps the payload config read from the APK; real ones are a few hundred bytes.
@@ -69,12 +70,12 @@ type rawPayloadConfig struct {
 }
 
 // ParsePayloadConfig parses and validates a payload config. name is used in errors only.
-// Unknown keys are ignored, as AVF does; os.name defaults to "microdroid" and task.type to
-// "executable".
+// Unknown keys are ignored, as AVF does, and a key repeated in one object is refused;
+// os.name defaults to "microdroid" and task.type to "executable".
 func ParsePayloadConfig(name string, data []byte) (*PayloadConfig, error) {
 	var raw rawPayloadConfig
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, jsonError("payload config "+name, err)
+	if err := unmarshalConfig("payload config "+name, data, &raw); err != nil {
+		return nil, err
 	}
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("payload config %s: %s", name, fmt.Sprintf(format, args...))
@@ -95,7 +96,7 @@ func ParsePayloadConfig(name string, data []byte) (*PayloadConfig, error) {
 			t.Type = *raw.Task.Type
 		}
 		if t.Type != TaskExecutable && t.Type != TaskMicrodroidLauncher {
-			return nil, bad("task.type %q is not %q or %q", t.Type, TaskExecutable, TaskMicrodroidLauncher)
+			return nil, bad("task.type %q is not %q or %q", inputfile.Quote(t.Type), TaskExecutable, TaskMicrodroidLauncher)
 		}
 		if raw.Task.Command == nil || *raw.Task.Command == "" {
 			return nil, bad("task.command is required")
@@ -130,8 +131,11 @@ func ParsePayloadConfig(name string, data []byte) (*PayloadConfig, error) {
 // parses it. configPath must be a clean relative path naming a file entry, such as
 // "assets/vm_config.json". A missing entry gives an error wrapping ErrNotFound.
 func ReadPayloadConfig(apkPath, configPath string) (*PayloadConfig, error) {
+	// The config path is repeated in errors cut: it may come from an input file (the
+	// guest reads it from the payload metadata).
+	cp := inputfile.Quote(configPath)
 	if !fs.ValidPath(configPath) || configPath == "." {
-		return nil, fmt.Errorf("apk %s: config path %q must be a clean relative path without '..'", apkPath, configPath)
+		return nil, fmt.Errorf("apk %s: config path %q must be a clean relative path without '..'", apkPath, cp)
 	}
 	f, size, err := openRegular(apkPath, "apk")
 	if err != nil {
@@ -149,33 +153,33 @@ func ReadPayloadConfig(apkPath, configPath string) (*PayloadConfig, error) {
 		}
 		// Two entries with one name would let different readers see different configs.
 		if entry != nil {
-			return nil, fmt.Errorf("apk %s: entry %s appears twice", apkPath, configPath)
+			return nil, fmt.Errorf("apk %s: entry %s appears twice", apkPath, cp)
 		}
 		entry = zf
 	}
 	if entry == nil {
-		return nil, fmt.Errorf("apk %s: payload config %s: %w", apkPath, configPath, ErrNotFound)
+		return nil, fmt.Errorf("apk %s: payload config %s: %w", apkPath, cp, ErrNotFound)
 	}
 	if entry.Mode().IsDir() {
-		return nil, fmt.Errorf("apk %s: payload config %s is a directory", apkPath, configPath)
+		return nil, fmt.Errorf("apk %s: payload config %s is a directory", apkPath, cp)
 	}
 	if entry.UncompressedSize64 > maxPayloadConfigSize {
 		return nil, fmt.Errorf("apk %s: payload config %s is %d bytes, more than the %d allowed",
-			apkPath, configPath, entry.UncompressedSize64, maxPayloadConfigSize)
+			apkPath, cp, entry.UncompressedSize64, maxPayloadConfigSize)
 	}
 	rc, err := entry.Open()
 	if err != nil {
-		return nil, fmt.Errorf("apk %s: open %s: %w", apkPath, configPath, err)
+		return nil, fmt.Errorf("apk %s: open %s: %w", apkPath, cp, err)
 	}
 	defer rc.Close()
 	// The header's size may lie; never read more than the cap allows.
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, io.LimitReader(rc, maxPayloadConfigSize+1)); err != nil {
-		return nil, fmt.Errorf("apk %s: read %s: %w", apkPath, configPath, err)
+		return nil, fmt.Errorf("apk %s: read %s: %w", apkPath, cp, err)
 	}
 	if buf.Len() > maxPayloadConfigSize {
 		return nil, fmt.Errorf("apk %s: payload config %s is larger than the %d bytes allowed",
-			apkPath, configPath, maxPayloadConfigSize)
+			apkPath, cp, maxPayloadConfigSize)
 	}
-	return ParsePayloadConfig(apkPath+"!"+configPath, buf.Bytes())
+	return ParsePayloadConfig(apkPath+"!"+cp, buf.Bytes())
 }

@@ -196,3 +196,37 @@ func TestReadPayloadConfig(t *testing.T) {
 		})
 	}
 }
+
+// A key repeated in one object, at any depth, is refused by name in both configs:
+// AVF's serde fails on a repeated field, where encoding/json would keep the last.
+func TestConfigsRefuseDuplicateKeys(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, json, say string
+		vm              bool // a VM config, else a payload config
+	}{
+		{"payload top level", `{"os": {"name": "a"}, "os": {"name": "b"}}`, `duplicate key "os"`, false},
+		{"payload in an object", `{"task": {"command": "a", "command": "b"}}`, `duplicate key "command" in task`, false},
+		{"payload in an array", `{"apexes": [{"name": "a"}, {"name": "b", "name": "c"}]}`, `duplicate key "name" in apexes[1]`, false},
+		// Stricter than serde, which skips unknown keys and so their repeats.
+		{"payload unknown key", `{"version": 1, "version": 2}`, `duplicate key "version"`, false},
+		{"vm top level", `{"kernel": "a", "kernel": "b"}`, `duplicate key "kernel"`, true},
+		{"vm in a disk", `{"kernel": "k", "disks": [{"image": "i", "writable": false, "writable": true}]}`, `duplicate key "writable" in disks[0]`, true},
+		{"vm in a partition", `{"kernel": "k", "disks": [{"partitions": [{"label": "a", "path": "p", "path": "q"}], "writable": false}]}`,
+			`duplicate key "path" in disks[0].partitions[0]`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			file := filepath.Join(dir, "vm.json")
+			if tc.vm {
+				_, err = LoadVMConfig(writeFile(t, file, []byte(tc.json)))
+			} else {
+				file = "assets/vm_config.json"
+				_, err = ParsePayloadConfig(file, []byte(tc.json))
+			}
+			if err == nil || !strings.Contains(err.Error(), file) || !strings.HasSuffix(err.Error(), tc.say) {
+				t.Errorf("got %v, want an error naming %s and ending %s", err, file, tc.say)
+			}
+		})
+	}
+}

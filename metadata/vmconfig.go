@@ -1,13 +1,13 @@
 package metadata
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"unicode/utf16"
+
+	"vmfs/internal/inputfile"
 )
 
 // VMConfig is the VM config JSON (`<os-dir>/<os.name>.json`, AVF's VmConfig).
@@ -64,18 +64,19 @@ type rawDiskImage struct {
 // LoadVMConfig reads and validates a VM config JSON file (AVF's VmConfig): exactly one of
 // kernel and bootloader, no initrd with a bootloader, each disk exactly one of image and
 // partitions and an explicit "writable", partition labels non-empty, unique within their
-// disk and at most 36 UTF-16 code units, memory_mib non-zero when present. Relative paths
+// disk and at most 36 UTF-16 code units, memory_mib non-zero when present, no key
+// repeated in one object (AVF's serde refuses a repeated field). Relative paths
 // are resolved against the directory of the JSON file; every path in the result is
 // absolute and clean.
 func LoadVMConfig(path string) (*VMConfig, error) {
-	f, err := os.Open(path)
+	f, _, err := openRegular(path, "vm config")
 	if err != nil {
-		return nil, fmt.Errorf("load vm config: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxVMConfigSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("load vm config: %w", err)
+		return nil, fmt.Errorf("read vm config %s: %w", path, err)
 	}
 	if len(data) > maxVMConfigSize {
 		return nil, fmt.Errorf("vm config %s: larger than %d bytes", path, maxVMConfigSize)
@@ -91,8 +92,8 @@ func LoadVMConfig(path string) (*VMConfig, error) {
 // against the absolute directory dir.
 func parseVMConfig(name, dir string, data []byte) (*VMConfig, error) {
 	var raw rawVMConfig
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, jsonError("vm config "+name, err)
+	if err := unmarshalConfig("vm config "+name, data, &raw); err != nil {
+		return nil, err
 	}
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("vm config %s: %s", name, fmt.Sprintf(format, args...))
@@ -176,12 +177,12 @@ func checkLabel(label string) error {
 	for _, r := range label {
 		n := utf16.RuneLen(r)
 		if n < 0 {
-			return fmt.Errorf("label %q holds a rune UTF-16 cannot encode", label)
+			return fmt.Errorf("label %q holds a rune UTF-16 cannot encode", inputfile.Quote(label))
 		}
 		units += n
 	}
 	if units > maxLabelUnits {
-		return fmt.Errorf("label %q is %d UTF-16 code units, more than %d", label, units, maxLabelUnits)
+		return fmt.Errorf("label %q is %d UTF-16 code units, more than %d", inputfile.Quote(label), units, maxLabelUnits)
 	}
 	return nil
 }

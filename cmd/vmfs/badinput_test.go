@@ -3,13 +3,17 @@ package main
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"vmfs/metadata"
 	"vmfs/testdata"
@@ -27,6 +31,19 @@ func (b badInputs) file(name string, data []byte) string {
 		b.t.Fatal(err)
 	}
 	if err := os.WriteFile(p, data, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	return p
+}
+
+// fifo makes a named pipe. Opening one for reading waits for a writer: an input
+// opened that way would hang vmfs.
+func (b badInputs) fifo(name string) string {
+	p := filepath.Join(b.dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(p, 0o644); err != nil {
 		b.t.Fatal(err)
 	}
 	return p
@@ -84,8 +101,10 @@ func TestBadInput(t *testing.T) {
 	}
 	apkBytes, _ := os.ReadFile(apk)
 	apexes := fixtureFlags()
+	// onlyDir finds APEXes in d alone: the list it names exists and is empty.
+	emptyList := b.file("empty-list.xml", []byte("<apex-info-list/>"))
 	onlyDir := func(d string) []string {
-		return []string{"--apex-dir", d, "--os-dir", testdata.OSDir(), "--apex-info-list", filepath.Join(b.dir, "none.xml")}
+		return []string{"--apex-dir", d, "--os-dir", testdata.OSDir(), "--apex-info-list", emptyList}
 	}
 	cfgWith := func(apexNames ...string) string {
 		var list []string
@@ -122,12 +141,22 @@ func TestBadInput(t *testing.T) {
 	const fresh = "" // a fresh empty mountpoint
 	type tc struct {
 		name string
-		args []string // after "mount"; a fresh mountpoint is appended when the last is ""
+		args []string // the command and its arguments; a last "" becomes a fresh mountpoint
 		code int
 		want []string // substrings of the one error line
 	}
 	mount := func(name string, flags []string, a, i, c, mnt string, code int, want ...string) tc {
-		return tc{name, append(append([]string{}, flags...), a, i, c, mnt), code, want}
+		return tc{name, append(append([]string{"mount"}, flags...), a, i, c, mnt), code, want}
+	}
+	// inspectMount checks that inspect and mount refuse the same inputs alike.
+	inspectMount := func(name string, flags []string, a, i, c string, code int, want ...string) []tc {
+		return []tc{
+			{"inspect " + name, append(append([]string{"inspect"}, flags...), a, i, c), code, want},
+			mount("mount "+name, flags, a, i, c, fresh, code, want...),
+		}
+	}
+	verify := func(name, a, i string, code int, want ...string) tc {
+		return tc{"verify " + name, []string{"verify", a, i}, code, want}
 	}
 	cases := []tc{
 		// The APK.
@@ -176,6 +205,69 @@ func TestBadInput(t *testing.T) {
 		mount("mountpoint not empty", apexes, apk, idsig, cfg, notEmpty, exitMount, notEmpty, "not empty"),
 		mount("mountpoint already a vmfs mount", apexes, apk, idsig, cfg, busy, exitMount, busy, "already a vmfs mount"),
 	}
+
+	// Inputs that are not regular files: refused at once, by what they are.
+	const isFIFO = "a FIFO (named pipe), not a regular file"
+	fifoAPK, fifoIdsig := b.fifo("fifo/app.apk"), b.fifo("fifo/app.apk.idsig")
+	fifoList := b.fifo("fifo/apex-info-list.xml")
+	fifoOS := filepath.Dir(b.fifo("fifo/os/microdroid.json"))
+	cases = append(cases,
+		verify("apk a FIFO", fifoAPK, idsig, exitInput, fifoAPK, isFIFO),
+		verify("idsig a FIFO", apk, fifoIdsig, exitInput, fifoIdsig, isFIFO),
+		verify("apk missing", filepath.Join(b.dir, "none.apk"), idsig, exitInput, "none.apk", "no such file"),
+		verify("apk not the signed one", b.file("other.apk", append(bytes.Clone(apkBytes), 1)), idsig, exitFailure, "other.apk", "merkle tree"),
+	)
+	cases = append(cases, inspectMount("apk a FIFO", apexes, fifoAPK, idsig, cfg, exitInput, fifoAPK, isFIFO)...)
+	cases = append(cases, inspectMount("idsig a FIFO", apexes, apk, fifoIdsig, cfg, exitInput, fifoIdsig, isFIFO)...)
+	cases = append(cases, inspectMount("apex-info-list a FIFO", []string{"--apex-info-list", fifoList, "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, fifoList, isFIFO)...)
+	cases = append(cases, inspectMount("os config a FIFO", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", fifoOS}, apk, idsig, cfg, exitInput, filepath.Join(fifoOS, "microdroid.json"), isFIFO)...)
+
+	// APEXes that are there but not regular files, found through --apex-dir or the list
+	// (whose relative modulePaths resolve against its own directory).
+	apexDir := filepath.Join(b.dir, "apexes")
+	apexList := b.file("apexes/apex-info-list.xml", []byte(`<apex-info-list>
+		<apex-info moduleName="com.vmfs.fifo" modulePath="com.vmfs.fifo.apex" isActive="true"/>
+		<apex-info moduleName="com.vmfs.dir" modulePath="com.vmfs.dir.apex" isActive="true"/>
+		<apex-info moduleName="com.vmfs.dangling" modulePath="com.vmfs.dangling.apex" isActive="true"/>
+		</apex-info-list>`))
+	fifoApex := b.fifo("apexes/com.vmfs.fifo.apex")
+	dirApex := filepath.Join(apexDir, "com.vmfs.dir.apex")
+	if err := os.Mkdir(dirApex, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	danglingApex := filepath.Join(apexDir, "com.vmfs.dangling.apex")
+	if err := os.Symlink(filepath.Join(apexDir, "gone"), danglingApex); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []struct{ name, path, say string }{
+		{"com.vmfs.fifo", fifoApex, isFIFO},
+		{"com.vmfs.dir", dirApex, "a directory, not a regular file"},
+		{"com.vmfs.dangling", danglingApex, "dangling symlink to " + filepath.Join(apexDir, "gone")},
+	} {
+		app := b.configAPK(a.name+".apk", cfgWith(a.name))
+		cases = append(cases, inspectMount("apex "+a.name+" via --apex-dir", onlyDir(apexDir), app, idsig, cfg, exitInput, "apex "+a.name, a.path, a.say)...)
+		cases = append(cases, inspectMount("apex "+a.name+" via apex-info-list", []string{"--apex-info-list", apexList, "--os-dir", testdata.OSDir()}, app, idsig, cfg, exitInput, "apex "+a.name, apexList, a.path, a.say)...)
+	}
+
+	// A list named on the command line must exist, though --apex-dir would do.
+	noList := filepath.Join(b.dir, "none.xml")
+	cases = append(cases, inspectMount("apex-info-list named but missing", []string{"--apex-info-list", noList, "--apex-dir", testdata.Path("apex"), "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "apex info list", noList, "no such file")...)
+
+	// A key given twice: AVF's serde refuses it, encoding/json would keep the last.
+	dupCfg := b.configAPK("dupkey.apk", `{"os":{"name":"microdroid"},"os":{"name":"microdroid"}}`)
+	cases = append(cases, inspectMount("config key twice", apexes, dupCfg, idsig, cfg, exitInput, "dupkey.apk", cfg, `duplicate key "os"`)...)
+	dupOS := b.osDir("dupkey", `{"kernel":"kernel","disks":[{"image":"kernel","writable":false,"writable":true}]}`)
+	cases = append(cases, inspectMount("os config key twice", []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", dupOS}, apk, idsig, cfg, exitInput,
+		filepath.Join(dupOS, "microdroid.json"), `duplicate key "writable" in disks[0]`)...)
+
+	// Strings from input files are repeated in errors cut (checkBad bounds every line).
+	// The modulePath fills the list up to its 4 MiB cap.
+	longPath := "/" + strings.Repeat("p", 4<<20-200)
+	longList := b.file("long-list.xml", []byte(`<apex-info-list><apex-info moduleName="com.android.adbd" modulePath="`+longPath+`" isActive="true"/></apex-info-list>`))
+	cases = append(cases, inspectMount("4 MiB modulePath", []string{"--apex-info-list", longList, "--os-dir", testdata.OSDir()}, apk, idsig, cfg, exitInput, "com.android.adbd", "long-list.xml", "file name too long", fmt.Sprintf("(%d bytes)", len(longPath)))...)
+	longName := strings.Repeat("n", 512<<10)
+	cases = append(cases, inspectMount("512 KiB apex name", apexes, b.configAPK("longname.apk", cfgWith(longName)), idsig, cfg, exitInput, "longname.apk", "invalid apex name", fmt.Sprintf("(%d bytes)", len(longName)))...)
+
 	rootFlipped := b.idsig("root.idsig", func(d []byte) []byte {
 		// the raw root hash ends the hashing info, just before the signing info's length
 		d[sig.TreeOffset-4-int64(len(sig.SigningInfo))-4-1] ^= 1
@@ -183,7 +275,7 @@ func TestBadInput(t *testing.T) {
 	})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			args := append([]string{"mount"}, c.args...)
+			args := append([]string{}, c.args...)
 			if args[len(args)-1] == fresh {
 				args[len(args)-1] = t.TempDir()
 			}
@@ -202,27 +294,40 @@ func TestBadInput(t *testing.T) {
 	})
 }
 
-// checkBad runs vmfs (under wrap, when given) and checks the failure.
+// badDeadline bounds one run of vmfs on a bad input, so that a vmfs blocked on an
+// input (a FIFO) fails the test instead of hanging it.
+const badDeadline = 20 * time.Second
+
+// checkBad runs vmfs (under wrap, which ends with the binary, when given) and checks
+// the failure.
 func checkBad(t *testing.T, args, wrap []string, code int, want []string, keep string) {
 	t.Helper()
 	tmp := t.TempDir()
-	var r result
+	argv := append(append([]string{}, wrap...), args...)
 	if wrap == nil {
-		r = vmfs(t, tmp, args...)
-	} else {
-		cmd := exec.Command(wrap[0], append(wrap[1:], args...)...)
-		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		cmd.Run()
-		r = result{code: cmd.ProcessState.ExitCode(), stdout: out.String(), stderr: errb.String()}
+		argv = append([]string{vmfsBin}, args...)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), badDeadline)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Errorf("still running after %v: killed", badDeadline)
+	case err != nil && !errors.As(err, &ee):
+		t.Fatalf("run vmfs: %v", err)
+	}
+	r := result{code: cmd.ProcessState.ExitCode(), stdout: out.String(), stderr: errb.String()}
 	t.Logf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
 	if r.code != code {
 		t.Errorf("exit %d, want %d: %s", r.code, code, r.stderr)
 	}
-	if strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "vmfs: ") {
-		t.Errorf("want one error line, got %q", r.stderr)
+	if strings.Count(r.stderr, "\n") != 1 || !strings.HasPrefix(r.stderr, "vmfs: ") || len(r.stderr) > 1024 {
+		t.Errorf("want one error line of at most 1 KiB, got %d bytes: %.1024q", len(r.stderr), r.stderr)
 	}
 	for _, w := range want {
 		if !strings.Contains(r.stderr, w) {

@@ -1,7 +1,8 @@
 // Package inputfile opens and stats the files vmfs is handed (APK, idsig, APEXes,
 // apex-info-list, OS configs, kernels) so that nothing blocks on them: a FIFO, a
 // device, a socket or a directory is refused with what it is, and a dangling
-// symlink is named as one instead of "not found".
+// symlink is named as one instead of "not found". Their errors name the path cut by
+// Quote.
 //
 // It owns only that check. It reads no formats and knows no layouts.
 package inputfile
@@ -56,7 +57,7 @@ func Open(path string) (*os.File, error) {
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, describe(path, err)
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
@@ -65,7 +66,7 @@ func Open(path string) (*os.File, error) {
 	// O_NONBLOCK means nothing to a regular file's reads; clear it all the same.
 	if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
 		f.Close()
-		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
+		return nil, &os.PathError{Op: "fcntl", Path: Quote(path), Err: err}
 	}
 	return f, nil
 }
@@ -82,13 +83,21 @@ func Stat(path string) (os.FileInfo, error) {
 	return st, nil
 }
 
-// describe names a dangling symlink as such; other errors pass unchanged.
+// ErrDangling is matched (errors.Is) by the error for a symlink whose target does not
+// exist, which also matches fs.ErrNotExist: a caller that passes over missing files
+// can still name a broken link.
+var ErrDangling = errors.New("dangling symlink")
+
+// describe names a dangling symlink as such, and cuts the path in the error with
+// Quote: a path read from an input file (an apex-info-list modulePath) may be MiBs.
 func describe(path string, err error) error {
-	if !errors.Is(err, fs.ErrNotExist) {
-		return err
+	if errors.Is(err, fs.ErrNotExist) {
+		if target, lerr := os.Readlink(path); lerr == nil {
+			err = &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("%w to %s: %w", ErrDangling, Quote(target), fs.ErrNotExist)}
+		}
 	}
-	if target, lerr := os.Readlink(path); lerr == nil {
-		return &os.PathError{Op: "open", Path: path, Err: fmt.Errorf("dangling symlink to %s: %w", Quote(target), fs.ErrNotExist)}
+	if pe, ok := err.(*os.PathError); ok {
+		return &os.PathError{Op: pe.Op, Path: Quote(pe.Path), Err: pe.Err}
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package inputfile
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -51,8 +52,24 @@ func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
 	if b := make([]byte, 2); func() bool { n, _ := f.Read(b); return n != 1 }() {
 		t.Error("a regular file does not read")
 	}
-	if _, err := Open(filepath.Join(dir, "none")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := Open(filepath.Join(dir, "none")); !errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrDangling) {
 		t.Errorf("missing file: %v", err)
+	}
+	if _, err := Stat(dangling); !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, ErrDangling) {
+		t.Errorf("dangling symlink: %v, want both fs.ErrNotExist and ErrDangling", err)
+	}
+}
+
+// A path read from an input file may be MiBs long; errors repeat it cut.
+func TestErrorsCutLongPaths(t *testing.T) {
+	long := "/" + strings.Repeat("a", 4<<20)
+	for name, open := range map[string]func(string) error{
+		"Open": func(p string) error { _, err := Open(p); return err },
+		"Stat": func(p string) error { _, err := Stat(p); return err },
+	} {
+		if err := open(long); err == nil || len(err.Error()) > 400 || !strings.Contains(err.Error(), "4194305 bytes") {
+			t.Errorf("%s of a 4 MiB path: %d-byte error %.100q", name, len(fmt.Sprint(err)), fmt.Sprint(err))
+		}
 	}
 }
 

@@ -8,11 +8,11 @@ package payload
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/google/uuid"
 
+	"vmfs/internal/inputfile"
 	"vmfs/layout"
 	"vmfs/metadata"
 )
@@ -61,16 +61,20 @@ func Resolve(in Inputs) (*Payload, error) {
 		return nil, err
 	}
 	if p.OSConfigPath, err = metadata.OSConfigPath(in.OSDir, p.Config.OS.Name); err != nil {
-		return nil, fmt.Errorf("payload config %s in %s: %w", in.ConfigPath, in.APK, err)
+		return nil, fmt.Errorf("payload config %s in %s: %w", inputfile.Quote(in.ConfigPath), in.APK, err)
 	}
 	if p.OSConfig, err = metadata.LoadVMConfig(p.OSConfigPath); err != nil {
 		return nil, err
 	}
 
-	resolver := metadata.ApexResolver{Dirs: in.ApexDirs}
-	if _, err := os.Stat(in.ApexInfoList); err == nil || in.RequireApexInfoList {
-		resolver.InfoList = in.ApexInfoList
+	// The resolver passes over a list that does not exist (the default one on a host
+	// without /apex), so one that must exist is checked here, APEXes needed or not.
+	if in.RequireApexInfoList {
+		if _, err := inputfile.Stat(in.ApexInfoList); err != nil {
+			return nil, &metadata.InputError{Kind: "apex info list", Err: err}
+		}
 	}
+	resolver := metadata.ApexResolver{InfoList: in.ApexInfoList, Dirs: in.ApexDirs}
 	var names []string
 	lp := layout.Payload{}
 	for _, a := range p.Config.Apexes {
@@ -97,7 +101,7 @@ func Resolve(in Inputs) (*Payload, error) {
 		return nil, err
 	}
 	if p.Disk, err = layout.PayloadDisk(lp, guids(in.RandomGUIDs, len(lp.Apexes)+3)); err != nil {
-		return nil, fmt.Errorf("payload disk of %s!%s: %w", in.APK, in.ConfigPath, err)
+		return nil, fmt.Errorf("payload disk of %s!%s: %w", in.APK, inputfile.Quote(in.ConfigPath), err)
 	}
 
 	p.OSDisks = map[int]*layout.Disk{}
@@ -140,12 +144,9 @@ func statSource(path string) (layout.Source, error) {
 	if err != nil {
 		return layout.Source{}, err
 	}
-	st, err := os.Stat(abs)
+	st, err := inputfile.Stat(abs)
 	if err != nil {
 		return layout.Source{}, err
-	}
-	if !st.Mode().IsRegular() {
-		return layout.Source{}, fmt.Errorf("%s: not a regular file", path)
 	}
 	return layout.Source{Path: abs, Size: st.Size()}, nil
 }

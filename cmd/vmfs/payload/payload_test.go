@@ -3,8 +3,10 @@ package payload
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"vmfs/layout"
@@ -54,20 +56,23 @@ func TestResolveFixtures(t *testing.T) {
 
 func TestResolveInfoList(t *testing.T) {
 	in := fixtureInputs()
-	in.ApexInfoList = filepath.Join(t.TempDir(), "none.xml")
-	// A default list that does not exist is passed over; then no APEX is found.
+	none := filepath.Join(t.TempDir(), "none.xml")
+	in.ApexInfoList = none
+	// A default list that does not exist is passed over; then no APEX is found...
 	in.RequireApexInfoList = false
 	if _, err := Resolve(in); !errors.Is(err, metadata.ErrNotFound) {
 		t.Errorf("absent default list: %v", err)
 	}
-	// One named on the command line must exist.
-	in.RequireApexInfoList = true
-	if _, err := Resolve(in); err == nil {
-		t.Error("absent required list accepted")
-	}
+	// ...unless a directory holds them.
 	in.ApexDirs = []string{testdata.Path("apex")}
-	in.RequireApexInfoList = false
 	if _, err := Resolve(in); err != nil {
 		t.Errorf("apex dir: %v", err)
+	}
+	// One named on the command line must exist, though the directory would do.
+	in.RequireApexInfoList = true
+	_, err := Resolve(in)
+	var ie *metadata.InputError
+	if !errors.As(err, &ie) || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), none) {
+		t.Errorf("absent required list: %v, want an *InputError naming %s", err, none)
 	}
 }
