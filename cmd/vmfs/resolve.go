@@ -30,7 +30,7 @@ type inputFlags struct {
 func (f *inputFlags) register(fs *pflag.FlagSet) {
 	f.flags = fs
 	fs.StringArrayVar(&f.apexDirs, "apex-dir", nil, "directory holding <name>.apex files (repeatable)")
-	fs.StringVar(&f.apexInfoList, "apex-info-list", metadata.DefaultApexInfoList, "apex-info-list.xml mapping APEX names to files (used when it exists)")
+	fs.StringVar(&f.apexInfoList, "apex-info-list", metadata.DefaultApexInfoList, "apex-info-list.xml mapping APEX names to files (the default is used when it exists; a list named here must exist)")
 	fs.StringVar(&f.osDir, "os-dir", defaultOSDir, "directory holding <os>.json VM configs")
 	fs.BoolVar(&f.randomGUIDs, "random-guids", false, "fresh random disk and partition GUIDs, as Android does (default: derived from the inputs)")
 }

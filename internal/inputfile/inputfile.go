@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -111,5 +112,9 @@ func Quote(s string) string {
 	if len(s) <= maxQuoted {
 		return s
 	}
-	return fmt.Sprintf("%s…(%d bytes)", s[:maxQuoted], len(s))
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) { // never half a character
+		cut--
+	}
+	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
 }

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
@@ -77,6 +78,9 @@ func TestQuoteCutsLongStrings(t *testing.T) {
 	long := strings.Repeat("a", 4<<20)
 	if q := Quote(long); len(q) > 300 || !strings.Contains(q, "4194304 bytes") {
 		t.Errorf("Quote of 4 MiB: %d bytes: %.80q", len(q), q)
+	}
+	if q := Quote(strings.Repeat("é", 200)); !utf8.ValidString(q) {
+		t.Errorf("Quote cut a character in half: %q", q)
 	}
 	if Quote("short") != "short" {
 		t.Error("a short string changed")
