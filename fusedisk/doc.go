@@ -10,6 +10,10 @@
 // A read inside one file extent is answered with fuse.ReadResultFd (the kernel
 // splices from the original file); a read inside synthesized bytes or zeros comes
 // from memory without copying; a read across extents is assembled in a splice pipe.
+// go-fuse splices a reply into /dev/fuse through a pipe of its own, which holds
+// a bounded number of buffers: one per page of a file, one per written piece. A
+// reply that might not fit (many small extents, or an unaligned O_DIRECT read) is
+// copied instead, since a short reply reads as the end of the file.
 // Passthrough (kernel >= 6.9, root) may serve a node whose bytes are exactly one
 // original file. Content never changes, so the kernel keeps its page cache and
 // entries and attributes have long timeouts.
