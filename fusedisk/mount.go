@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"syscall"
@@ -73,8 +74,9 @@ type Options struct {
 type Server struct {
 	Mountpoint string
 	srv        *fuse.Server
-	srcs       []*source
+	srcs       []*source // one per file
 	watch      *watcher
+	stop       chan struct{} // ends invalidate
 }
 
 // cacheTimeout is how long the kernel may keep entries and attributes: the
@@ -103,6 +105,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 	born := time.Now()
 	files := map[string]*fileNode{}
 	layoutDoc := map[string]layout.Description{}
+	opened := map[fileID]*source{}
 	for _, d := range o.Disks {
 		srcs := make([]*source, len(d.Disk.Sources))
 		readers := make([]io.ReaderAt, len(srcs))
@@ -111,7 +114,13 @@ func Mount(mnt string, o Options) (*Server, error) {
 			if err != nil {
 				return nil, err
 			}
-			s.srcs = append(s.srcs, src)
+			if have := opened[src.id()]; have != nil {
+				have.share(src)
+				src = have
+			} else {
+				opened[src.id()] = src
+				s.srcs = append(s.srcs, src)
+			}
 			srcs[i], readers[i] = src, src.f
 		}
 		add := func(name string, im *layout.Image) {
@@ -120,8 +129,8 @@ func Mount(mnt string, o Options) (*Server, error) {
 				n.pass = wholeSource(im, srcs)
 			}
 			for _, e := range im.Extents {
-				if e.Kind == layout.File {
-					srcs[e.Source].nodes = append(srcs[e.Source].nodes, n)
+				if src := srcs[e.Source]; e.Kind == layout.File && !slices.Contains(src.nodes, n) {
+					src.nodes = append(src.nodes, n)
 				}
 			}
 			files[name] = n
@@ -162,6 +171,10 @@ func Mount(mnt string, o Options) (*Server, error) {
 		files[name] = &fileNode{name: name, im: im, ref: layout.NewReader(im, nil), log: log, born: born}
 	}
 
+	changed := make(chan *source, len(s.srcs))
+	for _, src := range s.srcs {
+		src.inval = changed
+	}
 	if s.watch, err = newWatcher(s.srcs); err != nil {
 		return nil, err
 	}
@@ -192,6 +205,8 @@ func Mount(mnt string, o Options) (*Server, error) {
 		return nil, fmt.Errorf("mount %s: the kernel's FUSE refused: %w", mnt, err)
 	}
 	ok = true
+	s.stop = make(chan struct{})
+	go invalidate(changed, s.stop)
 	if os.Geteuid() == 0 {
 		kib := o.ReadaheadKiB
 		if kib == 0 {
@@ -220,6 +235,7 @@ func setReadahead(mnt string, kib int) error {
 // umount), then releases the sources.
 func (s *Server) Wait() {
 	s.srv.Wait()
+	close(s.stop)
 	s.watch.close()
 	s.closeSources()
 }

@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"vmfs/layout"
 	"vmfs/testdata"
@@ -113,6 +116,42 @@ func TestGuaranteeWholeRead(t *testing.T) {
 			if !bytes.Equal(out, p.wantDisk(t, mnt)) {
 				t.Fatal("cat gave other bytes than the sources laid out")
 			}
+		})
+	}
+}
+
+// TestGuaranteeChangeNoticedByRead: the apex-info-list maps two APEX names to one
+// file. After the file changes, by write(2) or through a shared mapping (each on a
+// fresh mount), reads through the mount fail with EIO, and at once: a read that
+// was first to notice the change used to deadlock in the kernel.
+func TestGuaranteeChangeNoticedByRead(t *testing.T) {
+	testdata.RequireFUSE(t)
+	for name, edit := range testdata.Edits {
+		t.Run(name, func(t *testing.T) {
+			b := badInputs{t, t.TempDir()}
+			apex := b.file("shared.apex", bytes.Repeat([]byte("apex"), 2500))
+			var entries, names []string
+			for _, name := range []string{"com.vmfs.a", "com.vmfs.b"} {
+				entries = append(entries, fmt.Sprintf(`<apex-info moduleName=%q modulePath=%q preinstalledModulePath=%[2]q versionCode="1" versionName="" isFactory="true" isActive="true" lastUpdateMillis="0" provideSharedApexLibs="false"></apex-info>`, name, apex))
+				names = append(names, fmt.Sprintf(`{"name":%q}`, name))
+			}
+			list := b.file("apex-info-list.xml", []byte("<apex-info-list>"+strings.Join(entries, "\n")+"</apex-info-list>\n"))
+			apk := b.configAPK("app.apk", `{"os":{"name":"microdroid"},"apexes":[`+strings.Join(names, ",")+`]}`)
+			mnt := t.TempDir()
+			if r := vmfs(t, "", "mount", "--apex-info-list", list, "--os-dir", testdata.OSDir(), apk, testdata.IdsigPath(), testdata.ConfigPath, mnt); r.code != 0 {
+				t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+			}
+			t.Cleanup(func() { vmfs(t, "", "unmount", mnt) })
+			if err := edit(apex); err != nil {
+				t.Fatal(err)
+			}
+			testdata.WithinOrAbort(t, mnt, 10*time.Second, func() {
+				for _, f := range []string{"partitions/" + layout.ApexLabel(0), "partitions/" + layout.ApexLabel(1), "payload.img"} {
+					if _, err := os.ReadFile(filepath.Join(mnt, f)); !errors.Is(err, syscall.EIO) {
+						t.Errorf("%s after the change: %v, want EIO", f, err)
+					}
+				}
+			})
 		})
 	}
 }
