@@ -20,15 +20,17 @@
 //
 // # Sources
 //
-// Sources are opened once at mount (O_RDONLY|O_CLOEXEC, so symlinks are resolved
-// once and the file is pinned) and fingerprinted, one source per file: names that
-// lead to the same file (two APEX names, a symlink) share it, as inotify gives
-// them one watch. Every read that reaches vmfs first checks the fingerprint with
-// fstat, and inotify watches for edits, deletion and replacement by rename; a
-// changed source turns every later read of it into EIO and has the kernel drop its
-// cached pages, so no stale or mixed bytes are served. The pages are dropped from
-// a goroutine of its own, never from inside a request: the kernel drops a page
-// only once the read that holds it is answered.
+// Sources are opened once at mount, read-only and without blocking: symlinks are
+// resolved once, the file is pinned, and a source that is no longer a regular file
+// (a FIFO swapped in after the layout was made) is refused, not waited on. A source
+// that cannot be served fails Mount with a *SourceError. A file is one source
+// however many names lead to it (two APEX names, a symlink), as inotify gives it
+// one watch. Each source is fingerprinted: every read that reaches vmfs first
+// checks the fingerprint with fstat, and inotify watches for edits, deletion and
+// replacement by rename. A changed source turns every later read of it into EIO
+// and has the kernel drop its cached pages, so no stale or mixed bytes are served;
+// they are dropped from a goroutine of their own, never from inside a request, as
+// the kernel drops a page only once the read that holds it is answered.
 // Passthrough nodes bypass vmfs and with it this guard, which is why passthrough
 // is opt-in.
 package fusedisk

@@ -2,6 +2,7 @@ package fusedisk
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -10,7 +11,9 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/sys/unix"
 
+	"vmfs/internal/inputfile"
 	"vmfs/layout"
 	"vmfs/testdata"
 )
@@ -52,6 +55,59 @@ func TestChangeNoticedByRead(t *testing.T) {
 			})
 			if n := logs.FilterField(zap.String("file", apex)).Len(); n != 1 {
 				t.Errorf("%d errors logged naming %s, want 1 (one source per file)", n, apex)
+			}
+		})
+	}
+}
+
+// TestSourceOpenErrors: a source that cannot be served fails Mount at once with a
+// *SourceError naming it, whatever took its place after the layout was made. A
+// FIFO must not block the mount: opening one for reading waits for a writer.
+func TestSourceOpenErrors(t *testing.T) {
+	testdata.RequireFUSE(t)
+	var notRegular *inputfile.NotRegularError
+	for name, tc := range map[string]struct {
+		swap func(path string) error
+		want func(error) bool
+	}{
+		"fifo": {
+			func(path string) error { os.Remove(path); return unix.Mkfifo(path, 0o644) },
+			func(err error) bool { return errors.As(err, &notRegular) },
+		},
+		"directory": {
+			func(path string) error { os.Remove(path); return os.Mkdir(path, 0o755) },
+			func(err error) bool { return errors.As(err, &notRegular) },
+		},
+		"gone":   {os.Remove, func(err error) bool { return errors.Is(err, fs.ErrNotExist) }},
+		"shrunk": {func(path string) error { return os.Truncate(path, 4000) }, func(err error) bool { return errors.Is(err, ErrSourceChanged) }},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := newPayload(t, nil, 5000, 300)
+			if err := tc.swap(p.paths[0]); err != nil {
+				t.Fatal(err)
+			}
+			result := make(chan error, 1)
+			go func() {
+				s, err := Mount(t.TempDir(), Options{Disks: []Disk{{Disk: p.disk}}})
+				if err == nil {
+					s.Unmount()
+					s.Wait()
+				}
+				result <- err
+			}()
+			var err error
+			select {
+			case err = <-result:
+			case <-time.After(10 * time.Second):
+				t.Error("Mount still opening its sources after 10 s")
+				if f, err := os.OpenFile(p.paths[0], os.O_RDWR, 0); err == nil { // frees a reader waiting on a FIFO
+					defer f.Close()
+				}
+				err = <-result
+			}
+			var se *SourceError
+			if !errors.As(err, &se) || se.Path != p.paths[0] || !tc.want(err) {
+				t.Errorf("Mount: %v, want a *SourceError for %s", err, p.paths[0])
 			}
 		})
 	}

@@ -316,16 +316,6 @@ func TestSourceChanged(t *testing.T) {
 	}
 }
 
-func TestSourceSizeCheckedAtMount(t *testing.T) {
-	testdata.RequireFUSE(t)
-	p := newPayload(t, nil, 5000, 300)
-	os.Truncate(p.paths[0], 4000)
-	_, err := Mount(t.TempDir(), Options{Disks: []Disk{{Disk: p.disk}}})
-	if !errors.Is(err, ErrSourceChanged) {
-		t.Fatalf("mount over a shrunk source: %v", err)
-	}
-}
-
 // TestReadsDoNotChangeSources: vmfs's own reads (which update atime) are not edits.
 func TestReadsDoNotChangeSources(t *testing.T) {
 	p := newPayload(t, nil, 9000, 300)

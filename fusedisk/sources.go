@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"vmfs/internal/inputfile"
 	"vmfs/layout"
 )
 
@@ -47,28 +48,37 @@ func (s *source) share(dup *source) {
 	dup.f.Close()
 }
 
+// SourceError reports a source that cannot be served: it cannot be opened, is not
+// a regular file, or no longer has the size it was laid out for (Err then wraps
+// ErrSourceChanged). These are faults of the input, not of the mount.
+type SourceError struct {
+	Path string // absolute
+	Err  error  // names Path
+}
+
+func (e *SourceError) Error() string { return e.Err.Error() }
+func (e *SourceError) Unwrap() error { return e.Err }
+
 // openSource opens path and checks it still has the size the layout was built for.
+// inputfile.Open refuses what is not a regular file without blocking on it: the
+// file may have been swapped for a FIFO since the layout was made.
 func openSource(s layout.Source) (*source, error) {
 	abs, err := filepath.Abs(s.Path)
 	if err != nil {
-		return nil, err
+		return nil, &SourceError{Path: s.Path, Err: fmt.Errorf("%s: %w", s.Path, err)}
 	}
-	f, err := os.OpenFile(abs, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	f, err := inputfile.Open(abs)
 	if err != nil {
-		return nil, err
+		return nil, &SourceError{Path: abs, Err: err}
 	}
 	src := &source{path: abs, names: []string{abs}, f: f, fd: int(f.Fd())}
 	if err := unix.Fstat(src.fd, &src.want); err != nil {
 		f.Close()
-		return nil, &os.PathError{Op: "fstat", Path: abs, Err: err}
-	}
-	if src.want.Mode&unix.S_IFMT != unix.S_IFREG {
-		f.Close()
-		return nil, fmt.Errorf("%s: not a regular file", abs)
+		return nil, &SourceError{Path: abs, Err: &os.PathError{Op: "fstat", Path: abs, Err: err}}
 	}
 	if src.want.Size != s.Size {
 		f.Close()
-		return nil, fmt.Errorf("%s: %d bytes, laid out for %d: %w", abs, src.want.Size, s.Size, ErrSourceChanged)
+		return nil, &SourceError{Path: abs, Err: fmt.Errorf("%s: %d bytes, laid out for %d: %w", abs, src.want.Size, s.Size, ErrSourceChanged)}
 	}
 	return src, nil
 }

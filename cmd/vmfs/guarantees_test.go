@@ -13,7 +13,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
+	"golang.org/x/sys/unix"
+
+	"vmfs/internal/inputfile"
 	"vmfs/layout"
 	"vmfs/testdata"
 )
@@ -153,5 +157,86 @@ func TestGuaranteeChangeNoticedByRead(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestGuaranteeSourceSwappedForFIFO: an APEX swapped for a FIFO after the server
+// resolved the payload fails the mount at once, with one line naming it, and
+// leaves nothing behind; the server used to wait on the FIFO for a writer, until
+// vmfs gave up on it after a minute and left it there. The swap is made while a
+// fanotify permission event holds the server's open of the first APEX, which only
+// the server opens (the resolver stats them), just before it opens the second.
+func TestGuaranteeSourceSwappedForFIFO(t *testing.T) {
+	testdata.RequireFUSE(t)
+	testdata.RequireRoot(t) // fanotify permission events
+	p := newApexPayload(t, 5000, 6000)
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		testdata.Missing(t, "fanotify: %v", err)
+	}
+	fan := os.NewFile(uintptr(fd), "fanotify")
+	defer fan.Close() // lets any open still held through
+	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD, unix.FAN_OPEN_PERM, unix.AT_FDCWD, p.apexes[0]); err != nil {
+		t.Fatal(err)
+	}
+	swapped := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for first := true; ; first = false {
+			n, err := fan.Read(buf)
+			if err != nil {
+				return
+			}
+			if first {
+				os.Remove(p.apexes[1])
+				swapped <- unix.Mkfifo(p.apexes[1], 0o644)
+			}
+			for off := 0; off < n; {
+				ev := (*unix.FanotifyEventMetadata)(unsafe.Pointer(&buf[off]))
+				resp := unix.FanotifyResponse{Fd: ev.Fd, Response: unix.FAN_ALLOW}
+				fan.Write((*[unsafe.Sizeof(resp)]byte)(unsafe.Pointer(&resp))[:])
+				unix.Close(int(ev.Fd))
+				off += int(ev.Event_len)
+			}
+		}
+	}()
+
+	tmp := t.TempDir()
+	cmd := exec.Command(vmfsBin, append(append([]string{"mount"}, p.flags...), p.apk, testdata.IdsigPath(), testdata.ConfigPath, t.TempDir())...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Error("vmfs mount still running after 20 s")
+		if f, err := os.OpenFile(p.apexes[1], os.O_RDWR, 0); err == nil { // frees a reader waiting on the FIFO
+			defer f.Close()
+		}
+		<-exited
+	}
+	select {
+	case err := <-swapped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatal("the server never opened the first APEX: nothing was swapped")
+	}
+	t.Logf("exit %d: %s", cmd.ProcessState.ExitCode(), strings.TrimSpace(stderr.String()))
+	if cmd.ProcessState.ExitCode() == 0 {
+		t.Error("mounted a payload whose APEX is a FIFO")
+	}
+	want := p.apexes[1] + ": " + inputfile.Kind(os.ModeNamedPipe)
+	if msg := stderr.String(); strings.Count(msg, "\n") != 1 || !strings.Contains(msg, want) {
+		t.Errorf("want one error line saying %q, got %q", want, msg)
+	}
+	if left := leftovers(t, tmp); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }
