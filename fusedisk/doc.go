@@ -33,4 +33,18 @@
 // the kernel drops a page only once the read that holds it is answered.
 // Passthrough nodes bypass vmfs and with it this guard, which is why passthrough
 // is opt-in.
+//
+// # Permissions
+//
+// A mount lets no one read more than its sources do (with Options.AllowOther,
+// other users read through it). Who may read a source is what the mode of the
+// open file says (so a symlink counts as its target), cut by the directories on
+// the file's own path, which must be searchable. A node takes its owner, group and
+// mode from the sources it shows, the most restrictive winning: a disk image or a
+// partition from the sources its extents read; a node that reads none but tells
+// of them (GPT header and footer, composite descriptors, the metadata partition,
+// layout.json, Options.Files such as vm.json) from all the mount's sources
+// together. Read goes to a class only where every source grants it; write and
+// execute never. The mount has default_permissions: the kernel checks them.
+// Directories are 0555: they show names, not bytes.
 package fusedisk

@@ -61,7 +61,8 @@ type Options struct {
 	// Passthrough lets the kernel read nodes that are exactly one original file
 	// directly (kernel >= 6.9, root); such reads bypass the change guard.
 	Passthrough bool
-	AllowOther  bool
+	// AllowOther lets other users in; each file stays as closed as its sources.
+	AllowOther bool
 	// ReadaheadKiB sets the mount's kernel readahead (root only). The kernel caps
 	// FUSE readahead at 128 KiB at mount time, which splits sequential reads into
 	// 128 KiB requests; a larger window lets them reach MaxWrite. 0 means 1024.
@@ -131,6 +132,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 			for _, e := range im.Extents {
 				if src := srcs[e.Source]; e.Kind == layout.File && !slices.Contains(src.nodes, n) {
 					src.nodes = append(src.nodes, n)
+					n.from = append(n.from, src)
 				}
 			}
 			files[name] = n
@@ -170,6 +172,15 @@ func Mount(mnt string, o Options) (*Server, error) {
 		im := dataImage(b)
 		files[name] = &fileNode{name: name, im: im, ref: layout.NewReader(im, nil), log: log, born: born}
 	}
+	// A node is no more open than the sources it reads; one that reads none
+	// (GPT, composite, metadata, layout.json, o.Files) tells of them all.
+	all := permOf(s.srcs)
+	for _, n := range files {
+		n.perm = all
+		if len(n.from) > 0 {
+			n.perm = permOf(n.from)
+		}
+	}
 
 	changed := make(chan *source, len(s.srcs))
 	for _, src := range s.srcs {
@@ -186,6 +197,8 @@ func Mount(mnt string, o Options) (*Server, error) {
 		EntryTimeout: &timeout,
 		AttrTimeout:  &timeout,
 		OnAdd:        func(ctx context.Context) { buildTree(ctx, root, files, born) },
+		// A mode of 0 means no one but root, not go-fuse's default of 0644.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
 			FsName:       o.FsName,
 			Name:         subtype,
@@ -194,8 +207,9 @@ func Mount(mnt string, o Options) (*Server, error) {
 			AllowOther:   o.AllowOther,
 			DirectMount:  os.Geteuid() == 0,
 			// The kernel enforces read-only before any request reaches vmfs.
-			DirectMountFlags:         syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
-			Options:                  []string{"ro"},
+			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+			// The kernel checks each node's owner, group and mode (see permOf).
+			Options:                  []string{"ro", "default_permissions"},
 			ExplicitDataCacheControl: true,
 			Debug:                    o.Debug,
 		},

@@ -34,6 +34,8 @@ type fileNode struct {
 	name string // path in the mount, for logs
 	im   *layout.Image
 	srcs []*source // indexed like the Disk's Sources
+	from []*source // the sources its extents read, each once
+	perm perm      // from the sources it reveals (see Mount)
 	// pass is the source served by kernel passthrough, or nil.
 	pass *source
 	ref  *layout.Reader // the fallback when no pipe can be had
@@ -49,7 +51,8 @@ var (
 )
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFREG | 0o444
+	out.Mode = syscall.S_IFREG | n.perm.mode
+	out.Uid, out.Gid = n.perm.uid, n.perm.gid
 	out.Nlink = 1
 	out.Size = uint64(n.im.Size)
 	out.Blocks = (out.Size + 511) / 512

@@ -27,6 +27,7 @@ type source struct {
 	f       *os.File
 	fd      int
 	want    unix.Stat_t // fingerprint at open
+	access  access      // who may read it, and so the nodes that show it
 	changed atomic.Bool
 	once    sync.Once
 	nodes   []*fileNode // nodes whose cache must go when the source changes
@@ -80,6 +81,7 @@ func openSource(s layout.Source) (*source, error) {
 		f.Close()
 		return nil, &SourceError{Path: abs, Err: fmt.Errorf("%s: %d bytes, laid out for %d: %w", abs, src.want.Size, s.Size, ErrSourceChanged)}
 	}
+	src.access = accessOf(src.fd, &src.want)
 	return src, nil
 }
 

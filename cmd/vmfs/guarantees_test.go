@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -30,10 +31,10 @@ type apexPayload struct {
 }
 
 // newApexPayload writes APEXes of random bytes and the given sizes into an APEX
-// directory, and an APK whose config names them.
+// directory, and an APK whose config names them, all of it world-readable.
 func newApexPayload(t *testing.T, sizes ...int64) *apexPayload {
 	t.Helper()
-	b := badInputs{t, t.TempDir()}
+	b := badInputs{t, testdata.PublicDir(t)}
 	p := &apexPayload{}
 	r := rand.New(rand.NewPCG(uint64(len(sizes)), uint64(sizes[0])))
 	var names []string
@@ -51,10 +52,14 @@ func newApexPayload(t *testing.T, sizes ...int64) *apexPayload {
 	return p
 }
 
-// mount serves p at a fresh mountpoint with the extra flags, unmounted at cleanup.
+// mount serves p at a fresh mountpoint that every user may reach, with the extra
+// flags; it is unmounted at cleanup.
 func (p *apexPayload) mount(t *testing.T, extra ...string) string {
 	t.Helper()
-	mnt := t.TempDir()
+	mnt := filepath.Join(testdata.PublicDir(t), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	args := append(append(append([]string{"mount"}, extra...), p.flags...), p.apk, testdata.IdsigPath(), testdata.ConfigPath, mnt)
 	if r := vmfs(t, "", args...); r.code != 0 {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
@@ -238,5 +243,53 @@ func TestGuaranteeSourceSwappedForFIFO(t *testing.T) {
 	}
 	if left := leftovers(t, tmp); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestGuaranteePermissions: with --allow-other, another user reads only what the
+// sources would let them read. One APEX is 0600 and one a symlink to a root-only
+// file: their partitions and payload.img are closed to nobody, while a partition
+// of world-readable sources still reads; a payload of world-readable sources stays
+// readable whole.
+func TestGuaranteePermissions(t *testing.T) {
+	testdata.RequireFUSE(t)
+	testdata.RequireRoot(t) // to mount for other users and to read as one
+	open := newApexPayload(t, 5000, 6000, 7000)
+	mnt := open.mount(t, "--allow-other")
+	for _, f := range []string{"payload.img", "vm.json", "partitions/" + layout.ApexLabel(0)} {
+		if _, err := testdata.ReadAs(t, testdata.Nobody, filepath.Join(mnt, f)); err != nil {
+			t.Errorf("world-readable payload: %s as nobody: %v", f, err)
+		}
+	}
+
+	p := newApexPayload(t, 5000, 6000, 7000)
+	if err := os.Chmod(p.apexes[0], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(testdata.PublicDir(t), "root-only.apex")
+	if err := os.Rename(p.apexes[1], secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, p.apexes[1]); err != nil {
+		t.Fatal(err)
+	}
+	mnt = p.mount(t, "--allow-other")
+	for f, readable := range map[string]bool{
+		"partitions/" + layout.ApexLabel(0): false,
+		"partitions/" + layout.ApexLabel(1): false,
+		"payload.img":                       false,
+		"partitions/" + layout.ApexLabel(2): true,
+		"partitions/" + layout.APKLabel:     true,
+	} {
+		_, err := testdata.ReadAs(t, testdata.Nobody, filepath.Join(mnt, f))
+		if readable && err != nil {
+			t.Errorf("%s as nobody: %v", f, err)
+		}
+		if !readable && !errors.Is(err, fs.ErrPermission) {
+			t.Errorf("%s as nobody: %v, want permission denied", f, err)
+		}
 	}
 }
