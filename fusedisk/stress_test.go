@@ -112,9 +112,6 @@ func stress(t *testing.T, mnt string, files map[string][]byte, names []string, d
 					n := 1 + r.IntN(len(buf))
 					if flags&syscall.O_DIRECT != 0 {
 						n = (n + 4095) &^ 4095
-					} else {
-						// Drop the file's cached pages so that the read reaches vmfs.
-						unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 					}
 					freshPipes()
 					if err := checkWhole(f, buf[:n], want); err != nil {
@@ -132,8 +129,12 @@ func stress(t *testing.T, mnt string, files map[string][]byte, names []string, d
 }
 
 // checkWhole reads f from its start to its end in reads of len(buf) bytes, as cat
-// does, and compares the length and the bytes with want.
+// does, and compares the length and the bytes with want. It drops f's cached pages
+// first, so that the read reaches vmfs.
 func checkWhole(f *os.File, buf, want []byte) error {
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return err
+	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
