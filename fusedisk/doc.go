@@ -10,17 +10,41 @@
 // A read inside one file extent is answered with fuse.ReadResultFd (the kernel
 // splices from the original file); a read inside synthesized bytes or zeros comes
 // from memory without copying; a read across extents is assembled in a splice pipe.
+// go-fuse splices a reply into /dev/fuse through a pipe of its own, which holds
+// a bounded number of buffers: one per page of a file, one per written piece. A
+// reply that might not fit (many small extents, or an unaligned O_DIRECT read) is
+// copied instead, since a short reply reads as the end of the file.
 // Passthrough (kernel >= 6.9, root) may serve a node whose bytes are exactly one
 // original file. Content never changes, so the kernel keeps its page cache and
 // entries and attributes have long timeouts.
 //
 // # Sources
 //
-// Sources are opened once at mount (O_RDONLY|O_CLOEXEC, so symlinks are resolved
-// once and the file is pinned) and fingerprinted. Every read that reaches vmfs
-// first checks the fingerprint with fstat, and inotify watches for edits, deletion
-// and replacement by rename; a changed source turns every later read of it into EIO
-// and drops the kernel's cached pages, so no stale or mixed bytes are served.
+// Sources are opened once at mount, read-only and without blocking: symlinks are
+// resolved once, the file is pinned, and a source that is no longer a regular file
+// (a FIFO swapped in after the layout was made) is refused, not waited on. A source
+// that cannot be served fails Mount with a *SourceError. A file is one source
+// however many names lead to it (two APEX names, a symlink), as inotify gives it
+// one watch. Each source is fingerprinted: every read that reaches vmfs first
+// checks the fingerprint with fstat, and inotify watches for edits, deletion and
+// replacement by rename. A changed source turns every later read of it into EIO
+// and has the kernel drop its cached pages, so no stale or mixed bytes are served;
+// they are dropped from a goroutine of their own, never from inside a request, as
+// the kernel drops a page only once the read that holds it is answered.
 // Passthrough nodes bypass vmfs and with it this guard, which is why passthrough
 // is opt-in.
+//
+// # Permissions
+//
+// A mount lets no one read more than its sources do (with Options.AllowOther,
+// other users read through it). Who may read a source is what the mode of the
+// open file says (so a symlink counts as its target), cut by the directories on
+// the file's own path, which must be searchable. A node takes its owner, group and
+// mode from the sources it shows, the most restrictive winning: a disk image or a
+// partition from the sources its extents read; a node that reads none but tells
+// of them (GPT header and footer, composite descriptors, the metadata partition,
+// layout.json, Options.Files such as vm.json) from all the mount's sources
+// together. Read goes to a class only where every source grants it; write and
+// execute never. The mount has default_permissions: the kernel checks them.
+// Directories are 0555: they show names, not bytes.
 package fusedisk

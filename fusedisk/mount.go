@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"syscall"
@@ -60,7 +61,8 @@ type Options struct {
 	// Passthrough lets the kernel read nodes that are exactly one original file
 	// directly (kernel >= 6.9, root); such reads bypass the change guard.
 	Passthrough bool
-	AllowOther  bool
+	// AllowOther lets other users in; each file stays as closed as its sources.
+	AllowOther bool
 	// ReadaheadKiB sets the mount's kernel readahead (root only). The kernel caps
 	// FUSE readahead at 128 KiB at mount time, which splits sequential reads into
 	// 128 KiB requests; a larger window lets them reach MaxWrite. 0 means 1024.
@@ -74,8 +76,9 @@ type Server struct {
 	Mountpoint string
 	fsName     string
 	srv        *fuse.Server
-	srcs       []*source
+	srcs       []*source // one per file
 	watch      *watcher
+	stop       chan struct{} // ends invalidate
 }
 
 // cacheTimeout is how long the kernel may keep entries and attributes: the
@@ -104,6 +107,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 	born := time.Now()
 	files := map[string]*fileNode{}
 	layoutDoc := map[string]layout.Description{}
+	opened := map[fileID]*source{}
 	for _, d := range o.Disks {
 		srcs := make([]*source, len(d.Disk.Sources))
 		readers := make([]io.ReaderAt, len(srcs))
@@ -112,7 +116,13 @@ func Mount(mnt string, o Options) (*Server, error) {
 			if err != nil {
 				return nil, err
 			}
-			s.srcs = append(s.srcs, src)
+			if have := opened[src.id()]; have != nil {
+				have.share(src)
+				src = have
+			} else {
+				opened[src.id()] = src
+				s.srcs = append(s.srcs, src)
+			}
 			srcs[i], readers[i] = src, src.f
 		}
 		add := func(name string, im *layout.Image) {
@@ -121,8 +131,9 @@ func Mount(mnt string, o Options) (*Server, error) {
 				n.pass = wholeSource(im, srcs)
 			}
 			for _, e := range im.Extents {
-				if e.Kind == layout.File {
-					srcs[e.Source].nodes = append(srcs[e.Source].nodes, n)
+				if src := srcs[e.Source]; e.Kind == layout.File && !slices.Contains(src.nodes, n) {
+					src.nodes = append(src.nodes, n)
+					n.from = append(n.from, src)
 				}
 			}
 			files[name] = n
@@ -162,7 +173,20 @@ func Mount(mnt string, o Options) (*Server, error) {
 		im := dataImage(b)
 		files[name] = &fileNode{name: name, im: im, ref: layout.NewReader(im, nil), log: log, born: born}
 	}
+	// A node is no more open than the sources it reads; one that reads none
+	// (GPT, composite, metadata, layout.json, o.Files) tells of them all.
+	all := permOf(s.srcs)
+	for _, n := range files {
+		n.perm = all
+		if len(n.from) > 0 {
+			n.perm = permOf(n.from)
+		}
+	}
 
+	changed := make(chan *source, len(s.srcs))
+	for _, src := range s.srcs {
+		src.inval = changed
+	}
 	if s.watch, err = newWatcher(s.srcs); err != nil {
 		return nil, err
 	}
@@ -174,6 +198,8 @@ func Mount(mnt string, o Options) (*Server, error) {
 		EntryTimeout: &timeout,
 		AttrTimeout:  &timeout,
 		OnAdd:        func(ctx context.Context) { buildTree(ctx, root, files, born) },
+		// A mode of 0 means no one but root, not go-fuse's default of 0644.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
 			FsName:       o.FsName,
 			Name:         subtype,
@@ -182,8 +208,9 @@ func Mount(mnt string, o Options) (*Server, error) {
 			AllowOther:   o.AllowOther,
 			DirectMount:  os.Geteuid() == 0,
 			// The kernel enforces read-only before any request reaches vmfs.
-			DirectMountFlags:         syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
-			Options:                  []string{"ro"},
+			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+			// The kernel checks each node's owner, group and mode (see permOf).
+			Options:                  []string{"ro", "default_permissions"},
 			ExplicitDataCacheControl: true,
 			Debug:                    o.Debug,
 		},
@@ -193,6 +220,8 @@ func Mount(mnt string, o Options) (*Server, error) {
 		return nil, fmt.Errorf("mount %s: the kernel's FUSE refused: %w", mnt, err)
 	}
 	ok = true
+	s.stop = make(chan struct{})
+	go invalidate(changed, s.stop)
 	if os.Geteuid() == 0 {
 		kib := o.ReadaheadKiB
 		if kib == 0 {
@@ -221,6 +250,7 @@ func setReadahead(mnt string, kib int) error {
 // umount), then releases the sources.
 func (s *Server) Wait() {
 	s.srv.Wait()
+	close(s.stop)
 	s.watch.close()
 	s.closeSources()
 }

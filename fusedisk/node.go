@@ -2,8 +2,10 @@ package fusedisk
 
 import (
 	"context"
+	"math/bits"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -32,6 +34,8 @@ type fileNode struct {
 	name string // path in the mount, for logs
 	im   *layout.Image
 	srcs []*source // indexed like the Disk's Sources
+	from []*source // the sources its extents read, each once
+	perm perm      // from the sources it reveals (see Mount)
 	// pass is the source served by kernel passthrough, or nil.
 	pass *source
 	ref  *layout.Reader // the fallback when no pipe can be had
@@ -47,7 +51,8 @@ var (
 )
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFREG | 0o444
+	out.Mode = syscall.S_IFREG | n.perm.mode
+	out.Uid, out.Gid = n.perm.uid, n.perm.gid
 	out.Nlink = 1
 	out.Size = uint64(n.im.Size)
 	out.Blocks = (out.Size + 511) / 512
@@ -95,7 +100,8 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 
 // Read serves [off, off+len(dest)) without copying where it can: one file extent
 // goes to the kernel as an fd to splice from, one in-memory extent as a slice, and a
-// read across extents is spliced into a pipe piece by piece.
+// read across extents is spliced into a pipe piece by piece. A reply go-fuse could
+// not splice whole is copied instead (see spliceFits).
 func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off >= n.im.Size || len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0
@@ -112,18 +118,22 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		e := &n.im.Extents[first]
 		in := off - e.Off
 		switch e.Kind {
-		case layout.File:
-			return fuse.ReadResultFd(uintptr(n.srcs[e.Source].fd), e.SourceOff+in, size), 0
 		case layout.Data:
 			return fuse.ReadResultData(e.Data[in : in+int64(size)]), 0
 		case layout.Zero:
 			return fuse.ReadResultData(zeros[:size]), 0
 		}
 	}
-	if r, ok := n.readPipe(off, size, first, last); ok {
-		return r, 0
+	if slots := n.pipeSlots(off, size, first, last); spliceFits(size, slots) {
+		if first == last {
+			e := &n.im.Extents[first]
+			return fuse.ReadResultFd(uintptr(n.srcs[e.Source].fd), e.SourceOff+off-e.Off, size), 0
+		}
+		if r, ok := n.readPipe(off, size, first, last, slots); ok {
+			return r, 0
+		}
 	}
-	// No pipe of the needed size: copy through the reference reader instead.
+	// Too many pieces for go-fuse's pipe, or no pipe to be had: copy.
 	m, err := n.ref.ReadAt(dest[:size], off)
 	if m < size {
 		n.log.Error("read failed", zap.String("file", n.name), zap.Int64("offset", off), zap.Error(err))
@@ -132,16 +142,49 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	return fuse.ReadResultData(dest[:size]), 0
 }
 
-// readPipe assembles a read of extents first..last in a splice pipe.
-func (n *fileNode) readPipe(off int64, size int, first, last int) (fuse.ReadResult, bool) {
+// pipeSlots counts the pipe buffers [off, off+size) takes in a pipe: a piece of a
+// file one per source page it spans (each spliced page is a buffer of its own, never
+// merged with another), written bytes at most one per page.
+func (n *fileNode) pipeSlots(off int64, size int, first, last int) int {
+	end := off + int64(size)
+	slots := 0
+	for i := first; i <= last; i++ {
+		e := &n.im.Extents[i]
+		from, to := max(off, e.Off), min(end, e.Off+e.Len)
+		if e.Kind == layout.File {
+			start := e.SourceOff + from - e.Off
+			slots += int((start+to-from-1)/pipeSlot - start/pipeSlot + 1)
+		} else {
+			slots += int((to - from + pipeSlot - 1) / pipeSlot)
+		}
+	}
+	return slots
+}
+
+// outHeaderSize is the reply header go-fuse puts in its pipe ahead of the data.
+const outHeaderSize = int(unsafe.Sizeof(fuse.OutHeader{}))
+
+// spliceFits reports whether go-fuse's splice sends a reply of size bytes in slots
+// pipe buffers whole. It writes the header (one slot) into a pipe grown to the
+// reply, which the kernel rounds up to a power of two of slots, and then does one
+// splice; a splice moves whole buffers, one per slot, and stops short when the pipe
+// is full. go-fuse sends the shorter reply it got, and the kernel takes a short
+// read for the end of the file: it would cut the file's size for as long as it
+// caches attributes. go-fuse grows its pipe by a page more than the reply today;
+// that page is not counted on.
+func spliceFits(size, slots int) bool {
+	pages := (outHeaderSize + size + pipeSlot - 1) / pipeSlot
+	return 1+slots <= 1<<bits.Len(uint(pages-1))
+}
+
+// readPipe assembles a read of extents first..last, which takes slots pipe buffers,
+// in a splice pipe.
+func (n *fileNode) readPipe(off int64, size int, first, last, slots int) (fuse.ReadResult, bool) {
 	pair, err := splice.Get()
 	if err != nil {
 		return nil, false
 	}
-	// A pipe holds whole pages per slot: a partial page spliced from a file or a
-	// small write takes a slot of its own, so each extent may cost two slots more
-	// than its bytes.
-	if err := pair.Grow(size + 2*pipeSlot*(last-first+1)); err != nil {
+	if err := pair.Grow(slots * pipeSlot); err != nil {
 		splice.Done(pair)
 		return nil, false
 	}

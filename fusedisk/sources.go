@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -12,46 +13,75 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"vmfs/internal/inputfile"
 	"vmfs/layout"
 )
 
 // ErrSourceChanged reports a source that is not the file the disk was laid out over.
 var ErrSourceChanged = errors.New("source changed since mount")
 
-// source is one original file, pinned by fd.
+// source is one original file, pinned by fd, however many names lead to it.
 type source struct {
-	path    string // absolute, as opened
+	path    string   // absolute, as first opened
+	names   []string // every absolute path the disks name it by, path first
 	f       *os.File
 	fd      int
 	want    unix.Stat_t // fingerprint at open
+	access  access      // who may read it, and so the nodes that show it
 	changed atomic.Bool
 	once    sync.Once
 	nodes   []*fileNode // nodes whose cache must go when the source changes
+	// inval takes the source once it has changed, to drop the nodes' cached pages
+	// off the request path; it has room for every source.
+	inval chan<- *source
 }
 
+// fileID tells files apart: the names of one file share it.
+type fileID struct{ dev, ino uint64 }
+
+func (s *source) id() fileID { return fileID{uint64(s.want.Dev), s.want.Ino} }
+
+// share makes s stand for dup too, a second opening of the same file, and closes dup.
+func (s *source) share(dup *source) {
+	if !slices.Contains(s.names, dup.path) {
+		s.names = append(s.names, dup.path)
+	}
+	dup.f.Close()
+}
+
+// SourceError reports a source that cannot be served: it cannot be opened, is not
+// a regular file, or no longer has the size it was laid out for (Err then wraps
+// ErrSourceChanged). These are faults of the input, not of the mount.
+type SourceError struct {
+	Path string // absolute
+	Err  error  // names Path
+}
+
+func (e *SourceError) Error() string { return e.Err.Error() }
+func (e *SourceError) Unwrap() error { return e.Err }
+
 // openSource opens path and checks it still has the size the layout was built for.
+// inputfile.Open refuses what is not a regular file without blocking on it: the
+// file may have been swapped for a FIFO since the layout was made.
 func openSource(s layout.Source) (*source, error) {
 	abs, err := filepath.Abs(s.Path)
 	if err != nil {
-		return nil, err
+		return nil, &SourceError{Path: s.Path, Err: fmt.Errorf("%s: %w", s.Path, err)}
 	}
-	f, err := os.OpenFile(abs, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	f, err := inputfile.Open(abs)
 	if err != nil {
-		return nil, err
+		return nil, &SourceError{Path: abs, Err: err}
 	}
-	src := &source{path: abs, f: f, fd: int(f.Fd())}
+	src := &source{path: abs, names: []string{abs}, f: f, fd: int(f.Fd())}
 	if err := unix.Fstat(src.fd, &src.want); err != nil {
 		f.Close()
-		return nil, &os.PathError{Op: "fstat", Path: abs, Err: err}
-	}
-	if src.want.Mode&unix.S_IFMT != unix.S_IFREG {
-		f.Close()
-		return nil, fmt.Errorf("%s: not a regular file", abs)
+		return nil, &SourceError{Path: abs, Err: &os.PathError{Op: "fstat", Path: abs, Err: err}}
 	}
 	if src.want.Size != s.Size {
 		f.Close()
-		return nil, fmt.Errorf("%s: %d bytes, laid out for %d: %w", abs, src.want.Size, s.Size, ErrSourceChanged)
+		return nil, &SourceError{Path: abs, Err: fmt.Errorf("%s: %d bytes, laid out for %d: %w", abs, src.want.Size, s.Size, ErrSourceChanged)}
 	}
+	src.access = accessOf(src.fd, &src.want)
 	return src, nil
 }
 
@@ -78,19 +108,36 @@ func (s *source) check(log *zap.Logger) bool {
 	return false
 }
 
-// markChanged fences the source off for good, logs once, and drops the kernel's
-// cached pages of every node built on it so later reads reach vmfs and fail.
+// markChanged fences the source off for good, logs once, and has the kernel's
+// cached pages of every node built on it dropped so later reads reach vmfs and fail.
+// It never waits for the kernel: a read may be the first to notice the change, and
+// the kernel drops pages only once the reads that hold them are answered.
 func (s *source) markChanged(log *zap.Logger, why string) {
 	s.changed.Store(true)
 	s.once.Do(func() {
 		log.Error("source changed; its reads now fail with EIO", zap.String("file", s.path), zap.String("change", why))
-		for _, n := range s.nodes {
-			n.NotifyContent(0, 0)
-		}
+		s.inval <- s
 	})
 }
 
+// invalidate drops the kernel's cached pages of the nodes of each source that
+// comes in, until done is closed.
+func invalidate(changed <-chan *source, done <-chan struct{}) {
+	for {
+		select {
+		case s := <-changed:
+			for _, n := range s.nodes {
+				n.NotifyContent(0, 0)
+			}
+		case <-done:
+			return
+		}
+	}
+}
+
 // watcher reports edits, deletion and replacement of sources through inotify.
+// inotify watches a file, not a name: the names of one file get one watch, which
+// is why a file is one source however many names lead to it.
 type watcher struct {
 	f     *os.File
 	files map[int32]*source            // watch on the file itself
@@ -115,16 +162,18 @@ func newWatcher(srcs []*source) (*watcher, error) {
 			return nil, &os.PathError{Op: "inotify_add_watch", Path: s.path, Err: err}
 		}
 		w.files[int32(wd)] = s
-		dir := filepath.Dir(s.path)
-		wd, err = unix.InotifyAddWatch(fd, dir, dirEvents)
-		if err != nil {
-			w.f.Close()
-			return nil, &os.PathError{Op: "inotify_add_watch", Path: dir, Err: err}
+		for _, name := range s.names {
+			dir := filepath.Dir(name)
+			wd, err = unix.InotifyAddWatch(fd, dir, dirEvents)
+			if err != nil {
+				w.f.Close()
+				return nil, &os.PathError{Op: "inotify_add_watch", Path: dir, Err: err}
+			}
+			if w.dirs[int32(wd)] == nil {
+				w.dirs[int32(wd)] = map[string]*source{}
+			}
+			w.dirs[int32(wd)][filepath.Base(name)] = s
 		}
-		if w.dirs[int32(wd)] == nil {
-			w.dirs[int32(wd)] = map[string]*source{}
-		}
-		w.dirs[int32(wd)][filepath.Base(s.path)] = s
 	}
 	return w, nil
 }

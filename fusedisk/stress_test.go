@@ -2,7 +2,7 @@ package fusedisk
 
 import (
 	"bytes"
-	"github.com/hanwen/go-fuse/v2/splice"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hanwen/go-fuse/v2/splice"
+	"golang.org/x/sys/unix"
 )
 
 // stressDuration is 5 s in `make test`; `make stress` sets VMFS_STRESS_SECONDS=60.
@@ -35,11 +38,12 @@ func openFDs(t *testing.T) int {
 }
 
 // TestStress: 16 readers do random reads of payload.img and every partition file,
-// half through the page cache and half with O_DIRECT (so every read reaches vmfs);
-// no byte may differ from the reference, and the server must not leak goroutines
-// or fds.
+// half through the page cache and half with O_DIRECT (so every read reaches vmfs),
+// and now and then read a file whole, as cat does; no byte may differ from the
+// reference, no whole read may end early, and the server must not leak goroutines
+// or fds. The small odd-sized APEXes make many small extents.
 func TestStress(t *testing.T) {
-	p := newPayload(t, edgeApexes, 3<<20+5, 10443)
+	p := newPayload(t, append(edgeApexes, 4099, 8187, 4097, 12291, 4095), 3<<20+5, 10443)
 	s := mount(t, p.disk, Options{})
 	files := map[string][]byte{"payload.img": p.reference(t, &p.disk.Flat)}
 	for i := range p.disk.Partitions {
@@ -104,10 +108,52 @@ func stress(t *testing.T, mnt string, files map[string][]byte, names []string, d
 					}
 					reads.Add(1)
 				}
+				if r.IntN(4) == 0 {
+					n := 1 + r.IntN(len(buf))
+					if flags&syscall.O_DIRECT != 0 {
+						n = (n + 4095) &^ 4095
+					}
+					freshPipes()
+					if err := checkWhole(f, buf[:n], want); err != nil {
+						mismatches.Add(1)
+						t.Errorf("%s: whole in %d-byte reads: %v", name, n, err)
+					}
+					reads.Add(1)
+				}
 				f.Close()
 			}
 		}(w)
 	}
 	wg.Wait()
 	t.Logf("%d reads, %d mismatches in %v", reads.Load(), mismatches.Load(), d)
+}
+
+// checkWhole reads f from its start to its end in reads of len(buf) bytes, as cat
+// does, and compares the length and the bytes with want. It drops f's cached pages
+// first, so that the read reaches vmfs.
+func checkWhole(f *os.File, buf, want []byte) error {
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	pos := 0
+	for {
+		m, err := f.Read(buf)
+		if m > 0 && (pos+m > len(want) || !bytes.Equal(buf[:m], want[pos:pos+m])) {
+			return fmt.Errorf("bytes differ in [%d, %d)", pos, pos+m)
+		}
+		pos += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if pos != len(want) {
+		return fmt.Errorf("%d bytes, want %d", pos, len(want))
+	}
+	return nil
 }

@@ -2,7 +2,9 @@
 // APK Signature Scheme v4 .idsig, three APEX files of edge-case sizes, an apex-info-list.xml
 // and a placeholder OS VM config. The files are produced by real tools (aapt, zipalign,
 // apksigner, protoc, openssl) through ./gen and committed, so tests need no Java.
-// This package only names the files; it reads nothing and imports no other vmfs package.
+// Besides naming the files, it holds the helpers tests share: what a test requires, a
+// large APK, reading as another user, a deadline on a FUSE mount. It imports no other
+// vmfs package.
 // The signing key in app/ is a throwaway test key: never trust anything it signs.
 package testdata
 
