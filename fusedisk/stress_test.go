@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/splice"
+
 	"golang.org/x/sys/unix"
+	"vmfs/testdata"
 )
 
 // stressDuration is 5 s in `make test`; `make stress` sets VMFS_STRESS_SECONDS=60.
@@ -57,10 +59,12 @@ func TestStress(t *testing.T) {
 	// A first round warms go-fuse's reader goroutines and splice pipe pool; the
 	// second must not grow them.
 	stress(t, s.Mountpoint, files, names, time.Second)
-	time.Sleep(200 * time.Millisecond)
 	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 	stress(t, s.Mountpoint, files, names, stressDuration())
-	time.Sleep(200 * time.Millisecond) // let the kernel release handles
+	// The kernel releases the readers' handles asynchronously after close.
+	testdata.Eventually(t, 10*time.Second, func() bool {
+		return runtime.NumGoroutine() <= goroutines+4 && openFDs(t) <= fds+4 && splice.Used() == 0
+	})
 	if g := runtime.NumGoroutine(); g > goroutines+4 {
 		t.Errorf("goroutines grew from %d to %d", goroutines, g)
 	}

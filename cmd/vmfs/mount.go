@@ -290,9 +290,10 @@ func mountPayload(log *zap.Logger, p *payload.Payload, mnt string, f *mountFlags
 		Logger:      log,
 	})
 	if err != nil {
-		var code = exitMount
-		if errors.Is(err, fusedisk.ErrSourceChanged) {
-			code = exitInput
+		code := exitMount
+		var se *fusedisk.SourceError
+		if errors.Is(err, fusedisk.ErrSourceChanged) || errors.As(err, &se) {
+			code = exitInput // a source that cannot be opened or changed is a bad input
 		}
 		return nil, withCode(code, err)
 	}
