@@ -272,15 +272,7 @@ func TestReadOnly(t *testing.T) {
 // return bytes that mix the old and the new file.
 func TestSourceChanged(t *testing.T) {
 	for name, change := range map[string]func(path string) error{
-		"rewritten": func(path string) error {
-			f, err := os.OpenFile(path, os.O_WRONLY, 0)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			_, err = f.WriteAt([]byte("XXXX"), 100)
-			return err
-		},
+		"rewritten": testdata.Edits["pwrite"],
 		"truncated": func(path string) error { return os.Truncate(path, 10) },
 		"replaced": func(path string) error {
 			tmp := path + ".new"
