@@ -38,17 +38,33 @@ func (d Disk) base() string {
 	return "disk"
 }
 
-// FlatPath is the flat raw image of d in a mount at mnt.
-func FlatPath(mnt string, d Disk) string { return filepath.Join(mnt, d.Dir, d.base()+".img") }
-
-// CompositePath is the composite descriptor of d in a mount at mnt.
-func CompositePath(mnt string, d Disk) string {
-	return filepath.Join(mnt, d.Dir, d.base()+".composite")
+// Paths are where a Disk's files are in a tree seen at some directory.
+type Paths struct {
+	Flat      string // the whole disk, raw: payload.img or disk.img
+	Composite string // crosvm's composite descriptor over Header, the partitions and Footer
+	Header    string // the protective MBR and the primary GPT
+	Footer    string // the backup GPT
+	// Partitions are the partitions' files by label (none when Disk is nil).
+	Partitions map[string]string
 }
 
-// PartitionPath is the file of partition label of d in a mount at mnt.
-func PartitionPath(mnt string, d Disk, label string) string {
-	return filepath.Join(mnt, d.Dir, "partitions", label)
+// Paths is where d's files are in a tree seen at dir; at dir "" they are the
+// paths inside the tree.
+func (d Disk) Paths(dir string) Paths {
+	at := func(name ...string) string { return filepath.Join(append([]string{dir, d.Dir}, name...)...) }
+	p := Paths{
+		Flat:      at(d.base() + ".img"),
+		Composite: at(d.base() + ".composite"),
+		Header:    at("header.img"),
+		Footer:    at("footer.img"),
+	}
+	if d.Disk != nil {
+		p.Partitions = make(map[string]string, len(d.Disk.Partitions))
+		for _, part := range d.Disk.Partitions {
+			p.Partitions[part.Label] = at("partitions", part.Label)
+		}
+	}
+	return p
 }
 
 // Options configure Mount.
@@ -143,6 +159,7 @@ func Mount(mnt string, o Options) (*Server, error) {
 		add(path.Join(d.Dir, "header.img"), &dk.Header)
 		add(path.Join(d.Dir, "footer.img"), &dk.Footer)
 		var parts []string
+		at := d.Paths(mnt)
 		for i := range dk.Partitions {
 			p := &dk.Partitions[i]
 			add(path.Join(d.Dir, "partitions", p.Label), &p.Image)
@@ -152,9 +169,9 @@ func Mount(mnt string, o Options) (*Server, error) {
 				parts = append(parts, src.path)
 				continue
 			}
-			parts = append(parts, PartitionPath(mnt, d, p.Label))
+			parts = append(parts, at.Partitions[p.Label])
 		}
-		cd, err := dk.Composite(filepath.Join(mnt, d.Dir, "header.img"), parts, filepath.Join(mnt, d.Dir, "footer.img"))
+		cd, err := dk.Composite(at.Header, parts, at.Footer)
 		if err != nil {
 			return nil, err
 		}

@@ -156,7 +156,7 @@ func serve(t *testing.T, d *layout.Disk) string {
 		}
 		srv.Wait()
 	})
-	return fusedisk.FlatPath(mnt, fusedisk.Disk{Disk: d})
+	return fusedisk.Disk{Disk: d}.Paths(mnt).Flat
 }
 
 // boot runs the guest on disk (read-only virtio) and returns the console output and how

@@ -67,11 +67,11 @@ func vmConfig(p *payload.Payload, mnt string) *metadata.VMConfig {
 	c.Disks = nil
 	for i, d := range p.OSConfig.Disks {
 		if p.OSDisks[i] != nil {
-			d = metadata.DiskImage{Image: fusedisk.CompositePath(mnt, fusedisk.Disk{Dir: osDiskDir(i)}), Writable: d.Writable}
+			d = metadata.DiskImage{Image: fusedisk.Disk{Dir: osDiskDir(i)}.Paths(mnt).Composite, Writable: d.Writable}
 		}
 		c.Disks = append(c.Disks, d)
 	}
-	c.Disks = append(c.Disks, metadata.DiskImage{Image: fusedisk.CompositePath(mnt, fusedisk.Disk{})})
+	c.Disks = append(c.Disks, metadata.DiskImage{Image: fusedisk.Disk{}.Paths(mnt).Composite})
 	return &c
 }
 
