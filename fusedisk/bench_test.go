@@ -70,20 +70,17 @@ func BenchmarkSequentialRead(b *testing.B) {
 					n, t := readSeq(b, src, buf)
 					dn, dt = dn+n, dt+t
 				}
-				s, err := Mount(b.TempDir(), Options{Disks: []Disk{{Disk: p.disk}}, ReadaheadKiB: benchReadahead(), Passthrough: tc.passthrough})
+				s, stop, err := serveDisk(b.TempDir(), p.disk, TreeOptions{Passthrough: tc.passthrough}, MountOptions{ReadaheadKiB: benchReadahead()})
 				if err != nil {
 					b.Fatal(err)
 				}
-				done := make(chan struct{})
-				go func() { s.Wait(); close(done) }()
 				b.StartTimer()
 				cn, ct := readSeq(b, filepath.Join(s.Mountpoint, tc.file), buf)
 				hn, ht := readSeq(b, filepath.Join(s.Mountpoint, tc.file), buf)
 				b.StopTimer()
-				if err := s.Unmount(); err != nil {
+				if err := stop(); err != nil {
 					b.Fatal(err)
 				}
-				<-done
 				direct += mbps(dn, dt)
 				cold += mbps(cn, ct)
 				hot += mbps(hn, ht)

@@ -1,9 +1,21 @@
-// Package fusedisk serves layout.Disks read-only through an embedded go-fuse
-// filesystem, synthesizing every byte on the fly from the original files.
+// Package fusedisk serves layout.Disks read-only through go-fuse, synthesizing
+// every byte on the fly from the original files.
 //
-// It owns the node tree, the read paths and the guard on the sources. It builds no
-// layouts and parses no formats (that is layout's and metadata's work), and it knows
-// nothing of VMMs.
+// It owns the go-fuse node tree, the read paths, the guard on the sources and the
+// mount. It serves only what it is given: it builds no layouts, parses no formats
+// and writes no documents of its own (layout.json, vm.json and the like come from
+// its caller, as TreeOptions.Files), and it knows nothing of VMMs. It imports
+// layout, go-fuse, x/sys and zap, never metadata or launcher.
+//
+// # Three steps
+//
+// OpenSources opens the original files of some disks, once each, and watches them
+// (see Sources below). NewTree builds the root node of a tree over them: each
+// disk's flat image, GPT header and footer, partitions and composite descriptor,
+// and the further files it is given. Mount mounts that root at a directory with
+// vmfs's mount options; an embedder may instead graft it into a go-fuse tree of
+// its own, since the root puts its files in place when go-fuse adds it. Undoing
+// runs backwards: unmount, and once Server.Wait has returned, Sources.Close.
 //
 // # Read paths
 //
@@ -20,31 +32,32 @@
 //
 // # Sources
 //
-// Sources are opened once at mount, read-only and without blocking: symlinks are
-// resolved once, the file is pinned, and a source that is no longer a regular file
-// (a FIFO swapped in after the layout was made) is refused, not waited on. A source
-// that cannot be served fails Mount with a *SourceError. A file is one source
-// however many names lead to it (two APEX names, a symlink), as inotify gives it
-// one watch. Each source is fingerprinted: every read that reaches vmfs first
-// checks the fingerprint with fstat, and inotify watches for edits, deletion and
-// replacement by rename. A changed source turns every later read of it into EIO
-// and has the kernel drop its cached pages, so no stale or mixed bytes are served;
-// they are dropped from a goroutine of their own, never from inside a request, as
-// the kernel drops a page only once the read that holds it is answered.
-// Passthrough nodes bypass vmfs and with it this guard, which is why passthrough
-// is opt-in.
+// Sources are opened once, by OpenSources, read-only and without blocking:
+// symlinks are resolved once, the file is pinned, and a source that is no longer
+// a regular file (a FIFO swapped in after the layout was made) is refused, not
+// waited on. A source that cannot be served fails OpenSources with a
+// *SourceError. A file is one source however many names lead to it (two APEX
+// names, a symlink), as inotify gives it one watch. Each source is
+// fingerprinted: every read that reaches vmfs first checks the fingerprint with
+// fstat, and inotify watches for edits, deletion and replacement by rename. A
+// changed source turns every later read of it into EIO and has the kernel drop
+// the cached pages of the nodes opened on it, so no stale or mixed bytes are
+// served; they are dropped from a goroutine of their own, never from inside a
+// request, as the kernel drops a page only once the read that holds it is
+// answered. Passthrough nodes bypass vmfs and with it this guard, which is why
+// passthrough is opt-in.
 //
 // # Permissions
 //
-// A mount lets no one read more than its sources do (with Options.AllowOther,
+// A tree lets no one read more than its sources do (with MountOptions.AllowOther,
 // other users read through it). Who may read a source is what the mode of the
 // open file says (so a symlink counts as its target), cut by the directories on
 // the file's own path, which must be searchable. A node takes its owner, group and
 // mode from the sources it shows, the most restrictive winning: a disk image or a
 // partition from the sources its extents read; a node that reads none but tells
 // of them (GPT header and footer, composite descriptors, the metadata partition,
-// layout.json, Options.Files such as vm.json) from all the mount's sources
-// together. Read goes to a class only where every source grants it; write and
-// execute never. The mount has default_permissions: the kernel checks them.
-// Directories are 0555: they show names, not bytes.
+// TreeOptions.Files such as vm.json) from all the tree's sources together. Read
+// goes to a class only where every source grants it; write and execute never. A
+// mount has default_permissions: the kernel checks them. Directories are 0555:
+// they show names, not bytes.
 package fusedisk

@@ -42,7 +42,7 @@ func TestChangeNoticedByRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			errs, logs := observer.New(zap.ErrorLevel)
-			s := mount(t, d, Options{Logger: zap.New(errs)})
+			s := mount(t, d, TreeOptions{Logger: zap.New(errs)})
 			if err := edit(apex); err != nil {
 				t.Fatal(err)
 			}
@@ -60,11 +60,10 @@ func TestChangeNoticedByRead(t *testing.T) {
 	}
 }
 
-// TestSourceOpenErrors: a source that cannot be served fails Mount at once with a
-// *SourceError naming it, whatever took its place after the layout was made. A
-// FIFO must not block the mount: opening one for reading waits for a writer.
+// TestSourceOpenErrors: a source that cannot be served fails OpenSources at once
+// with a *SourceError naming it, whatever took its place after the layout was
+// made. A FIFO must not block: opening one for reading waits for a writer.
 func TestSourceOpenErrors(t *testing.T) {
-	testdata.RequireFUSE(t)
 	var notRegular *inputfile.NotRegularError
 	for name, tc := range map[string]struct {
 		swap func(path string) error
@@ -88,10 +87,9 @@ func TestSourceOpenErrors(t *testing.T) {
 			}
 			result := make(chan error, 1)
 			go func() {
-				s, err := Mount(t.TempDir(), Options{Disks: []Disk{{Disk: p.disk}}})
+				srcs, err := OpenSources([]Disk{{Disk: p.disk}}, nil)
 				if err == nil {
-					s.Unmount()
-					s.Wait()
+					srcs.Close()
 				}
 				result <- err
 			}()
@@ -99,7 +97,7 @@ func TestSourceOpenErrors(t *testing.T) {
 			select {
 			case err = <-result:
 			case <-time.After(10 * time.Second):
-				t.Error("Mount still opening its sources after 10 s")
+				t.Error("OpenSources still opening after 10 s")
 				if f, err := os.OpenFile(p.paths[0], os.O_RDWR, 0); err == nil { // frees a reader waiting on a FIFO
 					defer f.Close()
 				}
@@ -107,7 +105,7 @@ func TestSourceOpenErrors(t *testing.T) {
 			}
 			var se *SourceError
 			if !errors.As(err, &se) || se.Path != p.paths[0] || !tc.want(err) {
-				t.Errorf("Mount: %v, want a *SourceError for %s", err, p.paths[0])
+				t.Errorf("OpenSources: %v, want a *SourceError for %s", err, p.paths[0])
 			}
 		})
 	}

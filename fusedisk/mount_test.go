@@ -87,39 +87,64 @@ func (p *payload) reference(t testing.TB, im *layout.Image) []byte {
 	return b
 }
 
-// mount serves d for the test. Any error the server logs fails the test unless
-// o.Logger is set (tests that provoke errors pass their own).
-func mount(t testing.TB, d *layout.Disk, o Options) *Server {
-	t.Helper()
-	return mountAt(t, t.TempDir(), d, o)
+// serveDisk does the three steps for d: it opens d's sources, builds a tree of
+// them seen at mnt with to, and mounts it at mnt with mo. stop undoes them: it
+// unmounts, waits for the server, and closes the sources.
+func serveDisk(mnt string, d *layout.Disk, to TreeOptions, mo MountOptions) (s *Server, stop func() error, err error) {
+	to.Disks, to.Dir = []Disk{{Disk: d}}, mnt
+	srcs, err := OpenSources(to.Disks, to.Logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := NewTree(srcs, to)
+	if err == nil {
+		s, err = Mount(mnt, root, mo)
+	}
+	if err != nil {
+		srcs.Close()
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() { s.Wait(); close(done) }()
+	return s, func() error {
+		if err := s.Unmount(); err != nil {
+			return err
+		}
+		<-done
+		return srcs.Close()
+	}, nil
 }
 
-// mountAt is mount at mnt.
-func mountAt(t testing.TB, mnt string, d *layout.Disk, o Options) *Server {
+// mount serves d for the test at a directory of its own (see mountAt).
+func mount(t testing.TB, d *layout.Disk, to TreeOptions) *Server {
+	t.Helper()
+	return mountAt(t, t.TempDir(), d, to, MountOptions{})
+}
+
+// mountAt serves d at mnt until the test ends. Any error the server logs fails
+// the test unless to.Logger is set (tests that provoke errors pass their own).
+func mountAt(t testing.TB, mnt string, d *layout.Disk, to TreeOptions, mo MountOptions) *Server {
 	t.Helper()
 	testdata.RequireFUSE(t)
-	o.Disks = []Disk{{Disk: d}}
-	if o.Logger == nil {
+	if to.Logger == nil {
 		errs, logs := observer.New(zap.ErrorLevel)
-		o.Logger = zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), errs))
+		to.Logger = zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), errs))
 		t.Cleanup(func() {
 			for _, e := range logs.All() {
 				t.Errorf("server logged an error: %s %v", e.Message, e.ContextMap())
 			}
 		})
 	}
-	o.Debug = testing.Verbose() && os.Getenv("FUSE_DEBUG") != ""
-	s, err := Mount(mnt, o)
+	mo.Logger = to.Logger
+	mo.Debug = testing.Verbose() && os.Getenv("FUSE_DEBUG") != ""
+	s, stop, err := serveDisk(mnt, d, to, mo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { s.Wait(); close(done) }()
 	t.Cleanup(func() {
-		if err := s.Unmount(); err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("unmount: %v", err)
 		}
-		<-done
 	})
 	return s
 }
@@ -128,7 +153,7 @@ var edgeApexes = []int64{4092, 8192, 4093}
 
 func TestMountedBytes(t *testing.T) {
 	p := newPayload(t, edgeApexes, 600*1024+123, 10443)
-	s := mount(t, p.disk, Options{Files: map[string][]byte{"vm.json": []byte("{}\n")}})
+	s := mount(t, p.disk, TreeOptions{Files: map[string][]byte{"vm.json": []byte("{}\n")}})
 	want := map[string][]byte{
 		"payload.img": p.reference(t, &p.disk.Flat),
 		"header.img":  p.reference(t, &p.disk.Header),
@@ -184,7 +209,7 @@ func TestMountedBytes(t *testing.T) {
 func TestMountedGPT(t *testing.T) {
 	sgdisk := testdata.RequireTool(t, "sgdisk")
 	p := newPayload(t, edgeApexes, 70000, 3000)
-	s := mount(t, p.disk, Options{})
+	s := mount(t, p.disk, TreeOptions{})
 	img := filepath.Join(s.Mountpoint, "payload.img")
 	out, err := exec.Command(sgdisk, "-v", img).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "No problems found") {
@@ -224,7 +249,7 @@ func TestMountedGPT(t *testing.T) {
 // the result with payload.img.
 func TestCompositeReassembles(t *testing.T) {
 	p := newPayload(t, edgeApexes[:1], 5000, 300)
-	s := mount(t, p.disk, Options{})
+	s := mount(t, p.disk, TreeOptions{})
 	c := readComposite(t, s.Mountpoint)
 	whole := make([]byte, c.Length)
 	for i, comp := range c.Components {
@@ -252,7 +277,7 @@ func TestCompositeReassembles(t *testing.T) {
 
 func TestReadOnly(t *testing.T) {
 	p := newPayload(t, nil, 5000, 300)
-	s := mount(t, p.disk, Options{})
+	s := mount(t, p.disk, TreeOptions{})
 	img := filepath.Join(s.Mountpoint, "payload.img")
 	for name, op := range map[string]func() error{
 		"open for write": func() error { f, err := os.OpenFile(img, os.O_WRONLY, 0); f.Close(); return err },
@@ -284,7 +309,7 @@ func TestSourceChanged(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := newPayload(t, nil, 5000, 300)
 			errs, logs := observer.New(zap.ErrorLevel)
-			s := mount(t, p.disk, Options{Logger: zap.New(errs)})
+			s := mount(t, p.disk, TreeOptions{Logger: zap.New(errs)})
 			defer func() {
 				if logs.FilterField(zap.String("file", p.paths[0])).Len() == 0 {
 					t.Errorf("no error logged naming %s", p.paths[0])
@@ -318,7 +343,7 @@ func TestSourceChanged(t *testing.T) {
 // TestReadsDoNotChangeSources: vmfs's own reads (which update atime) are not edits.
 func TestReadsDoNotChangeSources(t *testing.T) {
 	p := newPayload(t, nil, 9000, 300)
-	s := mount(t, p.disk, Options{})
+	s := mount(t, p.disk, TreeOptions{})
 	img := filepath.Join(s.Mountpoint, "payload.img")
 	for i := 0; i < 3; i++ {
 		f, err := os.OpenFile(img, os.O_RDONLY|syscall.O_DIRECT, 0)
@@ -340,7 +365,7 @@ func TestReadsDoNotChangeSources(t *testing.T) {
 // where it can and by vmfs where it cannot; the bytes are the same either way.
 func TestPassthrough(t *testing.T) {
 	p := newPayload(t, edgeApexes[:1], 3*4096, 300)
-	s := mount(t, p.disk, Options{Passthrough: true})
+	s := mount(t, p.disk, TreeOptions{Passthrough: true})
 	got, err := os.ReadFile(filepath.Join(s.Mountpoint, "partitions", layout.APKLabel))
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +394,7 @@ func TestWritablePartitionComposite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := mount(t, d, Options{})
+	s := mount(t, d, TreeOptions{})
 	c := readComposite(t, s.Mountpoint)
 	if got := c.Components[1]; got.Path != filepath.Join(s.Mountpoint, "partitions", "boot") || got.Writable {
 		t.Errorf("read-only partition component %+v", got)
@@ -388,20 +413,17 @@ func TestMountAt(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Mount(dir, Options{Disks: []Disk{{Disk: p.disk}}, FsName: "vmfs:test"})
+	_, stop, err := serveDisk(dir, p.disk, TreeOptions{}, MountOptions{FsName: "vmfs:test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { s.Wait(); close(done) }()
 	m, err := MountAt(dir)
 	if err != nil || m == nil || m.FSType != FSType || m.Source != "vmfs:test" {
 		t.Errorf("MountAt(%q): %+v, %v", dir, m, err)
 	}
-	if err := s.Unmount(); err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	<-done
 	if m, err := MountAt(dir); m != nil || err != nil {
 		t.Errorf("after unmount: %+v, %v", m, err)
 	}

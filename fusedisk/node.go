@@ -3,6 +3,7 @@ package fusedisk
 import (
 	"context"
 	"math/bits"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -27,20 +28,22 @@ const pipeSlot = 4096
 // zeros backs reads of zero extents; never written.
 var zeros [maxRead]byte
 
-// fileNode is any read-only file of the mount: a disk, a partition, the GPT pieces
+// fileNode is any read-only file of a tree: a disk, a partition, the GPT pieces
 // or a synthesized document, all described by a layout.Image.
 type fileNode struct {
 	fs.Inode
-	name string // path in the mount, for logs
+	name string // path in the tree, for logs
 	im   *layout.Image
 	srcs []*source // indexed like the Disk's Sources
 	from []*source // the sources its extents read, each once
-	perm perm      // from the sources it reveals (see Mount)
+	perm perm      // from the sources it reveals (see NewTree)
 	// pass is the source served by kernel passthrough, or nil.
 	pass *source
 	ref  *layout.Reader // the fallback when no pipe can be had
 	log  *zap.Logger
-	born time.Time // the mount's time: every file's mtime, ctime and atime
+	born time.Time // the tree's time: every file's mtime, ctime and atime
+	// opened joins the node to its sources' nodes at its first open.
+	opened sync.Once
 }
 
 var (
@@ -61,21 +64,6 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	return 0
 }
 
-// dirNode is a directory of the mount: read-only, dated like its files.
-type dirNode struct {
-	fs.Inode
-	born time.Time
-}
-
-var _ = (fs.NodeGetattrer)((*dirNode)(nil))
-
-func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o555
-	out.Nlink = 2
-	out.SetTimes(&d.born, &d.born, &d.born)
-	return 0
-}
-
 func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	return syscall.EROFS
 }
@@ -91,7 +79,14 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	if n.pass != nil && n.pass.check(n.log) {
+	// Only an opened node has cached pages to drop, and only once it is in a
+	// mounted tree can the kernel be told to drop them.
+	n.opened.Do(func() {
+		for _, src := range n.from {
+			src.addNode(n)
+		}
+	})
+	if n.pass != nil && n.pass.check() {
 		// go-fuse falls back to normal reads when the kernel refuses the backing fd.
 		return &passHandle{fd: n.pass.fd}, fuse.FOPEN_KEEP_CACHE, 0
 	}
@@ -110,7 +105,7 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	first := n.im.Index(off)
 	last := n.im.Index(off + int64(size) - 1)
 	for i := first; i <= last; i++ {
-		if e := &n.im.Extents[i]; e.Kind == layout.File && !n.srcs[e.Source].check(n.log) {
+		if e := &n.im.Extents[i]; e.Kind == layout.File && !n.srcs[e.Source].check() {
 			return nil, syscall.EIO
 		}
 	}

@@ -58,7 +58,7 @@ func TestPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := mountAt(t, testdata.PublicDir(t), d, Options{AllowOther: true, Files: map[string][]byte{"vm.json": []byte("{}\n")}})
+	s := mountAt(t, testdata.PublicDir(t), d, TreeOptions{Files: map[string][]byte{"vm.json": []byte("{}\n")}}, MountOptions{AllowOther: true})
 
 	// The sources disagree on owner and group: the server's own, and root only.
 	all := perm{0, 0, 0o400}
@@ -76,7 +76,6 @@ func TestPermissions(t *testing.T) {
 		"header.img":                         {all, false},
 		"footer.img":                         {all, false},
 		"payload.composite":                  {all, false},
-		"layout.json":                        {all, false},
 		"vm.json":                            {all, false},
 	} {
 		path := filepath.Join(s.Mountpoint, name)
@@ -117,8 +116,8 @@ func TestPermissionsOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := mountAt(t, testdata.PublicDir(t), d, Options{AllowOther: true, Files: map[string][]byte{"vm.json": []byte("{}\n")}})
-	for _, name := range []string{"payload.img", "partitions/" + layout.ApexLabel(0), "header.img", "vm.json", "layout.json"} {
+	s := mountAt(t, testdata.PublicDir(t), d, TreeOptions{Files: map[string][]byte{"vm.json": []byte("{}\n")}}, MountOptions{AllowOther: true})
+	for _, name := range []string{"payload.img", "partitions/" + layout.ApexLabel(0), "header.img", "vm.json"} {
 		path := filepath.Join(s.Mountpoint, name)
 		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o444 {
 			t.Errorf("%s: %v, %v, want 0444", name, st.Mode(), err)

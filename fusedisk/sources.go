@@ -20,6 +20,76 @@ import (
 // ErrSourceChanged reports a source that is not the file the disk was laid out over.
 var ErrSourceChanged = errors.New("source changed since mount")
 
+// Sources are the original files of some disks, each opened once however many
+// names lead to it, fingerprinted and watched until Close.
+type Sources struct {
+	files  []*source          // one per file
+	byPath map[string]*source // by every path the disks name them by
+	watch  *watcher
+}
+
+// OpenSources opens the sources of disks read-only and without blocking, checks
+// that each still has the size it was laid out for, and starts watching them. A
+// source that cannot be served gives a *SourceError. log gets the changes
+// noticed later (nil: nowhere).
+func OpenSources(disks []Disk, log *zap.Logger) (*Sources, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	s := &Sources{byPath: map[string]*source{}}
+	byID := map[fileID]*source{}
+	for _, d := range disks {
+		for _, ls := range d.Disk.Sources {
+			src, err := openSource(ls, log)
+			if err != nil {
+				s.closeFiles()
+				return nil, err
+			}
+			if have := byID[src.id()]; have != nil {
+				have.share(src)
+				src = have
+			} else {
+				byID[src.id()] = src
+				s.files = append(s.files, src)
+			}
+			s.byPath[ls.Path] = src
+		}
+	}
+	var err error
+	if s.watch, err = newWatcher(s.files); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	go s.watch.run()
+	return s, nil
+}
+
+// Close stops watching the sources and closes them. Nothing may read them any
+// more: close them once the tree they serve is unmounted (Server.Wait).
+func (s *Sources) Close() error {
+	return errors.Join(s.watch.close(), s.closeFiles())
+}
+
+func (s *Sources) closeFiles() error {
+	var errs []error
+	for _, src := range s.files {
+		errs = append(errs, src.f.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// forDisk returns the sources of d, indexed like d.Sources.
+func (s *Sources) forDisk(d *layout.Disk) ([]*source, error) {
+	srcs := make([]*source, len(d.Sources))
+	for i, ls := range d.Sources {
+		srcs[i] = s.byPath[ls.Path]
+		if srcs[i] == nil || srcs[i].want.Size != ls.Size {
+			return nil, fmt.Errorf("source %s (%d bytes): not among the opened sources", ls.Path, ls.Size)
+		}
+	}
+	return srcs, nil
+}
+
 // source is one original file, pinned by fd, however many names lead to it.
 type source struct {
 	path    string   // absolute, as first opened
@@ -28,12 +98,13 @@ type source struct {
 	fd      int
 	want    unix.Stat_t // fingerprint at open
 	access  access      // who may read it, and so the nodes that show it
+	log     *zap.Logger // where its change is told
 	changed atomic.Bool
 	once    sync.Once
-	nodes   []*fileNode // nodes whose cache must go when the source changes
-	// inval takes the source once it has changed, to drop the nodes' cached pages
-	// off the request path; it has room for every source.
-	inval chan<- *source
+	// mu guards nodes: the nodes whose cached pages must go when the source
+	// changes, added as they are first opened (see fileNode.Open).
+	mu    sync.Mutex
+	nodes []*fileNode
 }
 
 // fileID tells files apart: the names of one file share it.
@@ -63,7 +134,7 @@ func (e *SourceError) Unwrap() error { return e.Err }
 // openSource opens path and checks it still has the size the layout was built for.
 // inputfile.Open refuses what is not a regular file without blocking on it: the
 // file may have been swapped for a FIFO since the layout was made.
-func openSource(s layout.Source) (*source, error) {
+func openSource(s layout.Source, log *zap.Logger) (*source, error) {
 	abs, err := filepath.Abs(s.Path)
 	if err != nil {
 		return nil, &SourceError{Path: s.Path, Err: fmt.Errorf("%s: %w", s.Path, err)}
@@ -72,7 +143,7 @@ func openSource(s layout.Source) (*source, error) {
 	if err != nil {
 		return nil, &SourceError{Path: abs, Err: err}
 	}
-	src := &source{path: abs, names: []string{abs}, f: f, fd: int(f.Fd())}
+	src := &source{path: abs, names: []string{abs}, f: f, fd: int(f.Fd()), log: log}
 	if err := unix.Fstat(src.fd, &src.want); err != nil {
 		f.Close()
 		return nil, &SourceError{Path: abs, Err: &os.PathError{Op: "fstat", Path: abs, Err: err}}
@@ -88,20 +159,20 @@ func openSource(s layout.Source) (*source, error) {
 // check reports whether the source is still the file that was opened. It costs one
 // fstat per read: inotify alone misses writes through mmap and on network
 // filesystems, and in BenchmarkSequentialRead the fstat is lost in the noise.
-func (s *source) check(log *zap.Logger) bool {
+func (s *source) check() bool {
 	if s.changed.Load() {
 		return false
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(s.fd, &st); err != nil {
-		s.markChanged(log, "fstat: "+err.Error())
+		s.markChanged("fstat: " + err.Error())
 		return false
 	}
 	switch {
 	case st.Size != s.want.Size:
-		s.markChanged(log, fmt.Sprintf("size %d, was %d", st.Size, s.want.Size))
+		s.markChanged(fmt.Sprintf("size %d, was %d", st.Size, s.want.Size))
 	case st.Mtim != s.want.Mtim || st.Ctim != s.want.Ctim:
-		s.markChanged(log, "modified")
+		s.markChanged("modified")
 	default:
 		return true
 	}
@@ -112,26 +183,28 @@ func (s *source) check(log *zap.Logger) bool {
 // cached pages of every node built on it dropped so later reads reach vmfs and fail.
 // It never waits for the kernel: a read may be the first to notice the change, and
 // the kernel drops pages only once the reads that hold them are answered.
-func (s *source) markChanged(log *zap.Logger, why string) {
+func (s *source) markChanged(why string) {
 	s.changed.Store(true)
 	s.once.Do(func() {
-		log.Error("source changed; its reads now fail with EIO", zap.String("file", s.path), zap.String("change", why))
-		s.inval <- s
+		s.log.Error("source changed; its reads now fail with EIO", zap.String("file", s.path), zap.String("change", why))
+		go s.dropCaches()
 	})
 }
 
-// invalidate drops the kernel's cached pages of the nodes of each source that
-// comes in, until done is closed.
-func invalidate(changed <-chan *source, done <-chan struct{}) {
-	for {
-		select {
-		case s := <-changed:
-			for _, n := range s.nodes {
-				n.NotifyContent(0, 0)
-			}
-		case <-done:
-			return
-		}
+// addNode has the kernel's cached pages of n dropped when the source changes.
+func (s *source) addNode(n *fileNode) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nodes = append(s.nodes, n)
+}
+
+// dropCaches drops the kernel's cached pages of the source's nodes.
+func (s *source) dropCaches() {
+	s.mu.Lock()
+	nodes := slices.Clone(s.nodes)
+	s.mu.Unlock()
+	for _, n := range nodes {
+		n.NotifyContent(0, 0)
 	}
 }
 
@@ -179,7 +252,7 @@ func newWatcher(srcs []*source) (*watcher, error) {
 }
 
 // run reads events until close.
-func (w *watcher) run(log *zap.Logger) {
+func (w *watcher) run() {
 	buf := make([]byte, 64*1024)
 	for {
 		n, err := w.f.Read(buf)
@@ -191,10 +264,10 @@ func (w *watcher) run(log *zap.Logger) {
 			nameb := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
 			off += unix.SizeofInotifyEvent + int(ev.Len)
 			if s := w.files[ev.Wd]; s != nil && ev.Mask&fileEvents != 0 {
-				s.markChanged(log, eventName(ev.Mask))
+				s.markChanged(eventName(ev.Mask))
 			}
 			if s := w.dirs[ev.Wd][cString(nameb)]; s != nil && ev.Mask&dirEvents != 0 {
-				s.markChanged(log, eventName(ev.Mask)+" in its directory")
+				s.markChanged(eventName(ev.Mask) + " in its directory")
 			}
 		}
 	}

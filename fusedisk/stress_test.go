@@ -46,7 +46,7 @@ func openFDs(t *testing.T) int {
 // or fds. The small odd-sized APEXes make many small extents.
 func TestStress(t *testing.T) {
 	p := newPayload(t, append(edgeApexes, 4099, 8187, 4097, 12291, 4095), 3<<20+5, 10443)
-	s := mount(t, p.disk, Options{})
+	s := mount(t, p.disk, TreeOptions{})
 	files := map[string][]byte{"payload.img": p.reference(t, &p.disk.Flat)}
 	for i := range p.disk.Partitions {
 		part := &p.disk.Partitions[i]

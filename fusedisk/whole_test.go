@@ -61,7 +61,7 @@ func TestWholeReads(t *testing.T) {
 			p := newPayload(t, apexes, apk, idsig)
 			want := p.concat(t)
 			freshPipes()
-			s := mount(t, p.disk, Options{})
+			s := mount(t, p.disk, TreeOptions{})
 			img := filepath.Join(s.Mountpoint, "payload.img")
 			for _, how := range []struct {
 				name  string
@@ -91,14 +91,14 @@ func TestWholeReads(t *testing.T) {
 // any offset) or a read across extents assembled by readPipe.
 func TestSpliceFits(t *testing.T) {
 	p := newPayload(t, []int64{4092, 4099, 8187, 4097, 12291, 4093}, 300<<10+5, 4001)
-	srcs := make([]*source, len(p.disk.Sources))
-	for i, ls := range p.disk.Sources {
-		src, err := openSource(ls)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer src.f.Close()
-		srcs[i] = src
+	opened, err := OpenSources([]Disk{{Disk: p.disk}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opened.Close()
+	srcs, err := opened.forDisk(p.disk)
+	if err != nil {
+		t.Fatal(err)
 	}
 	n := &fileNode{im: &p.disk.Flat, srcs: srcs, log: zap.NewNop()}
 	r := rand.New(rand.NewPCG(3, 4))

@@ -146,7 +146,17 @@ func flippedAPK(t *testing.T) string {
 func serve(t *testing.T, d *layout.Disk) string {
 	t.Helper()
 	mnt := t.TempDir()
-	srv, err := fusedisk.Mount(mnt, fusedisk.Options{Disks: []fusedisk.Disk{{Disk: d}}})
+	disks := []fusedisk.Disk{{Disk: d}}
+	srcs, err := fusedisk.OpenSources(disks, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srcs.Close() })
+	root, err := fusedisk.NewTree(srcs, fusedisk.TreeOptions{Disks: disks, Dir: mnt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := fusedisk.Mount(mnt, root, fusedisk.MountOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +166,7 @@ func serve(t *testing.T, d *layout.Disk) string {
 		}
 		srv.Wait()
 	})
-	return fusedisk.Disk{Disk: d}.Paths(mnt).Flat
+	return disks[0].Paths(mnt).Flat
 }
 
 // boot runs the guest on disk (read-only virtio) and returns the console output and how

@@ -82,7 +82,7 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 // mount resolves the payload and serves it at the mountpoint, which it checks and
 // mounts holding the mountpoint's lock: concurrent mounts on one directory never
 // stack, the first wins.
-func (f *mountFlags) mount(ctx context.Context, log *zap.Logger, args []string) (*fusedisk.Server, error) {
+func (f *mountFlags) mount(ctx context.Context, log *zap.Logger, args []string) (*mounted, error) {
 	mnt, err := checkMountpoint(args[3], f.allowOther)
 	if err != nil {
 		return nil, err
@@ -271,8 +271,9 @@ func (f *mountFlags) serveReporting(c *command, ctx context.Context, args []stri
 	return serve(ctx, c.log, srv)
 }
 
-// mountPayload serves p at mnt with vm.json and metadata.json beside the disks.
-func mountPayload(log *zap.Logger, p *payload.Payload, mnt string, f *mountFlags) (*fusedisk.Server, error) {
+// mountPayload serves p at mnt with vm.json, metadata.json and layout.json beside
+// the disks.
+func mountPayload(log *zap.Logger, p *payload.Payload, mnt string, f *mountFlags) (*mounted, error) {
 	vm, err := indentJSON(vmConfig(p, mnt))
 	if err != nil {
 		return nil, err
@@ -281,14 +282,12 @@ func mountPayload(log *zap.Logger, p *payload.Payload, mnt string, f *mountFlags
 	if err != nil {
 		return nil, err
 	}
-	srv, err := fusedisk.Mount(mnt, fusedisk.Options{
-		Disks:       fuseDisks(p),
-		Files:       map[string][]byte{"vm.json": vm, "metadata.json": meta},
-		FsName:      fsName(os.Getpid()),
-		Passthrough: f.passthrough,
-		AllowOther:  f.allowOther,
-		Logger:      log,
-	})
+	disks := fuseDisks(p)
+	lay, err := layoutJSON(disks)
+	if err != nil {
+		return nil, err
+	}
+	m, err := serveDisks(log, disks, map[string][]byte{"vm.json": vm, "metadata.json": meta, "layout.json": lay}, mnt, f)
 	if err != nil {
 		code := exitMount
 		var se *fusedisk.SourceError
@@ -297,11 +296,42 @@ func mountPayload(log *zap.Logger, p *payload.Payload, mnt string, f *mountFlags
 		}
 		return nil, withCode(code, err)
 	}
-	return srv, nil
+	return m, nil
+}
+
+// mounted is a served payload: its server, and its sources, closed once it is
+// unmounted.
+type mounted struct {
+	*fusedisk.Server
+	srcs *fusedisk.Sources
+}
+
+// Wait returns once the mount is gone, and closes the sources.
+func (m *mounted) Wait() {
+	m.Server.Wait()
+	m.srcs.Close()
+}
+
+// serveDisks does fusedisk's three steps: it opens the disks' sources, builds a
+// tree of them and files, and mounts it at mnt.
+func serveDisks(log *zap.Logger, disks []fusedisk.Disk, files map[string][]byte, mnt string, f *mountFlags) (*mounted, error) {
+	srcs, err := fusedisk.OpenSources(disks, log)
+	if err != nil {
+		return nil, err
+	}
+	root, err := fusedisk.NewTree(srcs, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: mnt, Passthrough: f.passthrough, Logger: log})
+	if err == nil {
+		var srv *fusedisk.Server
+		if srv, err = fusedisk.Mount(mnt, root, fusedisk.MountOptions{FsName: fsName(os.Getpid()), AllowOther: f.allowOther, Logger: log}); err == nil {
+			return &mounted{Server: srv, srcs: srcs}, nil
+		}
+	}
+	srcs.Close()
+	return nil, err
 }
 
 // serve runs until the mount goes away or ctx is cancelled, then unmounts.
-func serve(ctx context.Context, log *zap.Logger, srv *fusedisk.Server) error {
+func serve(ctx context.Context, log *zap.Logger, srv *mounted) error {
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
 	select {
@@ -320,7 +350,7 @@ func serve(ctx context.Context, log *zap.Logger, srv *fusedisk.Server) error {
 
 // unmount removes srv's mount, detaching it lazily when busy: the kernel drops it
 // when its last user closes it, and srv.Wait returns then.
-func unmount(log *zap.Logger, srv *fusedisk.Server) error {
+func unmount(log *zap.Logger, srv *mounted) error {
 	err := srv.Unmount()
 	if errors.Is(err, fusedisk.ErrBusy) {
 		log.Warn("mount busy; detaching it lazily", zap.String("mountpoint", srv.Mountpoint))

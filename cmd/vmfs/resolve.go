@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"vmfs/cmd/vmfs/payload"
 	"vmfs/fusedisk"
+	"vmfs/layout"
 	"vmfs/metadata"
 )
 
@@ -73,6 +75,17 @@ func vmConfig(p *payload.Payload, mnt string) *metadata.VMConfig {
 	}
 	c.Disks = append(c.Disks, metadata.DiskImage{Image: fusedisk.Disk{}.Paths(mnt).Composite})
 	return &c
+}
+
+// layoutJSON says where every byte of each disk comes from, by the disk's name in
+// the mount: its flat image's without .img (payload, disks/<i>/disk).
+func layoutJSON(disks []fusedisk.Disk) ([]byte, error) {
+	doc := map[string]layout.Description{}
+	for _, d := range disks {
+		doc[strings.TrimSuffix(d.Paths("").Flat, ".img")] = d.Disk.Describe()
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	return append(b, '\n'), err
 }
 
 // metadataJSON is the metadata partition decoded, for people.

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 
 	"vmfs/cmd/vmfs/payload"
-	"vmfs/fusedisk"
 	"vmfs/launcher"
 	"vmfs/layout"
 	"vmfs/metadata"
@@ -205,7 +204,7 @@ func preflight(ctx context.Context, apk, idsig string) error {
 }
 
 // unmountAfterVM stops serving once the VMM is gone; a busy mount is detached.
-func unmountAfterVM(log *zap.Logger, srv *fusedisk.Server, done <-chan struct{}, errp *error) {
+func unmountAfterVM(log *zap.Logger, srv *mounted, done <-chan struct{}, errp *error) {
 	if err := unmount(log, srv); err != nil {
 		if *errp == nil {
 			*errp = withCode(exitMount, err)
