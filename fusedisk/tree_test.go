@@ -1,0 +1,67 @@
+package fusedisk
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+
+	"vmfs/testdata"
+)
+
+// embedder is another program's go-fuse tree: a directory vms holding a vmfs
+// tree as app.
+type embedder struct {
+	fs.Inode
+	app fs.InodeEmbedder
+}
+
+func (e *embedder) OnAdd(ctx context.Context) {
+	vms := e.NewPersistentInode(ctx, &fs.Inode{}, fs.StableAttr{Mode: syscall.S_IFDIR})
+	e.AddChild("vms", vms, false)
+	vms.AddChild("app", vms.NewPersistentInode(ctx, e.app, fs.StableAttr{Mode: syscall.S_IFDIR}), false)
+}
+
+// TestGraft: a tree grafted under a directory of another go-fuse tree, mounted by
+// that tree's own fs.Mount, serves the disk's bytes, and its composite names its
+// components where the tree is seen.
+func TestGraft(t *testing.T) {
+	testdata.RequireFUSE(t)
+	p := newPayload(t, edgeApexes, 70000, 3000)
+	mnt := t.TempDir()
+	dir := filepath.Join(mnt, "vms", "app")
+	disks := []Disk{{Disk: p.disk}}
+	srcs, err := OpenSources(disks, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srcs.Close() })
+	app, err := NewTree(srcs, TreeOptions{Disks: disks, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := fs.Mount(mnt, &embedder{app: app}, &fs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+
+	got, err := os.ReadFile(disks[0].Paths(dir).Flat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := p.reference(t, &p.disk.Flat); !bytes.Equal(got, want) {
+		t.Errorf("grafted payload.img: %d bytes differ from the reference %d", len(got), len(want))
+	}
+	if c := readComposite(t, dir); c.Components[0].Path != disks[0].Paths(dir).Header {
+		t.Errorf("composite's first component %s, want the header in the grafted tree", c.Components[0].Path)
+	}
+}
