@@ -180,7 +180,7 @@ func (s *source) check() bool {
 }
 
 // markChanged fences the source off for good, logs once, and has the kernel's
-// cached pages of every node built on it dropped so later reads reach vmfs and fail.
+// cached pages of every node opened on it dropped so later reads reach vmfs and fail.
 // It never waits for the kernel: a read may be the first to notice the change, and
 // the kernel drops pages only once the reads that hold them are answered.
 func (s *source) markChanged(why string) {

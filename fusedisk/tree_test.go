@@ -10,6 +10,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 
+	"vmfs/layout"
 	"vmfs/testdata"
 )
 
@@ -63,5 +64,32 @@ func TestGraft(t *testing.T) {
 	}
 	if c := readComposite(t, dir); c.Components[0].Path != disks[0].Paths(dir).Header {
 		t.Errorf("composite's first component %s, want the header in the grafted tree", c.Components[0].Path)
+	}
+}
+
+// TestNewTreeRefuses a tree it could not serve as asked: one whose composites
+// would name their components nowhere, or whose disks read files srcs do not hold
+// as laid out.
+func TestNewTreeRefuses(t *testing.T) {
+	p, other := newPayload(t, nil, 5000, 300), newPayload(t, nil, 6000, 300)
+	srcs, err := OpenSources([]Disk{{Disk: p.disk}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srcs.Close()
+	resized, err := layout.FilesDisk([]layout.FilePart{{Label: "apk", Source: layout.Source{Path: p.paths[0], Size: 4999}}}, layout.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, o := range map[string]TreeOptions{
+		"no Dir":                  {Disks: []Disk{{Disk: p.disk}}},
+		"sources not opened":      {Disks: []Disk{{Disk: other.disk}}, Dir: t.TempDir()},
+		"laid out for other size": {Disks: []Disk{{Disk: resized}}, Dir: t.TempDir()},
+	} {
+		_, err := NewTree(srcs, o)
+		if err == nil {
+			t.Errorf("%s: NewTree succeeded", name)
+		}
+		t.Logf("%s: %v", name, err)
 	}
 }
