@@ -78,7 +78,7 @@ func TestSourceOpenErrors(t *testing.T) {
 			func(err error) bool { return errors.As(err, &notRegular) },
 		},
 		"gone":   {os.Remove, func(err error) bool { return errors.Is(err, fs.ErrNotExist) }},
-		"shrunk": {func(path string) error { return os.Truncate(path, 4000) }, func(err error) bool { return errors.Is(err, ErrSourceChanged) }},
+		"shrunk": {func(path string) error { return os.Truncate(path, 4000) }, func(err error) bool { return errors.Is(err, layout.ErrSourceChanged) }},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := newPayload(t, nil, 5000, 300)

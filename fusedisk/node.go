@@ -215,7 +215,7 @@ func loadFile(p *splice.Pair, fd, sz int, off int64) error {
 			return err
 		}
 		if m == 0 {
-			return ErrSourceChanged
+			return layout.ErrSourceChanged
 		}
 		sz -= m
 		off += int64(m)

@@ -17,8 +17,6 @@ import (
 	"vmfs/layout"
 )
 
-// ErrSourceChanged reports a source that is not the file the disk was laid out over.
-var ErrSourceChanged = errors.New("source changed since mount")
 
 // Sources are the original files of some disks, each opened once however many
 // names lead to it, fingerprinted and watched until Close.
@@ -122,7 +120,7 @@ func (s *source) share(dup *source) {
 
 // SourceError reports a source that cannot be served: it cannot be opened, is not
 // a regular file, or no longer has the size it was laid out for (Err then wraps
-// ErrSourceChanged). These are faults of the input, not of the mount.
+// layout.ErrSourceChanged). These are faults of the input, not of the mount.
 type SourceError struct {
 	Path string // absolute
 	Err  error  // names Path
@@ -150,7 +148,7 @@ func openSource(s layout.Source, log *zap.Logger) (*source, error) {
 	}
 	if src.want.Size != s.Size {
 		f.Close()
-		return nil, &SourceError{Path: abs, Err: fmt.Errorf("%s: %d bytes, laid out for %d: %w", abs, src.want.Size, s.Size, ErrSourceChanged)}
+		return nil, &SourceError{Path: abs, Err: fmt.Errorf("%s: %d bytes, laid out for %d: %w", abs, src.want.Size, s.Size, layout.ErrSourceChanged)}
 	}
 	src.access = accessOf(src.fd, &src.want)
 	return src, nil

@@ -22,8 +22,9 @@ import (
 // guest must see in config order:
 //
 //	os.img            -> /dev/vda  read-only; starts "first-disk-AAAA"
-//	payload.composite -> /dev/vdb  read-only; a crosvm descriptor, so QEMU gets
-//	                               payload.img, which starts "flat-payload-BB"
+//	payload.composite -> /dev/vdb  read-only; a crosvm descriptor, so QEMU is given
+//	                               its flat image payload.img (Options.FlatImages),
+//	                               which starts "flat-payload-BB"
 //	instance.img      -> /dev/vdc  writable; starts "instance-blank!", and the
 //	                               guest writes "written-by-guest" over it
 const bootInit = `#!/bin/busybox sh
@@ -153,7 +154,7 @@ func TestBootDebianKernel(t *testing.T) {
 				Kernel: kernel, Initrd: initrd, Params: "console=ttyS0 panic=-1 quiet",
 				Disks: []metadata.DiskImage{{Image: osImg}, {Image: descriptor}, {Image: instance, Writable: true}},
 			}
-			o := Options{VMM: VMMQemu, Qemu: qemu, Log: filepath.Join(dir, "qemu.log")}
+			o := Options{VMM: VMMQemu, Qemu: qemu, Log: filepath.Join(dir, "qemu.log"), FlatImages: map[string]string{descriptor: filepath.Join(dir, "payload.img")}}
 			var stdout bytes.Buffer
 			if tc.console {
 				o.Console = filepath.Join(dir, "console.txt")

@@ -7,9 +7,8 @@
 //
 // CrosvmArgs and QemuArgs are table-tested builders that turn a metadata.VMConfig
 // and Options into an argument vector (without the binary). Resolve picks the VMM.
-// QemuArgs is the one builder that looks at files: QEMU cannot read a crosvm
-// composite descriptor, so it peeks at each disk's first bytes and uses the flat
-// sibling image instead.
+// Neither builder reads a file: QEMU cannot read a crosvm composite descriptor, so
+// the caller names each composite's flat image in Options.FlatImages.
 //
 // # Supervision
 //

@@ -1,11 +1,7 @@
 package launcher
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 	"strings"
 
@@ -16,16 +12,12 @@ import (
 // virtio-blk disks equally fast under TCG (~7 s); q35 is the modern PCIe board.
 const qemuMachine = "q35"
 
-// compositeMagic starts a crosvm composite disk descriptor (formats.md 1.5).
-var compositeMagic = []byte("composite_disk\x1d")
-
 // QemuArgs returns the qemu-system-x86_64 argv (without the binary) for cfg, for
 // a non-interactive run: no display, no monitor, no default devices, the serial
 // console to o.Console or stdout, and every disk a virtio-blk drive in config
 // order (the guest sees vda, vdb, ... in that order), read-only unless writable.
 // Memory and vCPUs default to crosvm's (256 MiB, 1) so both VMMs match.
-// It reads the first bytes of each disk image: a crosvm composite descriptor
-// X.composite is replaced by its flat sibling X.img, which must exist.
+// A disk in o.FlatImages (a crosvm composite) is given as its flat image.
 func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 	if err := checkBoot(cfg); err != nil {
 		return nil, err
@@ -77,9 +69,9 @@ func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 		if err := checkImage(i, d); err != nil {
 			return nil, err
 		}
-		path, err := qemuImage(d.Image)
-		if err != nil {
-			return nil, err
+		path := d.Image
+		if flat, ok := o.FlatImages[path]; ok {
+			path = flat
 		}
 		// QEMU's option parser reads ",," as a literal comma.
 		drive := "file=" + strings.ReplaceAll(path, ",", ",,") + ",format=raw,if=virtio"
@@ -89,37 +81,4 @@ func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 		args = append(args, "-drive", drive)
 	}
 	return args, nil
-}
-
-// qemuImage returns the file QEMU should open for disk image path: path itself,
-// or for a crosvm composite descriptor X.composite its flat sibling X.img.
-func qemuImage(path string) (string, error) {
-	composite, err := isComposite(path)
-	if err != nil || !composite {
-		return path, err
-	}
-	base, ok := strings.CutSuffix(path, ".composite")
-	if !ok {
-		return "", fmt.Errorf("disk %s: qemu cannot read a crosvm composite disk, and without a .composite suffix there is no flat .img sibling to use", path)
-	}
-	flat := base + ".img"
-	if _, err := os.Stat(flat); err != nil {
-		return "", fmt.Errorf("disk %s: qemu cannot read a crosvm composite disk, and its flat image is unusable: %w", path, err)
-	}
-	return flat, nil
-}
-
-// isComposite reports whether the file starts with the composite disk magic.
-func isComposite(path string) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, fmt.Errorf("inspect disk: %w", err)
-	}
-	defer f.Close()
-	head := make([]byte, len(compositeMagic))
-	n, err := io.ReadFull(f, head)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return false, fmt.Errorf("read disk %s: %w", path, err)
-	}
-	return bytes.Equal(head[:n], compositeMagic), nil
 }

@@ -2,7 +2,6 @@ package launcher
 
 import (
 	"errors"
-	"io/fs"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -53,9 +52,10 @@ func TestQemuArgs(t *testing.T) {
 				"-drive", rw(inst), "-drive", ro(raw), "-drive", ro(short)),
 		},
 		{
-			name: "composite becomes flat sibling",
+			name: "composite given as its flat image",
 			cfg: metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{
 				{Image: raw}, {Image: composite}, {Image: inst, Writable: true}}},
+			o: Options{FlatImages: map[string]string{composite: flat}},
 			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k",
 				"-drive", ro(raw), "-drive", ro(flat), "-drive", rw(inst)),
 		},
@@ -96,11 +96,6 @@ func TestQemuArgs(t *testing.T) {
 }
 
 func TestQemuArgsErrors(t *testing.T) {
-	dir := t.TempDir()
-	magic := []byte("composite_disk\x1d")
-	orphan := writeFile(t, filepath.Join(dir, "orphan.composite"), magic)
-	noSuffix := writeFile(t, filepath.Join(dir, "payload.cdisk"), magic)
-	missingDisk := filepath.Join(dir, "absent.img")
 	for _, tc := range []struct {
 		name   string
 		cfg    *metadata.VMConfig
@@ -117,12 +112,6 @@ func TestQemuArgsErrors(t *testing.T) {
 		{"partitions", &metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{
 			{Partitions: []metadata.Partition{{Label: "a", Path: "/a"}}}}}, Options{}, true, "disk 0 has partitions", nil},
 		{"bad accel", &metadata.VMConfig{Kernel: "/k"}, Options{Accel: "hvf"}, false, "hvf", nil},
-		{"missing disk", &metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: missingDisk}}},
-			Options{}, false, missingDisk, fs.ErrNotExist},
-		{"composite without flat sibling", &metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: orphan}}},
-			Options{}, false, filepath.Join(dir, "orphan.img"), fs.ErrNotExist},
-		{"composite without suffix", &metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: noSuffix}}},
-			Options{}, false, noSuffix, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := QemuArgs(tc.cfg, tc.o)

@@ -13,10 +13,10 @@ import (
 	"syscall"
 	"time"
 
-	"vmfs/cmd/vmfs-guest/verdict"
 	"vmfs/launcher"
 	"vmfs/metadata"
 	"vmfs/testdata"
+	"vmfs/verdict"
 )
 
 // bootTimeout bounds one boot; the guest agent gives up after a minute itself.

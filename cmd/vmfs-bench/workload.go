@@ -3,6 +3,7 @@ package main
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -11,7 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"vmfs/cmd/vmfs/payload"
+	"vmfs"
 	"vmfs/layout"
 	"vmfs/testdata"
 )
@@ -157,9 +158,9 @@ type plan struct {
 }
 
 func resolve(in inputs) (*plan, error) {
-	p, err := payload.Resolve(payload.Inputs{
+	p, err := vmfs.Resolve(context.Background(), vmfs.Spec{
 		APK: in.apk, Idsig: in.idsig, ConfigPath: testdata.ConfigPath,
-		ApexInfoList: in.apexInfoList, RequireApexInfoList: true, OSDir: in.osDir,
+		ApexInfoList: in.apexInfoList, OSDir: in.osDir,
 	})
 	if err != nil {
 		return nil, err

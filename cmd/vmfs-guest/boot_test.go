@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"vmfs/cmd/vmfs-guest/verdict"
 	"vmfs/fusedisk"
 	"vmfs/layout"
 	"vmfs/metadata"
 	"vmfs/testdata"
+	"vmfs/verdict"
 )
 
 // bootTimeout only guards against a hung VM; a boot takes about 8 s under TCG.

@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"vmfs/cmd/vmfs-guest/verdict"
+	"vmfs/verdict"
 )
 
 // This file is shared by the guest (which prints the verdict) and boot_test.go (which

@@ -133,10 +133,10 @@ func TestBadInput(t *testing.T) {
 	notEmpty := t.TempDir()
 	os.WriteFile(filepath.Join(notEmpty, "x"), nil, 0o644)
 	busy := t.TempDir()
-	if r := vmfs(t, "", append(append([]string{"mount"}, apexes...), append(good, busy)...)...); r.code != 0 {
+	if r := runVmfs(t, "", append(append([]string{"mount"}, apexes...), append(good, busy)...)...); r.code != 0 {
 		t.Fatalf("mount: %s", r.stderr)
 	}
-	t.Cleanup(func() { vmfs(t, "", "unmount", busy) })
+	t.Cleanup(func() { runVmfs(t, "", "unmount", busy) })
 
 	const fresh = "" // a fresh empty mountpoint
 	type tc struct {

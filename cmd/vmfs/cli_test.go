@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
+	"vmfs"
+	"vmfs/internal/proc"
 	"vmfs/layout"
 	"vmfs/testdata"
 )
@@ -43,9 +48,9 @@ type result struct {
 	stdout, stderr string
 }
 
-// vmfs runs the binary with TMPDIR set to tmp (when non-empty) so that a test can
+// runVmfs runs the binary with TMPDIR set to tmp (when non-empty) so that a test can
 // check nothing is left there.
-func vmfs(t *testing.T, tmp string, args ...string) result {
+func runVmfs(t *testing.T, tmp string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(vmfsBin, args...)
 	var out, errb bytes.Buffer
@@ -64,6 +69,15 @@ func vmfs(t *testing.T, tmp string, args ...string) result {
 	return r
 }
 
+// inProcess runs a command in this process, as main does but for the signals: for
+// the commands that need no process of their own.
+func inProcess(args ...string) result {
+	var out, errb bytes.Buffer
+	c := &command{stdout: &out, stderr: &errb, log: zap.NewNop()}
+	code := c.exit(c.run(context.Background(), args))
+	return result{code, out.String(), errb.String()}
+}
+
 // fixtureFlags point vmfs at the committed sample payload's APEXes and OS config.
 func fixtureFlags() []string {
 	return []string{"--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", testdata.OSDir()}
@@ -74,7 +88,7 @@ func fixtureArgs(extra ...string) []string {
 }
 
 func TestInspectJSON(t *testing.T) {
-	r := vmfs(t, "", append([]string{"inspect", "--json"}, fixtureArgs()...)...)
+	r := inProcess(append([]string{"inspect", "--json"}, fixtureArgs()...)...)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -108,7 +122,7 @@ func TestInspectJSON(t *testing.T) {
 }
 
 func TestVerify(t *testing.T) {
-	if r := vmfs(t, "", "verify", testdata.APKPath(), testdata.IdsigPath()); r.code != 0 || r.stdout != "OK\n" {
+	if r := inProcess("verify", testdata.APKPath(), testdata.IdsigPath()); r.code != 0 || r.stdout != "OK\n" {
 		t.Errorf("good pair: exit %d %q %q", r.code, r.stdout, r.stderr)
 	}
 	apk, err := os.ReadFile(testdata.APKPath())
@@ -118,7 +132,7 @@ func TestVerify(t *testing.T) {
 	apk[len(apk)/2] ^= 1
 	bad := filepath.Join(t.TempDir(), "flipped.apk")
 	os.WriteFile(bad, apk, 0o644)
-	r := vmfs(t, "", "verify", bad, testdata.IdsigPath())
+	r := inProcess("verify", bad, testdata.IdsigPath())
 	if r.code != exitFailure || !strings.Contains(r.stderr, bad) || strings.Count(r.stderr, "\n") != 1 {
 		t.Errorf("flipped byte: exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -130,15 +144,15 @@ func TestVerify(t *testing.T) {
 func leftovers(t *testing.T, tmp string, keep ...string) []string {
 	t.Helper()
 	var left []string
-	ms, err := vmfsMounts()
+	ms, err := vmfs.List(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	testDirs := filepath.Dir(t.TempDir())
 	for _, m := range ms {
-		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", m.pid))
-		if (exe == vmfsBin || strings.HasPrefix(m.point, testDirs)) && !slices.Contains(keep, m.point) {
-			left = append(left, "mount "+m.point)
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", m.Pid))
+		if (exe == vmfsBin || strings.HasPrefix(m.Dir, testDirs)) && !slices.Contains(keep, m.Dir) {
+			left = append(left, "mount "+m.Dir)
 		}
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
@@ -148,7 +162,7 @@ func leftovers(t *testing.T, tmp string, keep ...string) []string {
 			continue
 		}
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		if !slices.ContainsFunc(ms, func(m mountEntry) bool { return m.pid == pid && slices.Contains(keep, m.point) }) {
+		if !slices.ContainsFunc(ms, func(m vmfs.MountStatus) bool { return m.Pid == pid && slices.Contains(keep, m.Dir) }) {
 			left = append(left, "process "+p)
 		}
 	}
@@ -164,11 +178,11 @@ func leftovers(t *testing.T, tmp string, keep ...string) []string {
 func TestMountLifecycle(t *testing.T) {
 	testdata.RequireFUSE(t)
 	mnt, tmp := t.TempDir(), t.TempDir()
-	r := vmfs(t, tmp, append([]string{"mount"}, fixtureArgs(mnt)...)...)
+	r := runVmfs(t, tmp, append([]string{"mount"}, fixtureArgs(mnt)...)...)
 	if r.code != 0 {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
 	}
-	t.Cleanup(func() { vmfs(t, "", "unmount", mnt) })
+	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
 	apk, err := os.ReadFile(filepath.Join(mnt, "partitions", layout.APKLabel))
 	if err != nil {
 		t.Fatal(err)
@@ -182,13 +196,13 @@ func TestMountLifecycle(t *testing.T) {
 	if err := json.Unmarshal(b, &vm); err != nil || vm.Disks[len(vm.Disks)-1].Image != filepath.Join(mnt, "payload.composite") {
 		t.Errorf("vm.json %s: %v", b, err)
 	}
-	if r := vmfs(t, "", "list"); !strings.Contains(r.stdout, mnt) || !strings.Contains(r.stdout, testdata.APKPath()) {
+	if r := runVmfs(t, "", "list"); !strings.Contains(r.stdout, mnt) || !strings.Contains(r.stdout, testdata.APKPath()) {
 		t.Errorf("list: %q", r.stdout)
 	}
-	if r := vmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...); r.code != exitMount || !strings.Contains(r.stderr, "already a vmfs mount") {
+	if r := runVmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...); r.code != exitMount || !strings.Contains(r.stderr, "already a vmfs mount") {
 		t.Errorf("mount twice: exit %d %q", r.code, r.stderr)
 	}
-	if r := vmfs(t, "", "unmount", mnt); r.code != 0 {
+	if r := runVmfs(t, "", "unmount", mnt); r.code != 0 {
 		t.Fatalf("unmount: exit %d: %s", r.code, r.stderr)
 	}
 	if left := leftovers(t, tmp); len(left) > 0 {
@@ -199,26 +213,26 @@ func TestMountLifecycle(t *testing.T) {
 func TestUnmountAfterKill(t *testing.T) {
 	testdata.RequireFUSE(t)
 	mnt := t.TempDir()
-	if r := vmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...); r.code != 0 {
+	if r := runVmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...); r.code != 0 {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
 	}
 	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) }) // in case the test fails
-	m, err := findMount(mnt)
+	m, err := vmfs.Status(context.Background(), mnt)
 	if err != nil || m == nil {
 		t.Fatalf("mount not in mountinfo: %v", err)
 	}
-	syscall.Kill(m.pid, syscall.SIGKILL)
-	if !waitExit(m.pid, time.Minute) {
+	syscall.Kill(m.Pid, syscall.SIGKILL)
+	if !proc.WaitExit(m.Pid, time.Minute) {
 		t.Fatal("the server survived SIGKILL")
 	}
 	// Depending on timing the kernel answers ECONNABORTED, EIO or ENOTCONN; never data.
 	if _, err := os.Stat(filepath.Join(mnt, "payload.img")); err == nil {
 		t.Fatal("a mount whose server was killed still answers")
 	}
-	if m, _ := findMount(mnt); m == nil {
+	if m, _ := vmfs.Status(context.Background(), mnt); m == nil {
 		t.Fatal("the killed server's mount vanished by itself; nothing left to recover")
 	}
-	if r := vmfs(t, "", "unmount", mnt); r.code != 0 {
+	if r := runVmfs(t, "", "unmount", mnt); r.code != 0 {
 		t.Fatalf("unmount: exit %d: %s", r.code, r.stderr)
 	}
 	if left := leftovers(t, ""); len(left) > 0 {
@@ -239,16 +253,16 @@ func TestStreamingCost(t *testing.T) {
 	if err := testdata.WriteLargeAPK(apk, 3<<30, []byte(cfg)); err != nil {
 		t.Fatal(err)
 	}
-	r := vmfs(t, "", append(append([]string{"mount"}, fixtureFlags()...), apk, testdata.IdsigPath(), testdata.ConfigPath, mnt)...)
+	r := runVmfs(t, "", append(append([]string{"mount"}, fixtureFlags()...), apk, testdata.IdsigPath(), testdata.ConfigPath, mnt)...)
 	if r.code != 0 {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
 	}
-	t.Cleanup(func() { vmfs(t, "", "unmount", mnt) })
-	m, err := findMount(mnt)
+	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
+	m, err := vmfs.Status(context.Background(), mnt)
 	if err != nil || m == nil {
 		t.Fatalf("mount not found: %v", err)
 	}
-	ioBefore := procField(t, m.pid, "io", "write_bytes")
+	ioBefore := procField(t, m.Pid, "io", "write_bytes")
 	f, err := os.Open(filepath.Join(mnt, "payload.img"))
 	if err != nil {
 		t.Fatal(err)
@@ -266,8 +280,8 @@ func TestStreamingCost(t *testing.T) {
 	if total < 3<<30 {
 		t.Fatalf("read %d bytes", total)
 	}
-	written := procField(t, m.pid, "io", "write_bytes") - ioBefore
-	hwm := procField(t, m.pid, "status", "VmHWM") // KiB
+	written := procField(t, m.Pid, "io", "write_bytes") - ioBefore
+	hwm := procField(t, m.Pid, "status", "VmHWM") // KiB
 	t.Logf("streamed %d MiB: server wrote %d bytes, peak RSS %d KiB", total>>20, written, hwm)
 	if written > 64<<10 {
 		t.Errorf("server wrote %d bytes to storage while serving reads", written)

@@ -63,10 +63,10 @@ func (p *apexPayload) mount(t *testing.T, extra ...string) string {
 		t.Fatal(err)
 	}
 	args := append(append(append([]string{"mount"}, extra...), p.flags...), p.apk, testdata.IdsigPath(), testdata.ConfigPath, mnt)
-	if r := vmfs(t, "", args...); r.code != 0 {
+	if r := runVmfs(t, "", args...); r.code != 0 {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
 	}
-	t.Cleanup(func() { vmfs(t, "", "unmount", mnt) })
+	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
 	return mnt
 }
 
@@ -149,10 +149,10 @@ func TestGuaranteeChangeNoticedByRead(t *testing.T) {
 			list := b.file("apex-info-list.xml", []byte("<apex-info-list>"+strings.Join(entries, "\n")+"</apex-info-list>\n"))
 			apk := b.configAPK("app.apk", `{"os":{"name":"microdroid"},"apexes":[`+strings.Join(names, ",")+`]}`)
 			mnt := t.TempDir()
-			if r := vmfs(t, "", "mount", "--apex-info-list", list, "--os-dir", testdata.OSDir(), apk, testdata.IdsigPath(), testdata.ConfigPath, mnt); r.code != 0 {
+			if r := runVmfs(t, "", "mount", "--apex-info-list", list, "--os-dir", testdata.OSDir(), apk, testdata.IdsigPath(), testdata.ConfigPath, mnt); r.code != 0 {
 				t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
 			}
-			t.Cleanup(func() { vmfs(t, "", "unmount", mnt) })
+			t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
 			if err := edit(apex); err != nil {
 				t.Fatal(err)
 			}

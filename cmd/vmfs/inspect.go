@@ -8,7 +8,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"vmfs/cmd/vmfs/payload"
+	"vmfs"
+	"vmfs/internal/jsonfmt"
 	"vmfs/layout"
 )
 
@@ -16,24 +17,24 @@ import (
 const placeholderMount = "/<mountpoint>"
 
 func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
-	var in inputFlags
-	in.register(fs)
+	var sf specFlags
+	sf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	args, err := parse(fs, args, 3)
 	if err != nil {
 		return err
 	}
-	var p *payload.Payload
-	if err := interruptible(ctx, func() (err error) { p, err = in.resolve(args[0], args[1], args[2]); return err }); err != nil {
-		return withCode(exitInput, err)
+	p, err := vmfs.Resolve(ctx, sf.spec(args[0], args[1], args[2]))
+	if err != nil {
+		return err
 	}
-	vm := vmConfig(p, placeholderMount)
+	vm := p.VMConfig(placeholderMount)
 	if *asJSON {
-		disks := map[string]layout.Description{"payload": p.Disk.Describe()}
-		for i, d := range p.OSDisks {
-			disks[osDiskDir(i)] = d.Describe()
+		disks := map[string]layout.Description{}
+		for _, d := range p.Disks() {
+			disks[diskName(d.Dir)] = d.Disk.Describe()
 		}
-		out, err := indentJSON(map[string]any{
+		out, err := jsonfmt.Indent(map[string]any{
 			"disks": disks, "vm_config": vm, "os_config": p.OSConfigPath, "apexes": p.ApexPaths,
 		})
 		if err != nil {
@@ -44,16 +45,24 @@ func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []strin
 	}
 	fmt.Fprintf(c.stdout, "payload disk: %d bytes, GUID %s\n", p.Disk.Flat.Size, p.Disk.GUID)
 	printTable(c, p.Disk)
-	for i, d := range p.OSDisks {
-		fmt.Fprintf(c.stdout, "\n%s (from %s): %d bytes\n", osDiskDir(i), p.OSConfigPath, d.Flat.Size)
-		printTable(c, d)
+	for _, d := range p.Disks()[1:] {
+		fmt.Fprintf(c.stdout, "\n%s (from %s): %d bytes\n", d.Dir, p.OSConfigPath, d.Disk.Flat.Size)
+		printTable(c, d.Disk)
 	}
-	b, err := indentJSON(vm)
+	b, err := jsonfmt.Indent(vm)
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(c.stdout, "\nVM config (from %s, %s = the mount):\n%s", p.OSConfigPath, placeholderMount, b)
 	return err
+}
+
+// diskName names a disk of a payload: "payload", or its directory in a mount.
+func diskName(dir string) string {
+	if dir == "" {
+		return "payload"
+	}
+	return dir
 }
 
 func printTable(c *command, d *layout.Disk) {

@@ -12,11 +12,15 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"vmfs"
+	"vmfs/launcher"
 )
 
 // Exit codes, one per failure class (scripts branch on them).
@@ -145,7 +149,7 @@ func main() {
 	err := c.run(ctx, os.Args[1:])
 	stop()
 	log.Sync()
-	os.Exit(exitCodeOf(err))
+	os.Exit(c.exit(err))
 }
 
 // signalContext is cancelled by SIGINT, SIGTERM or SIGHUP (a closed terminal) with
@@ -167,24 +171,38 @@ func signalContext() (context.Context, func()) {
 	}
 }
 
-// exitCodeOf prints err as one line and returns its exit code.
-func exitCodeOf(err error) int {
+// exit prints err as one line and returns its exit code.
+func (c *command) exit(err error) int {
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "vmfs: %v\n", err)
+	fmt.Fprintf(c.stderr, "vmfs: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 	return exitCodeFor(err)
 }
 
-// exitCodeFor is the exit code of a command that failed with err.
+// exitCodeFor is the exit code of a command that failed with err: a signal's,
+// then the first of several errors' (a run's, before its cleanup's), then by kind.
 func exitCodeFor(err error) int {
 	var ce *codeError
 	var se *signalError
-	switch {
-	case errors.As(err, &se):
+	var ee *launcher.ExitError
+	if errors.As(err, &se) {
 		return 128 + int(se.sig)
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok && len(j.Unwrap()) > 0 {
+		return exitCodeFor(j.Unwrap()[0])
+	}
+	switch {
 	case errors.As(err, &ce):
 		return ce.code
+	case errors.As(err, &ee) && ee.Code > 0:
+		return ee.Code // the VMM's status, passed through
+	case errors.Is(err, vmfs.ErrInput):
+		return exitInput
+	case errors.Is(err, vmfs.ErrMount):
+		return exitMount
+	case errors.Is(err, vmfs.ErrVMM):
+		return exitVMM
 	}
 	return exitFailure
 }
@@ -193,17 +211,3 @@ func exitCodeFor(err error) int {
 type signalError struct{ sig syscall.Signal }
 
 func (e *signalError) Error() string { return "interrupted by " + e.sig.String() }
-
-// interruptible runs f, which may block on a slow or stuck file, and returns its
-// error, or ctx's cause as soon as a signal comes first: vmfs then exits and f is
-// abandoned. Only for work that holds nothing to clean up.
-func interruptible(ctx context.Context, f func() error) error {
-	res := make(chan error, 1)
-	go func() { res <- f() }()
-	select {
-	case err := <-res:
-		return err
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}

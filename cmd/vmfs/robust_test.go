@@ -17,7 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vmfs"
 	"vmfs/fusedisk"
+	"vmfs/internal/proc"
 	"vmfs/testdata"
 )
 
@@ -81,7 +83,7 @@ func (r *running) waitFor(t *testing.T, s string) {
 // signal killed it.
 func (r *running) exit(t *testing.T, d time.Duration) int {
 	t.Helper()
-	if !waitExit(r.cmd.Process.Pid, d) {
+	if !proc.WaitExit(r.cmd.Process.Pid, d) {
 		t.Fatalf("vmfs still running after %v:\n%s", d, r.output())
 	}
 	for range r.lines { // the output is complete once the process is reaped
@@ -135,18 +137,18 @@ func mountFixture(t *testing.T) (string, int) {
 	t.Helper()
 	testdata.RequireFUSE(t)
 	mnt := t.TempDir()
-	if r := vmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...); r.code != 0 {
+	if r := runVmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...); r.code != 0 {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
 	}
-	m, err := findMount(mnt)
+	m, err := vmfs.Status(context.Background(), mnt)
 	if err != nil || m == nil {
 		t.Fatalf("mount not in mountinfo: %v", err)
 	}
 	t.Cleanup(func() {
-		syscall.Kill(m.pid, syscall.SIGCONT)
-		vmfs(t, "", "unmount", mnt)
+		syscall.Kill(m.Pid, syscall.SIGCONT)
+		runVmfs(t, "", "unmount", mnt)
 	})
-	return mnt, m.pid
+	return mnt, m.Pid
 }
 
 // mountsAt lists the mounts at point, bottom first, as "fstype source".
@@ -175,7 +177,7 @@ func TestUnmountCovered(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	r := vmfs(t, "", "unmount", mnt)
+	r := runVmfs(t, "", "unmount", mnt)
 	if r.code != exitMount || !strings.Contains(r.stderr, "tmpfs") || !strings.Contains(r.stderr, "on top") {
 		t.Errorf("unmount under a tmpfs: exit %d: %q", r.code, r.stderr)
 	}
@@ -183,7 +185,7 @@ func TestUnmountCovered(t *testing.T) {
 		t.Fatalf("mounts at %s after the refused unmount: %v, want the vmfs mount under the tmpfs", mnt, got)
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
-	if !waitExit(pid, 30*time.Second) {
+	if !proc.WaitExit(pid, 30*time.Second) {
 		t.Fatal("a covered server ignores SIGTERM")
 	}
 	if got := mountsAt(t, mnt); len(got) != 2 {
@@ -192,7 +194,7 @@ func TestUnmountCovered(t *testing.T) {
 	if err := unix.Unmount(mnt, 0); err != nil {
 		t.Fatal(err)
 	}
-	if r := vmfs(t, "", "unmount", mnt); r.code != 0 {
+	if r := runVmfs(t, "", "unmount", mnt); r.code != 0 {
 		t.Fatalf("unmount once uncovered: exit %d: %s", r.code, r.stderr)
 	}
 	if got := mountsAt(t, mnt); len(got) != 0 {
@@ -205,7 +207,7 @@ func TestConcurrentMounts(t *testing.T) {
 	testdata.RequireFUSE(t)
 	mnt := t.TempDir()
 	t.Cleanup(func() {
-		for len(mountsAt(t, mnt)) > 0 && vmfs(t, "", "unmount", mnt).code == 0 {
+		for len(mountsAt(t, mnt)) > 0 && runVmfs(t, "", "unmount", mnt).code == 0 {
 		}
 	})
 	codes := make([]int, 8)
@@ -214,7 +216,7 @@ func TestConcurrentMounts(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			codes[i] = vmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...).code
+			codes[i] = runVmfs(t, "", append([]string{"mount"}, fixtureArgs(mnt)...)...).code
 		}()
 	}
 	wg.Wait()
@@ -252,7 +254,7 @@ func TestStoppedServer(t *testing.T) {
 		t.Errorf("still mounted: %v", got)
 	}
 	syscall.Kill(pid, syscall.SIGCONT)
-	if !waitExit(pid, 30*time.Second) {
+	if !proc.WaitExit(pid, 30*time.Second) {
 		t.Error("the server does not exit once continued")
 	}
 }
@@ -320,7 +322,7 @@ func TestStuckInputSignals(t *testing.T) {
 			// Sent once vmfs waits for the stopped server; a poll is no race here,
 			// only the moment of the signal varies.
 			for fusectlWaiting(t, stuck) <= before {
-				if waitExit(r.cmd.Process.Pid, 10*time.Millisecond) {
+				if proc.WaitExit(r.cmd.Process.Pid, 10*time.Millisecond) {
 					t.Fatalf("vmfs exited without blocking:\n%s", r.output())
 				}
 			}
@@ -360,7 +362,7 @@ func TestRunAppMissingKernel(t *testing.T) {
 	marker := filepath.Join(dir, "vmm-ran")
 	qemu := filepath.Join(dir, "qemu")
 	os.WriteFile(qemu, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o755)
-	r := vmfs(t, tmp, "run-app", "--vmm", "qemu", "--qemu", qemu, "--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", dir,
+	r := runVmfs(t, tmp, "run-app", "--vmm", "qemu", "--qemu", qemu, "--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", dir,
 		testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath)
 	if want := filepath.Join(dir, "vmlinuz"); r.code != exitInput || !strings.Contains(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 {
 		t.Errorf("exit %d: %q; want exit %d naming %s", r.code, r.stderr, exitInput, want)

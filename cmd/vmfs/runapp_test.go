@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"vmfs"
 	"vmfs/testdata"
 )
 
@@ -54,7 +56,7 @@ func TestRunAppBoots(t *testing.T) {
 	testdata.RequireFUSE(t)
 	tmp := t.TempDir()
 	console := filepath.Join(t.TempDir(), "console.txt")
-	r := vmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--require-verdict", "--console", console, "--timeout", "3m")...)
+	r := runVmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--require-verdict", "--console", console, "--timeout", "3m")...)
 	out, _ := os.ReadFile(console)
 	if r.code != 0 {
 		t.Fatalf("run-app: exit %d: %s\nconsole:\n%s", r.code, r.stderr, out)
@@ -74,12 +76,12 @@ func TestRunAppBoots(t *testing.T) {
 func TestRunAppFlippedByte(t *testing.T) {
 	testdata.RequireFUSE(t)
 	apk := flippedAPK(t)
-	r := vmfs(t, "", guestArgs(t, apk)...)
+	r := runVmfs(t, "", guestArgs(t, apk)...)
 	if r.code != exitFailure || !strings.Contains(r.stderr, "pre-flight") || !strings.Contains(r.stderr, apk) {
 		t.Errorf("pre-flight: exit %d: %s", r.code, r.stderr)
 	}
 	tmp := t.TempDir()
-	r = vmfs(t, tmp, guestArgs(t, apk, "--skip-verify", "--require-verdict", "--console", "/dev/null", "--timeout", "3m")...)
+	r = runVmfs(t, tmp, guestArgs(t, apk, "--skip-verify", "--require-verdict", "--console", "/dev/null", "--timeout", "3m")...)
 	if r.code != exitFailure || !strings.Contains(r.stderr, "apk-verity") || !strings.Contains(r.stderr, "corrupted") {
 		t.Errorf("booted anyway: exit %d: %s", r.code, r.stderr)
 	}
@@ -91,7 +93,7 @@ func TestRunAppFlippedByte(t *testing.T) {
 func TestRunAppDryRun(t *testing.T) {
 	testdata.RequireFUSE(t)
 	tmp := t.TempDir()
-	r := vmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--mem", "512", "--cpus", "2")...)
+	r := runVmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--mem", "512", "--cpus", "2")...)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -102,7 +104,7 @@ func TestRunAppDryRun(t *testing.T) {
 	}
 	// crosvm is not installed here; any executable stands in, since a dry run
 	// only prints. crosvm gets the composite descriptor, in the seed's order.
-	r = vmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--vmm", "crosvm", "--crosvm", "/bin/true", "--mem", "512")...)
+	r = runVmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--vmm", "crosvm", "--crosvm", "/bin/true", "--mem", "512")...)
 	want := regexp.MustCompile(`^/bin/true run --disable-sandbox --cid 10 --mem 512 --serial=type=stdout,hardware=serial,num=1 ` +
 		`--initrd \S+/initramfs.cpio.gz --params 'console=ttyS0 panic=-1 quiet' --disk /\S+/payload.composite \S+/vmlinuz\n$`)
 	if r.code != 0 || !want.MatchString(r.stdout) {
@@ -117,17 +119,17 @@ func TestRunAppDryRun(t *testing.T) {
 func TestRunAppFromMount(t *testing.T) {
 	testdata.RequireFUSE(t)
 	mnt := t.TempDir()
-	r := vmfs(t, "", append([]string{"mount", "--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", guestDir(t)},
+	r := runVmfs(t, "", append([]string{"mount", "--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", guestDir(t)},
 		testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath, mnt)...)
 	if r.code != 0 {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
 	}
-	t.Cleanup(func() { vmfs(t, "", "unmount", mnt) })
-	r = vmfs(t, "", "run-app", "--vmm", "qemu", "--mount", mnt, "--require-verdict", "--console", "/dev/null", "--timeout", "3m")
+	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
+	r = runVmfs(t, "", "run-app", "--vmm", "qemu", "--mount", mnt, "--require-verdict", "--console", "/dev/null", "--timeout", "3m")
 	if r.code != 0 {
 		t.Fatalf("run-app --mount: exit %d: %s", r.code, r.stderr)
 	}
-	if m, _ := findMount(mnt); m == nil {
+	if m, _ := vmfs.Status(context.Background(), mnt); m == nil {
 		t.Error("run-app --mount unmounted a mount it does not own")
 	}
 }
@@ -152,5 +154,63 @@ func TestRunAppVMMCrash(t *testing.T) {
 	}
 	if left := leftovers(t, tmp); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
+	}
+}
+
+// privateMount is the private mountpoint of the run-app r, from the mounts vmfs lists.
+func privateMount(t *testing.T, r *running) vmfs.MountStatus {
+	t.Helper()
+	ms, err := vmfs.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Pid == r.cmd.Process.Pid {
+			return m
+		}
+	}
+	t.Fatalf("no mount of run-app %d among %+v", r.cmd.Process.Pid, ms)
+	return vmfs.MountStatus{}
+}
+
+// TestListDuringRunApp: vmfs list shows a running run-app's private mount as live
+// (it used to call it dead, inviting an unmount under the VM).
+func TestListDuringRunApp(t *testing.T) {
+	testdata.RequireFUSE(t)
+	r := start(t, t.TempDir(), guestArgs(t, testdata.APKPath(), "--console", "/dev/null")...)
+	r.waitFor(t, "vmm started")
+	m := privateMount(t, r)
+	out := runVmfs(t, "", "list").stdout
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, m.Dir+" ") {
+			line = l
+		}
+	}
+	if f := strings.Fields(line); len(f) < 5 || f[2] != "serving" || f[3] != "run-app" || f[4] != testdata.APKPath() {
+		t.Errorf("list shows the run as %q, want serving run-app %s:\n%s", line, testdata.APKPath(), out)
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	r.exit(t, time.Minute)
+}
+
+// TestRunAppCleanupError: a run whose mount cannot be removed at the end (a tmpfs
+// was mounted on top) fails and says why, instead of exiting 0.
+func TestRunAppCleanupError(t *testing.T) {
+	testdata.RequireRoot(t)
+	r := start(t, t.TempDir(), guestArgs(t, testdata.APKPath())...)
+	r.waitFor(t, "vmfs-guest: checking") // the VMM has the disk open
+	m := privateMount(t, r)
+	if err := syscall.Mount("vmfs-test-cover", m.Dir, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Unmount(m.Dir, syscall.MNT_DETACH)
+		runVmfs(t, "", "unmount", m.Dir)
+		os.Remove(m.Dir)
+	})
+	code := r.exit(t, 3*time.Minute)
+	if out := r.output(); code != exitMount || !strings.Contains(out, "on top") {
+		t.Errorf("exit %d, want %d saying the mount is covered:\n%s", code, exitMount, out)
 	}
 }

@@ -2,12 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/spf13/pflag"
 
-	"vmfs/metadata"
+	"vmfs"
 )
 
 func runVerify(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
@@ -15,13 +14,9 @@ func runVerify(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 	if err != nil {
 		return err
 	}
-	if err := interruptible(ctx, func() error { return metadata.VerifyFiles(args[0], args[1]) }); err != nil {
-		// A file that cannot be read is a bad input, not a failed verification.
-		var ie *metadata.InputError
-		if errors.As(err, &ie) {
-			return withCode(exitInput, err)
-		}
-		return err // exit 1: the reason is the one line printed
+	// exit 1 for a mismatch, 3 for a file that cannot be read: the reason is the one line printed
+	if err := vmfs.Verify(ctx, args[0], args[1]); err != nil {
+		return err
 	}
 	_, err = fmt.Fprintln(c.stdout, "OK")
 	return err

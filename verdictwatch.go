@@ -1,4 +1,4 @@
-package main
+package vmfs
 
 import (
 	"bytes"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"sync"
 
-	"vmfs/cmd/vmfs-guest/verdict"
+	"vmfs/verdict"
 )
 
 // verdictWatcher is a console writer that keeps the verdict line the vmfs test

@@ -1,7 +1,8 @@
-package payload
+package vmfs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -14,15 +15,15 @@ import (
 	"vmfs/testdata"
 )
 
-func fixtureInputs() Inputs {
-	return Inputs{
+func fixtureSpec() Spec {
+	return Spec{
 		APK: testdata.APKPath(), Idsig: testdata.IdsigPath(), ConfigPath: testdata.ConfigPath,
-		ApexInfoList: testdata.APEXInfoListPath(), RequireApexInfoList: true, OSDir: testdata.OSDir(),
+		ApexInfoList: testdata.APEXInfoListPath(), OSDir: testdata.OSDir(),
 	}
 }
 
 func TestResolveFixtures(t *testing.T) {
-	p, err := Resolve(fixtureInputs())
+	p, err := Resolve(context.Background(), fixtureSpec())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,24 +56,27 @@ func TestResolveFixtures(t *testing.T) {
 }
 
 func TestResolveInfoList(t *testing.T) {
-	in := fixtureInputs()
-	none := filepath.Join(t.TempDir(), "none.xml")
-	in.ApexInfoList = none
-	// A default list that does not exist is passed over; then no APEX is found...
-	in.RequireApexInfoList = false
-	if _, err := Resolve(in); !errors.Is(err, metadata.ErrNotFound) {
-		t.Errorf("absent default list: %v", err)
+	ctx := context.Background()
+	in := fixtureSpec()
+	// The default list is passed over where it does not exist (a host without
+	// /apex); then no APEX is found...
+	in.ApexInfoList = ""
+	if _, err := os.Stat(metadata.DefaultApexInfoList); errors.Is(err, fs.ErrNotExist) {
+		if _, err := Resolve(ctx, in); !errors.Is(err, metadata.ErrNotFound) || !errors.Is(err, ErrInput) {
+			t.Errorf("absent default list: %v", err)
+		}
 	}
 	// ...unless a directory holds them.
 	in.ApexDirs = []string{testdata.Path("apex")}
-	if _, err := Resolve(in); err != nil {
+	if _, err := Resolve(ctx, in); err != nil {
 		t.Errorf("apex dir: %v", err)
 	}
-	// One named on the command line must exist, though the directory would do.
-	in.RequireApexInfoList = true
-	_, err := Resolve(in)
+	// One named must exist, though the directory would do.
+	none := filepath.Join(t.TempDir(), "none.xml")
+	in.ApexInfoList = none
+	_, err := Resolve(ctx, in)
 	var ie *metadata.InputError
 	if !errors.As(err, &ie) || !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), none) {
-		t.Errorf("absent required list: %v, want an *InputError naming %s", err, none)
+		t.Errorf("absent named list: %v, want an *InputError naming %s", err, none)
 	}
 }

@@ -1,0 +1,17 @@
+// Package vmfs turns an Android app payload (an APK, its APK Signature Scheme v4
+// idsig, a config path inside the APK, and the APEXes the config names) into a
+// bootable GPT disk served zero-copy by an embedded FUSE filesystem, and boots it.
+//
+// It is the library the vmfs command is a thin client of. It ties the steps
+// together and owns what spans them: Resolve (metadata → layout: a Spec becomes a
+// Payload), Mount (fusedisk: a Payload served at a directory, with its manifest
+// vmfs.json), Open and List (existing mounts, from their manifests), and RunApp
+// (verify, mount privately, launch with launcher, watch the guest's verdict, clean
+// up). It parses no format itself, lays out no disk and builds no VMM argv: those
+// stay in metadata, layout, fusedisk and launcher, none of which imports vmfs.
+//
+// Errors carry a kind an embedder can branch on with errors.Is: ErrInput (a bad or
+// missing input file), ErrMount (the mountpoint or FUSE refused) and ErrVMM (the
+// VMM could not be started); anything else is a failure of verification or of the
+// VM.
+package vmfs

@@ -1,0 +1,106 @@
+package vmfs
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// ManifestName is the file every mount serves at its root to say what it is.
+const ManifestName = "vmfs.json"
+
+// ManifestSchema is the version of the Manifest layout; a reader refuses others.
+const ManifestSchema = 1
+
+// Manifest says what a mount serves and who serves it; it is served as vmfs.json,
+// so that a mount is recognized and used from its own contents, not from names.
+type Manifest struct {
+	Schema   int            `json:"schema"`
+	Dir      string         `json:"dir"`       // the mountpoint
+	Server   ManifestServer `json:"server"`    // the process that serves the mount
+	Inputs   Inputs         `json:"inputs"`    // the files the payload is made of
+	VMConfig string         `json:"vm_config"` // the VM config to launch (vm.json)
+	Disks    []DiskFiles    `json:"disks"`     // the payload disk first, then the OS config's
+}
+
+// ManifestServer is the process that serves a mount.
+type ManifestServer struct {
+	Pid  int    `json:"pid"`
+	Kind string `json:"kind"` // "mount", "run-app", or what an embedder names itself
+}
+
+// Inputs are the files a payload is made of, absolute.
+type Inputs struct {
+	APK        string   `json:"apk"`
+	Idsig      string   `json:"idsig"`
+	ConfigPath string   `json:"config_path"` // inside the APK
+	Apexes     []string `json:"apexes"`
+	OSConfig   string   `json:"os_config"`
+}
+
+// DiskFiles are a disk's files in a mount.
+type DiskFiles struct {
+	Name       string            `json:"name"` // "payload", or "disks/<i>" for the OS config's i-th disk
+	Flat       string            `json:"flat"`
+	Composite  string            `json:"composite"`
+	Header     string            `json:"header"`
+	Footer     string            `json:"footer"`
+	Partitions map[string]string `json:"partitions"` // label -> file
+}
+
+// newManifest describes p served at dir by this process as kind.
+func newManifest(p *Payload, dir, kind string) *Manifest {
+	m := &Manifest{
+		Schema:   ManifestSchema,
+		Dir:      dir,
+		Server:   ManifestServer{Pid: os.Getpid(), Kind: kind},
+		Inputs:   Inputs{APK: p.APK, Idsig: p.Idsig, ConfigPath: p.ConfigPath, Apexes: p.ApexPaths, OSConfig: p.OSConfigPath},
+		VMConfig: filepath.Join(dir, "vm.json"),
+	}
+	for _, d := range p.Disks() {
+		name := d.Dir
+		if name == "" {
+			name = "payload"
+		}
+		ps := d.Paths(dir)
+		m.Disks = append(m.Disks, DiskFiles{Name: name, Flat: ps.Flat, Composite: ps.Composite, Header: ps.Header, Footer: ps.Footer, Partitions: ps.Partitions})
+	}
+	return m
+}
+
+// ReadManifest reads the manifest of the mount at dir.
+func ReadManifest(dir string) (*Manifest, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	if err != nil {
+		return nil, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ManifestName), err)
+	}
+	if m.Schema != ManifestSchema {
+		return nil, fmt.Errorf("%s: schema %d, this vmfs reads %d", filepath.Join(dir, ManifestName), m.Schema, ManifestSchema)
+	}
+	return &m, nil
+}
+
+// Payload returns the files of the payload disk.
+func (m *Manifest) Payload() DiskFiles {
+	for _, d := range m.Disks {
+		if d.Name == "payload" {
+			return d
+		}
+	}
+	return DiskFiles{}
+}
+
+// FlatImages maps each disk's composite to its flat image, for a VMM that cannot
+// read composites (launcher.Options.FlatImages).
+func (m *Manifest) FlatImages() map[string]string {
+	out := map[string]string{}
+	for _, d := range m.Disks {
+		out[d.Composite] = d.Flat
+	}
+	return out
+}

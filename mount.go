@@ -1,0 +1,256 @@
+package vmfs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"vmfs/fusedisk"
+	"vmfs/internal/jsonfmt"
+	"vmfs/layout"
+	"vmfs/metadata"
+)
+
+// MountOptions configure Mount.
+type MountOptions struct {
+	AllowOther bool // let other users in; they still read only what the sources let them
+	// Passthrough lets the kernel read nodes that are exactly one 4 KiB-aligned
+	// file directly (kernel >= 6.9, root); such reads bypass the change guard.
+	Passthrough bool
+	Kind        string      // what serves the mount, for the manifest; "" means "embedded"
+	Logger      *zap.Logger // nil: zap.NewNop()
+}
+
+// Server is a payload served at a directory.
+type Server struct {
+	Dir      string
+	Manifest *Manifest
+	VMConfig *metadata.VMConfig // the VM config to launch: the mount's vm.json
+	srv      *fusedisk.Server
+	log      *zap.Logger
+	done     chan struct{} // closed once unmounted and the sources are closed
+}
+
+// Mount serves p at dir, an existing empty directory, and returns once the kernel
+// has the mount. The mountpoint is locked while it is checked and mounted, so
+// that concurrent mounts on one directory never stack: the first wins. ctx bounds
+// only the wait for that lock.
+func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server, error) {
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	dir, err := CheckMountpoint(dir, o.AllowOther)
+	if err != nil {
+		return nil, err
+	}
+	var unlock func()
+	if err := interruptible(ctx, func() (err error) { unlock, err = lockMountpoint(dir); return err }); err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if _, err := CheckMountpoint(dir, o.AllowOther); err != nil {
+		return nil, err
+	}
+	kind := o.Kind
+	if kind == "" {
+		kind = "embedded"
+	}
+	s := &Server{Dir: dir, Manifest: newManifest(p, dir, kind), VMConfig: p.VMConfig(dir), log: log, done: make(chan struct{})}
+	files, err := s.documents(p)
+	if err != nil {
+		return nil, err
+	}
+	srcs, err := fusedisk.OpenSources(p.Disks(), log)
+	if err != nil {
+		var se *fusedisk.SourceError
+		if errors.As(err, &se) {
+			return nil, withKind(ErrInput, err) // a source that cannot be served is a bad input
+		}
+		return nil, withKind(ErrMount, err)
+	}
+	root, err := fusedisk.NewTree(srcs, fusedisk.TreeOptions{Disks: p.Disks(), Files: files, Dir: dir, Passthrough: o.Passthrough, Logger: log})
+	if err == nil {
+		s.srv, err = fusedisk.Mount(dir, root, fusedisk.MountOptions{FsName: fsName(os.Getpid()), AllowOther: o.AllowOther, Logger: log})
+	}
+	if err != nil {
+		srcs.Close()
+		return nil, withKind(ErrMount, err)
+	}
+	go func() {
+		s.srv.Wait()
+		srcs.Close()
+		close(s.done)
+	}()
+	return s, nil
+}
+
+// documents are the files a mount serves beside its disks.
+func (s *Server) documents(p *Payload) (map[string][]byte, error) {
+	layouts := map[string]layout.Description{}
+	for _, d := range p.Disks() {
+		name := "payload"
+		if d.Dir != "" {
+			name = d.Dir + "/disk"
+		}
+		layouts[name] = d.Disk.Describe()
+	}
+	files := map[string][]byte{}
+	var err error
+	for name, v := range map[string]any{ManifestName: s.Manifest, "vm.json": s.VMConfig} {
+		if files[name], err = jsonfmt.Indent(v); err != nil {
+			return nil, err
+		}
+	}
+	if files["layout.json"], err = json.MarshalIndent(layouts, "", "  "); err != nil {
+		return nil, err
+	}
+	files["layout.json"] = append(files["layout.json"], '\n')
+	if files["metadata.json"], err = p.MetadataJSON(); err != nil {
+		return nil, err
+	}
+	return files, nil
+}
+
+// Wait blocks until the mount is gone (unmounted here or from outside) and its
+// sources are closed.
+func (s *Server) Wait() { <-s.done }
+
+// Unmount removes the mount and waits for it; a busy one is detached lazily
+// instead (detached is then true): the kernel drops it, and Wait returns, when
+// its last user closes it.
+func (s *Server) Unmount() (detached bool, err error) {
+	err = s.srv.Unmount()
+	if errors.Is(err, fusedisk.ErrBusy) {
+		s.log.Warn("mount busy; detaching it lazily", zap.String("mountpoint", s.Dir))
+		detached, err = true, s.srv.Detach()
+	}
+	if err != nil {
+		return false, withKind(ErrMount, err)
+	}
+	if !detached {
+		s.Wait()
+	}
+	return detached, nil
+}
+
+// fsName is the mount source a server with this pid gives its mount; it names
+// the server in /proc/self/mountinfo.
+func fsName(pid int) string { return fmt.Sprintf("vmfs:%d", pid) }
+
+// CheckMountpoint returns the absolute mountpoint after checking that it is an
+// existing empty directory that is not already a vmfs mount, and that FUSE can
+// mount there for this user. Its errors are of kind ErrMount.
+func CheckMountpoint(path string, allowOther bool) (string, error) {
+	dir, err := checkMountpoint(path, allowOther)
+	return dir, withKind(ErrMount, err)
+}
+
+func checkMountpoint(path string, allowOther bool) (string, error) {
+	dir, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	// mountinfo first: a directory that is a stopped server's mount must not be touched.
+	if m, err := fusedisk.MountAt(dir); err == nil && m != nil && m.FSType == fusedisk.FSType {
+		return "", fmt.Errorf("mountpoint %s: already a vmfs mount", path)
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", path, errors.Unwrap(err))
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("mountpoint %s: not a directory", path)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", path, err)
+	}
+	names, _ := d.Readdirnames(1)
+	d.Close()
+	if len(names) > 0 {
+		return "", fmt.Errorf("mountpoint %s: not empty", path)
+	}
+	return dir, checkFUSE(allowOther)
+}
+
+// lockMountpoint takes an exclusive flock on the mountpoint directory; unlock
+// releases it. A mount made meanwhile hides the directory but not the lock, since
+// the lock is on the directory opened before.
+func lockMountpoint(dir string) (unlock func(), err error) {
+	d, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, withKind(ErrMount, fmt.Errorf("mountpoint %s: %w", dir, errors.Unwrap(err)))
+	}
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		d.Close()
+		return nil, withKind(ErrMount, fmt.Errorf("lock mountpoint %s: %w", dir, err))
+	}
+	return func() { d.Close() }, nil
+}
+
+// fuseConf is where fusermount3 reads user_allow_other.
+const fuseConf = "/etc/fuse.conf"
+
+// checkFUSE checks what this user's mount will use: root opens /dev/fuse and
+// mounts itself; anyone else goes through the setuid fusermount3, which opens
+// /dev/fuse with the user's own rights (so a 0600 device is root's alone) and
+// allows AllowOther only with user_allow_other in /etc/fuse.conf.
+func checkFUSE(allowOther bool) error {
+	if os.Geteuid() == 0 {
+		fuse, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("/dev/fuse unusable: %w", errors.Unwrap(err))
+		}
+		return fuse.Close()
+	}
+	if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil {
+		var st unix.Stat_t
+		unix.Stat("/dev/fuse", &st)
+		return fmt.Errorf("/dev/fuse unusable by uid %d: %w (mode %#o: a user other than root needs read-write access, e.g. mode 0666)", os.Geteuid(), err, st.Mode&0o777)
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return errors.New("fusermount3 not found (install fuse3): a mount by a user other than root needs it")
+	}
+	if allowOther && !userAllowOther() {
+		return fmt.Errorf("--allow-other: a user other than root needs user_allow_other in %s", fuseConf)
+	}
+	return nil
+}
+
+// userAllowOther reports whether fuse.conf has the user_allow_other line.
+func userAllowOther() bool {
+	b, err := os.ReadFile(fuseConf)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
+}
+
+// interruptible runs f, which may block on a slow or stuck file, and returns its
+// error, or ctx's cause as soon as ctx is done; f is then abandoned. Only for work
+// that holds nothing to clean up.
+func interruptible(ctx context.Context, f func() error) error {
+	res := make(chan error, 1)
+	go func() { res <- f() }()
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}

@@ -1,0 +1,156 @@
+package vmfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"vmfs/fusedisk"
+	"vmfs/internal/proc"
+)
+
+// A server's state, as List sees it.
+const (
+	StateServing      = "serving"
+	StateStopped      = "stopped"       // SIGSTOP or a debugger: kill -CONT resumes it
+	StateDead         = "dead"          // killed: UnmountDir frees the mountpoint
+	StateNotAnswering = "not answering" // running, but its manifest did not come in time
+	StateCovered      = "covered"       // another mount sits on top of it
+)
+
+// MountStatus is one vmfs mount and how its server is.
+type MountStatus struct {
+	Dir      string
+	Pid      int    // the serving process, from the mount's source name
+	State    string // one of the State constants
+	Manifest *Manifest
+	source   string
+}
+
+// answerTimeout bounds the wait for a server's manifest.
+const answerTimeout = 2 * time.Second
+
+// List lists the vmfs mounts this process sees. It reads /proc and each serving
+// mount's manifest, and never blocks on a stopped or stuck server.
+func List(ctx context.Context) ([]MountStatus, error) {
+	ms, err := fusedisk.Mounts()
+	if err != nil {
+		return nil, err
+	}
+	var out []MountStatus
+	for _, m := range ms {
+		if m.FSType == fusedisk.FSType {
+			out = append(out, status(ctx, m))
+		}
+	}
+	return out, nil
+}
+
+// Status is the vmfs mount at dir, or nil when there is none.
+func Status(ctx context.Context, dir string) (*MountStatus, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ms {
+		if ms[i].Dir == dir {
+			return &ms[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// Open returns the manifest of the live vmfs mount at dir.
+func Open(ctx context.Context, dir string) (*Manifest, error) {
+	st, err := Status(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil || st.State != StateServing {
+		why := "not a vmfs mount"
+		if st != nil {
+			why = "its server is " + st.State
+		}
+		return nil, withKind(ErrMount, fmt.Errorf("%s: not a live vmfs mount: %s", dir, why))
+	}
+	return st.Manifest, nil
+}
+
+// status tells how the server of m is: from /proc first, then, when it runs,
+// from whether it serves its own manifest in time.
+func status(ctx context.Context, m fusedisk.MountInfo) MountStatus {
+	st := MountStatus{Dir: m.Point, source: m.Source}
+	if pid, ok := strings.CutPrefix(m.Source, "vmfs:"); ok {
+		st.Pid, _ = strconv.Atoi(pid)
+	}
+	switch proc.State(st.Pid) {
+	case 0, 'Z', 'X':
+		st.State = StateDead
+		return st
+	case 'T', 't':
+		st.State = StateStopped
+		return st
+	}
+	if top, err := fusedisk.MountAt(m.Point); err != nil || top == nil || top.Source != m.Source {
+		st.State = StateCovered
+		return st
+	}
+	tctx, cancel := context.WithTimeout(ctx, answerTimeout)
+	defer cancel()
+	// A stuck read is abandoned; the kernel aborts it when this process exits.
+	err := interruptible(tctx, func() (err error) { st.Manifest, err = ReadManifest(m.Point); return err })
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		st.State = StateNotAnswering
+	case err != nil || st.Manifest.Server.Pid != st.Pid:
+		st.State, st.Manifest = StateDead, nil // a dead connection, or a pid reused
+	default:
+		st.State = StateServing
+	}
+	return st
+}
+
+// Unmounted says what UnmountDir did.
+type Unmounted struct {
+	Detached bool   // the mount was busy and is detached: it goes when its last user closes it
+	Pid      int    // its server
+	State    string // how the server was: a stopped one exits once continued
+}
+
+// serverExitTimeout bounds the wait for a server to exit once its mount is gone.
+const serverExitTimeout = 10 * time.Second
+
+// UnmountDir removes the vmfs mount at dir, and only it: another mount on top is
+// refused (a *fusedisk.CoveredError). vmfs unmounts it itself, so the result is
+// what happened; the server sees its mount go and exits, which UnmountDir waits
+// for when the server was serving.
+func UnmountDir(ctx context.Context, dir string) (Unmounted, error) {
+	st, err := Status(ctx, dir)
+	if err != nil {
+		return Unmounted{}, err
+	}
+	if st == nil {
+		return Unmounted{}, withKind(ErrMount, fmt.Errorf("%s: not a vmfs mount", dir))
+	}
+	u := Unmounted{Pid: st.Pid, State: st.State}
+	err = fusedisk.Unmount(st.Dir, st.source, false)
+	if errors.Is(err, fusedisk.ErrBusy) {
+		err = fusedisk.Unmount(st.Dir, st.source, true)
+		u.Detached = err == nil
+	}
+	if err != nil {
+		return u, withKind(ErrMount, err)
+	}
+	if st.State == StateServing && !u.Detached && !proc.WaitExit(st.Pid, serverExitTimeout) {
+		return u, withKind(ErrMount, fmt.Errorf("unmounted %s, but its server %d is still running after %v", st.Dir, st.Pid, serverExitTimeout))
+	}
+	return u, nil
+}
