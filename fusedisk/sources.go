@@ -17,7 +17,6 @@ import (
 	"vmfs/layout"
 )
 
-
 // Sources are the original files of some disks, each opened once however many
 // names lead to it, fingerprinted and watched until Close.
 type Sources struct {
