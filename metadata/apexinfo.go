@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"vmfs/internal/inputfile"
@@ -19,17 +20,30 @@ const DefaultApexInfoList = "/apex/apex-info-list.xml"
 const maxApexInfoListSize = 4 << 20
 
 // ApexInfo is one <apex-info> entry of apex-info-list.xml (AOSP system/apex
-// apexd/ApexInfoList.xsd). Other attributes (versionCode, isFactory, ...) are ignored.
+// apexd/ApexInfoList.xsd), with the attributes virtualizationservice reads. An attribute
+// that is absent reads as its zero value (apexd always writes them); versionName is ignored.
 type ApexInfo struct {
-	ModuleName string
-	ModulePath string
-	IsActive   bool
+	ModuleName             string
+	ModulePath             string
+	PreinstalledModulePath string // Android 15 refuses APEXes not preinstalled under /system or /system_ext
+	VersionCode            uint64 // xs:long in the schema; virtualizationservice reads a u64
+	// LastUpdateSeconds is the lastUpdateMillis attribute, which holds seconds despite
+	// its name (virtualizationservice's payload.rs says so and copies it as it is).
+	LastUpdateSeconds     uint64
+	IsFactory             bool
+	IsActive              bool
+	ProvideSharedApexLibs bool // Android 13+ puts such an APEX on every payload disk
 }
 
 type xmlApexInfo struct {
-	ModuleName *string `xml:"moduleName,attr"`
-	ModulePath *string `xml:"modulePath,attr"`
-	IsActive   *string `xml:"isActive,attr"`
+	ModuleName             *string `xml:"moduleName,attr"`
+	ModulePath             *string `xml:"modulePath,attr"`
+	PreinstalledModulePath string  `xml:"preinstalledModulePath,attr"`
+	VersionCode            *string `xml:"versionCode,attr"`
+	LastUpdateMillis       *string `xml:"lastUpdateMillis,attr"`
+	IsFactory              *string `xml:"isFactory,attr"`
+	IsActive               *string `xml:"isActive,attr"`
+	ProvideSharedApexLibs  *string `xml:"provideSharedApexLibs,attr"`
 }
 
 type xmlApexInfoList struct {
@@ -38,7 +52,8 @@ type xmlApexInfoList struct {
 }
 
 // ParseApexInfoList parses apex-info-list.xml from r; name is used in errors. moduleName
-// and modulePath are required and non-empty; a missing isActive means false.
+// and modulePath are required and non-empty; a missing boolean means false and a missing
+// number 0.
 func ParseApexInfoList(name string, r io.Reader) ([]ApexInfo, error) {
 	lr := &io.LimitedReader{R: r, N: maxApexInfoListSize + 1}
 	dec := xml.NewDecoder(lr)
@@ -76,17 +91,46 @@ func ParseApexInfoList(name string, r io.Reader) ([]ApexInfo, error) {
 		if x.ModulePath == nil || *x.ModulePath == "" {
 			return nil, bad(fmt.Sprintf("%s: modulePath is required", inputfile.Quote(*x.ModuleName)))
 		}
-		info := ApexInfo{ModuleName: *x.ModuleName, ModulePath: *x.ModulePath}
-		if x.IsActive != nil {
+		info := ApexInfo{ModuleName: *x.ModuleName, ModulePath: *x.ModulePath, PreinstalledModulePath: x.PreinstalledModulePath}
+		for _, b := range []struct {
+			attr string
+			raw  *string
+			to   *bool
+		}{
+			{"isActive", x.IsActive, &info.IsActive},
+			{"isFactory", x.IsFactory, &info.IsFactory},
+			{"provideSharedApexLibs", x.ProvideSharedApexLibs, &info.ProvideSharedApexLibs},
+		} {
+			if b.raw == nil {
+				continue
+			}
 			// xs:boolean literals, after white-space collapsing.
-			switch strings.TrimSpace(*x.IsActive) {
+			switch strings.TrimSpace(*b.raw) {
 			case "true", "1":
-				info.IsActive = true
+				*b.to = true
 			case "false", "0":
 			default:
-				return nil, bad(fmt.Sprintf("%s: isActive %q is not an xs:boolean",
-					inputfile.Quote(info.ModuleName), inputfile.Quote(*x.IsActive)))
+				return nil, bad(fmt.Sprintf("%s: %s %q is not an xs:boolean",
+					inputfile.Quote(info.ModuleName), b.attr, inputfile.Quote(*b.raw)))
 			}
+		}
+		for _, n := range []struct {
+			attr string
+			raw  *string
+			to   *uint64
+		}{
+			{"versionCode", x.VersionCode, &info.VersionCode},
+			{"lastUpdateMillis", x.LastUpdateMillis, &info.LastUpdateSeconds},
+		} {
+			if n.raw == nil {
+				continue
+			}
+			v, err := strconv.ParseUint(strings.TrimSpace(*n.raw), 10, 64)
+			if err != nil {
+				return nil, bad(fmt.Sprintf("%s: %s %q is not a non-negative integer",
+					inputfile.Quote(info.ModuleName), n.attr, inputfile.Quote(*n.raw)))
+			}
+			*n.to = v
 		}
 		out = append(out, info)
 	}

@@ -175,9 +175,14 @@ func FuzzParseApexInfoList(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	type xmlOut struct {
-		Name   string `xml:"moduleName,attr"`
-		Path   string `xml:"modulePath,attr"`
-		Active bool   `xml:"isActive,attr"`
+		Name       string `xml:"moduleName,attr"`
+		Path       string `xml:"modulePath,attr"`
+		Pre        string `xml:"preinstalledModulePath,attr"`
+		Version    uint64 `xml:"versionCode,attr"`
+		LastUpdate uint64 `xml:"lastUpdateMillis,attr"`
+		Factory    bool   `xml:"isFactory,attr"`
+		Active     bool   `xml:"isActive,attr"`
+		SharedLibs bool   `xml:"provideSharedApexLibs,attr"`
 	}
 	type xmlListOut struct {
 		XMLName xml.Name `xml:"apex-info-list"`
@@ -194,10 +199,11 @@ func FuzzParseApexInfoList(f *testing.F) {
 				t.Fatalf("accepted an empty name or path: %+v", i)
 			}
 			// The encoder replaces characters XML cannot carry; such input is not round-trippable.
-			if strings.ContainsRune(i.ModuleName+i.ModulePath, '\uFFFD') {
+			if strings.ContainsRune(i.ModuleName+i.ModulePath+i.PreinstalledModulePath, '\uFFFD') {
 				return
 			}
-			out.Infos = append(out.Infos, xmlOut{i.ModuleName, i.ModulePath, i.IsActive})
+			out.Infos = append(out.Infos, xmlOut{i.ModuleName, i.ModulePath, i.PreinstalledModulePath, i.VersionCode,
+				i.LastUpdateSeconds, i.IsFactory, i.IsActive, i.ProvideSharedApexLibs})
 		}
 		b, err := xml.Marshal(out)
 		if err != nil {
