@@ -103,7 +103,9 @@ func FuzzDecodeMetadata(f *testing.F) {
 	for _, m := range []*Metadata{
 		NewPayloadMetadata("assets/vm_config.json", []string{"com.android.adbd", "com.android.os.statsd"}),
 		NewPayloadMetadata("x", nil),
-		{Apexes: []*ApexPayload{{Name: "a", PartitionName: "microdroid-apex-0", PublicKey: []byte{1}, RootDigest: []byte{2}, LastUpdateSeconds: 3, IsFactory: true}}},
+		{Apexes: []*ApexPayload{{Name: "a", PartitionName: "microdroid-apex-0", PublicKey: []byte{1}, RootDigest: []byte{2},
+			LastUpdateSeconds: 3, IsFactory: true, ManifestVersion: 4, ManifestName: "a"}}},
+		{Payload: &Metadata_Config{Config: &BinaryConfig{PayloadBinaryName: "x.so", ExtraApkCount: 2}}},
 	} {
 		b, err := EncodeMetadata(m)
 		if err != nil {

@@ -214,7 +214,9 @@ func TestCheckAPK(t *testing.T) {
 		wantErr string
 	}{
 		{name: "as laid out", edit: func(*metadata.Metadata) {}},
-		{name: "config missing", edit: func(m *metadata.Metadata) { m.PayloadConfigPath = "/mnt/apk/assets/none.json" },
+		{name: "config missing", edit: func(m *metadata.Metadata) {
+			m.Payload = &metadata.Metadata_ConfigPath{ConfigPath: "/mnt/apk/assets/none.json"}
+		},
 			wantErr: "payload config: open assets/none.json"},
 		{name: "apex missing from metadata", edit: func(m *metadata.Metadata) { m.Apexes = m.Apexes[:2] },
 			wantErr: "the metadata lists [com.android.adbd com.android.os.statsd]"},
