@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -168,15 +169,86 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 	if err := ValidName("apex", name); err != nil {
 		return "", err
 	}
-	var looked []string
-	if r.InfoList != "" {
-		p, ok, err := r.fromInfoList(name)
+	list, err := r.infoList()
+	if err != nil {
+		return "", err
+	}
+	for _, info := range list {
+		if info.IsActive && info.ModuleName == name {
+			if _, err := inputfile.Stat(info.ModulePath); err != nil {
+				return "", fmt.Errorf("apex %s (listed in %s): %w", name, r.InfoList, err)
+			}
+			return info.ModulePath, nil
+		}
+	}
+	return r.fromDirs(name, list != nil)
+}
+
+// Entries returns what the APEX set is chosen from (Profile.SelectApexes): every entry of
+// the info list, modulePath made absolute, then for each of names that has no active
+// entry there, the first `<dir>/<name>.apex` in Dirs that is a regular file, as an active
+// factory entry (version 0, last update 0, preinstalled path unknown). A name found
+// nowhere is left out; SelectApexes decides whether that is an error. Entries stats no
+// listed file: the caller stats the ones it selects.
+func (r ApexResolver) Entries(names []string) ([]ApexInfo, error) {
+	list, err := r.infoList()
+	if err != nil {
+		return nil, err
+	}
+	out := slices.Clone(list)
+	for _, name := range names {
+		if err := ValidName("apex", name); err != nil {
+			return nil, err
+		}
+		if slices.ContainsFunc(out, func(a ApexInfo) bool { return a.IsActive && a.ModuleName == name }) {
+			continue
+		}
+		p, err := r.fromDirs(name, list != nil)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
 		if err != nil {
-			return "", err
+			return nil, err
 		}
-		if ok {
-			return p, nil
+		out = append(out, ApexInfo{ModuleName: name, ModulePath: p, IsFactory: true, IsActive: true})
+	}
+	return out, nil
+}
+
+// infoList reads r.InfoList, each modulePath made absolute; nil when there is no list.
+func (r ApexResolver) infoList() ([]ApexInfo, error) {
+	if r.InfoList == "" {
+		return nil, nil
+	}
+	f, _, err := openRegular(r.InfoList, "apex info list")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	infos, err := ParseApexInfoList(r.InfoList, f)
+	if err != nil {
+		return nil, err
+	}
+	for i := range infos {
+		p := infos[i].ModulePath
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(r.InfoList), p)
 		}
+		if infos[i].ModulePath, err = filepath.Abs(p); err != nil {
+			return nil, fmt.Errorf("apex %s: %w", infos[i].ModuleName, err)
+		}
+	}
+	return infos, nil
+}
+
+// fromDirs returns the first `<dir>/<name>.apex` in r.Dirs that is a regular file;
+// listed says whether an info list was read (and is named as a place looked in).
+func (r ApexResolver) fromDirs(name string, listed bool) (string, error) {
+	var looked []string
+	if listed {
 		looked = append(looked, r.InfoList)
 	}
 	// The first candidate that is there but unusable; "not found" would send the user
@@ -206,39 +278,4 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 		where = strings.Join(looked, ", ")
 	}
 	return "", fmt.Errorf("apex %s: looked in %s: %w", name, where, ErrNotFound)
-}
-
-// fromInfoList looks name up among the active entries of r.InfoList. ok is false when the
-// list does not exist or has no active entry for name; an active entry whose file is
-// not a regular file is an error.
-func (r ApexResolver) fromInfoList(name string) (path string, ok bool, err error) {
-	f, _, err := openRegular(r.InfoList, "apex info list")
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("apex %s: %w", name, err)
-	}
-	defer f.Close()
-	infos, err := ParseApexInfoList(r.InfoList, f)
-	if err != nil {
-		return "", false, err
-	}
-	for _, info := range infos {
-		if !info.IsActive || info.ModuleName != name {
-			continue
-		}
-		p := info.ModulePath
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(filepath.Dir(r.InfoList), p)
-		}
-		if p, err = filepath.Abs(p); err != nil {
-			return "", false, fmt.Errorf("apex %s: %w", name, err)
-		}
-		if _, err := inputfile.Stat(p); err != nil {
-			return "", false, fmt.Errorf("apex %s (listed in %s): %w", name, r.InfoList, err)
-		}
-		return p, true, nil
-	}
-	return "", false, nil
 }
