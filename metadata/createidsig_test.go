@@ -63,6 +63,11 @@ func TestCreateIdsig(t *testing.T) {
 	t.Run("committed fixtures", func(t *testing.T) {
 		checkCreatedIdsig(t, testdata.APKPath(), testdata.IdsigPath())
 		checkCreatedIdsig(t, filepath.Join("testdata", "small.apk"), filepath.Join("testdata", "small.apk.idsig"))
+		// Signed v3, whose digest apksigner puts in the signing info.
+		checkCreatedIdsig(t, testdata.LaterAPKPath(), testdata.LaterIdsigPath())
+		for _, e := range testdata.LaterExtraAPKs() {
+			checkCreatedIdsig(t, e.APK, e.Idsig)
+		}
 	})
 	cfg := zipEntry{name: "assets/vm_config.json", data: []byte(`{}`)}
 	for _, tc := range []struct {
