@@ -30,8 +30,9 @@ type Options struct {
 // Disk is the laid-out disk with what went into it.
 type Disk struct {
 	*layout.Disk
-	Metadata *metadata.Metadata
-	Apexes   []metadata.ApexInfo // in partition order
+	Metadata  *metadata.Metadata
+	Apexes    []metadata.ApexInfo // in partition order
+	ExtraApks int                 // how many extra APKs follow the APK
 }
 
 // New lays out the sample's payload disk with o.
@@ -81,7 +82,8 @@ func New(o Options) (*Disk, error) {
 	if d.Apexes, err = p.SelectApexes(names, entries, debug); err != nil {
 		return nil, err
 	}
-	spec.Apexes, spec.ExtraApks = d.Apexes, len(extras)
+	d.ExtraApks = len(extras)
+	spec.Apexes, spec.ExtraApks = d.Apexes, d.ExtraApks
 	if d.Metadata, err = p.NewMetadata(spec); err != nil {
 		return nil, err
 	}
