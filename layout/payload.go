@@ -12,8 +12,10 @@ const (
 // ApexLabel is the label of the i-th APEX partition.
 func ApexLabel(i int) string { return fmt.Sprintf("microdroid-apex-%d", i) }
 
-// ExtraAPKLabel and ExtraIdsigLabel label the i-th extra APK and its idsig (Android 13+).
-func ExtraAPKLabel(i int) string   { return fmt.Sprintf("extra-apk-%d", i) }
+// ExtraAPKLabel is the label of the i-th extra APK partition (Android 13+).
+func ExtraAPKLabel(i int) string { return fmt.Sprintf("extra-apk-%d", i) }
+
+// ExtraIdsigLabel is the label of the i-th extra APK's idsig partition.
 func ExtraIdsigLabel(i int) string { return fmt.Sprintf("extra-idsig-%d", i) }
 
 // Payload is what the payload disk is made of.

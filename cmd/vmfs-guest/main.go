@@ -108,6 +108,8 @@ func run(r *report) {
 		return
 	}
 
+	// The releases that fit one metadata label lay out the disk alike: rels[0] stands
+	// for them where the disk's shape is concerned.
 	var nExtra int
 	if !r.step("partitions", func() (string, error) {
 		var err error

@@ -30,9 +30,11 @@ const (
 
 func align4K(n int64) int64 { return (n + blockSize - 1) &^ (blockSize - 1) }
 
-// Partition labels: the i-th APEX, and the i-th extra APK and its idsig (Android 13+,
-// which microdroid_manager finds by globbing extra-apk-* and extra-idsig-*).
-func apexLabel(i int) string       { return fmt.Sprintf("microdroid-apex-%d", i) }
+// apexLabel is the partition of the i-th APEX.
+func apexLabel(i int) string { return fmt.Sprintf("microdroid-apex-%d", i) }
+
+// extraAPKLabel and extraIdsigLabel are the partitions of the i-th extra APK and its
+// idsig (Android 13+), which microdroid_manager finds by globbing extra-apk-*.
 func extraAPKLabel(i int) string   { return fmt.Sprintf("extra-apk-%d", i) }
 func extraIdsigLabel(i int) string { return fmt.Sprintf("extra-idsig-%d", i) }
 
