@@ -1,8 +1,9 @@
 // Package testdata holds the shared fixtures of vmfs tests: a signed sample APK with its
 // APK Signature Scheme v4 .idsig, three APEX files of edge-case sizes, an apex-info-list.xml
 // and a placeholder OS VM config; and under later/ an Android 13+ sample with two extra
-// APKs, 4 KiB-aligned APEXes and an apex-info-list.xml with update times and factory flags. The files are produced by real tools (aapt, zipalign,
-// apksigner, protoc, openssl) through ./gen and committed, so tests need no Java.
+// APKs, 4 KiB-aligned APEXes and an apex-info-list.xml with update times and factory
+// flags. The files are produced by real tools (aapt, zipalign, apksigner, protoc,
+// openssl) through ./gen and committed, so tests need no Java.
 // Besides naming the files, it holds the helpers tests share: what a test requires, a
 // large APK, reading as another user, a deadline on a FUSE mount. It imports no other
 // vmfs package.
