@@ -15,4 +15,10 @@
 // 20480, each a 4 KiB multiple. The end is spec-correct, unlike crosvm's 2021 writer:
 // the backup entries and then the backup header in the very last LBA, which names its
 // own entries LBA, so `sgdisk -v` finds no problems.
+//
+// The payload disk comes in the formats Android used (Format): mid-2021, partition 1
+// "metadata" and each APEX followed by its size trailer; from Android 13, partition 1
+// "payload-metadata", each APEX zero-padded like every other partition, and extra APKs
+// with their idsigs after the APK's. Which release wants which is the metadata
+// package's Profile; layout takes the label and the choice as plain values.
 package layout

@@ -40,21 +40,36 @@ func padTo4K(b []byte) []byte {
 
 func newFixture(t testing.TB, apexSizes []int64, apkSize, idsigSize int64) *fixture {
 	t.Helper()
+	return newFormatFixture(t, Format{}, apexSizes, apkSize, idsigSize, nil)
+}
+
+// newFormatFixture is newFixture for a disk format, with extra APK and idsig sizes.
+func newFormatFixture(t testing.TB, format Format, apexSizes []int64, apkSize, idsigSize int64, extra [][2]int64) *fixture {
+	t.Helper()
 	meta := []byte("\x00\x00\x00\x05hello")
 	f := &fixture{parts: [][]byte{padTo4K(append([]byte{}, meta...))}}
-	p := Payload{Metadata: meta}
+	p := Payload{Metadata: meta, Format: format}
 	for i, n := range apexSizes {
 		b := randBytes(uint64(i), n)
 		f.srcs = append(f.srcs, bytes.NewReader(b))
 		p.Apexes = append(p.Apexes, Source{Path: fmt.Sprintf("apex%d", i), Size: n})
-		part := padTo4K(append(append([]byte{}, b...), 0, 0, 0, 0))
-		binary.BigEndian.PutUint32(part[len(part)-4:], uint32(n))
+		part := padTo4K(append([]byte{}, b...))
+		if !format.ZeroPadApexes {
+			part = padTo4K(append(append([]byte{}, b...), 0, 0, 0, 0))
+			binary.BigEndian.PutUint32(part[len(part)-4:], uint32(n))
+		}
 		f.parts = append(f.parts, part)
 	}
-	apk, idsig := randBytes(100, apkSize), randBytes(101, idsigSize)
-	f.srcs = append(f.srcs, bytes.NewReader(apk), bytes.NewReader(idsig))
-	f.parts = append(f.parts, padTo4K(append([]byte{}, apk...)), padTo4K(append([]byte{}, idsig...)))
-	p.APK, p.Idsig = Source{Path: "apk", Size: apkSize}, Source{Path: "idsig", Size: idsigSize}
+	file := func(seed uint64, size int64) Source {
+		b := randBytes(seed, size)
+		f.srcs = append(f.srcs, bytes.NewReader(b))
+		f.parts = append(f.parts, padTo4K(append([]byte{}, b...)))
+		return Source{Path: fmt.Sprintf("file%d", seed), Size: size}
+	}
+	p.APK, p.Idsig = file(100, apkSize), file(101, idsigSize)
+	for i, e := range extra {
+		p.Extra = append(p.Extra, ExtraAPK{APK: file(uint64(200+2*i), e[0]), Idsig: file(uint64(201+2*i), e[1])})
+	}
 	d, err := PayloadDisk(p, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -95,19 +110,51 @@ func writeFlat(t testing.TB, f *fixture) string {
 // Edge sizes for the APEX trailer: size+4 exactly 4096, a 4096 multiple, one byte over.
 var edgeApexes = []int64{4092, 8192, 4093, 1}
 
+// format13 is the Android 13+ disk; its APEXes must be 4 KiB multiples, and the extra
+// APKs and idsigs are padded like the APK (sizes: one aligned, others not).
+var (
+	format13      = Format{MetadataLabel: "payload-metadata", ZeroPadApexes: true}
+	alignedApexes = []int64{4096, 8192}
+	extraSizes    = [][2]int64{{5000, 1532 + 4096}, {12288, 85 + 4096}}
+)
+
+// diskCase is a fixture of one format with the labels its partitions must have.
+type diskCase struct {
+	name   string
+	f      *fixture
+	labels []string
+}
+
+// diskCases are the disks the external tools judge: the mid-2021 format with the
+// trailer edge cases, and the Android 13+ one with two extra APKs.
+func diskCases(t testing.TB) []diskCase {
+	return []diskCase{
+		{"android12", newFixture(t, edgeApexes, 600*1024, 10443), []string{"metadata",
+			"microdroid-apex-0", "microdroid-apex-1", "microdroid-apex-2", "microdroid-apex-3",
+			"microdroid-apk", "microdroid-apk-idsig"}},
+		{"android13+", newFormatFixture(t, format13, alignedApexes, 600*1024, 10443, extraSizes), []string{"payload-metadata",
+			"microdroid-apex-0", "microdroid-apex-1", "microdroid-apk", "microdroid-apk-idsig",
+			"extra-apk-0", "extra-idsig-0", "extra-apk-1", "extra-idsig-1"}},
+	}
+}
+
 func TestPartitionBytes(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
+		format     Format
 		apexes     []int64
 		apk, idsig int64
+		extra      [][2]int64
 	}{
-		{"edges", edgeApexes, 600 * 1024, 2251 + 8192},
-		{"aligned apk", []int64{4096}, 8192, 4096},
-		{"tiny", nil, 1, 1},
-		{"no apex", nil, 4097, 4095},
+		{"edges", Format{}, edgeApexes, 600 * 1024, 2251 + 8192, nil},
+		{"aligned apk", Format{}, []int64{4096}, 8192, 4096, nil},
+		{"tiny", Format{}, nil, 1, 1, nil},
+		{"no apex", Format{}, nil, 4097, 4095, nil},
+		{"zero-padded apexes, extra apks", format13, alignedApexes, 600 * 1024, 2251 + 8192, extraSizes},
+		{"zero-padded, aligned extra apk", format13, nil, 4096, 4095, [][2]int64{{8192, 1}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, tc.apexes, tc.apk, tc.idsig)
+			f := newFormatFixture(t, tc.format, tc.apexes, tc.apk, tc.idsig, tc.extra)
 			if len(f.disk.Partitions) != len(f.parts) {
 				t.Fatalf("%d partitions, want %d", len(f.disk.Partitions), len(f.parts))
 			}
@@ -152,60 +199,66 @@ func TestApexTrailer(t *testing.T) {
 
 func TestSgdiskVerify(t *testing.T) {
 	sgdisk := testdata.RequireTool(t, "sgdisk")
-	f := newFixture(t, edgeApexes, 600*1024, 10443)
-	out, err := exec.Command(sgdisk, "-v", writeFlat(t, f)).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "No problems found") ||
-		strings.Contains(string(out), "ERROR") || strings.Contains(string(out), "Caution") {
-		t.Fatalf("sgdisk -v: %v\n%s", err, out)
-	}
-	// sgdisk reports the backup table problems when we damage it: the check can fail.
-	path := writeFlat(t, f)
-	b, _ := os.ReadFile(path)
-	b[len(b)-SectorSize+60] ^= 0xFF
-	os.WriteFile(path, b, 0o644)
-	out, _ = exec.Command(sgdisk, "-v", path).CombinedOutput()
-	if !strings.Contains(string(out), "Backup header: ERROR") {
-		t.Fatalf("sgdisk -v did not notice a damaged backup header:\n%s", out)
+	for _, dc := range diskCases(t) {
+		t.Run(dc.name, func(t *testing.T) {
+			out, err := exec.Command(sgdisk, "-v", writeFlat(t, dc.f)).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "No problems found") ||
+				strings.Contains(string(out), "ERROR") || strings.Contains(string(out), "Caution") {
+				t.Fatalf("sgdisk -v: %v\n%s", err, out)
+			}
+			// sgdisk reports the backup table problems when we damage it: the check can fail.
+			path := writeFlat(t, dc.f)
+			b, _ := os.ReadFile(path)
+			b[len(b)-SectorSize+60] ^= 0xFF
+			os.WriteFile(path, b, 0o644)
+			out, _ = exec.Command(sgdisk, "-v", path).CombinedOutput()
+			if !strings.Contains(string(out), "Backup header: ERROR") {
+				t.Fatalf("sgdisk -v did not notice a damaged backup header:\n%s", out)
+			}
+		})
 	}
 }
 
 func TestSfdiskTable(t *testing.T) {
 	sfdisk := testdata.RequireTool(t, "sfdisk")
-	f := newFixture(t, edgeApexes, 600*1024, 10443)
-	out, err := exec.Command(sfdisk, "--json", writeFlat(t, f)).Output()
-	if err != nil {
-		t.Fatalf("sfdisk --json: %v", err)
-	}
-	var pt struct {
-		PartitionTable struct {
-			Label      string
-			ID         string
-			Partitions []struct {
-				Start, Size int64
-				Name, Type  string
-				UUID        string
+	for _, dc := range diskCases(t) {
+		t.Run(dc.name, func(t *testing.T) {
+			f := dc.f
+			out, err := exec.Command(sfdisk, "--json", writeFlat(t, f)).Output()
+			if err != nil {
+				t.Fatalf("sfdisk --json: %v", err)
 			}
-		}
-	}
-	if err := json.Unmarshal(out, &pt); err != nil {
-		t.Fatal(err)
-	}
-	if pt.PartitionTable.Label != "gpt" || !strings.EqualFold(pt.PartitionTable.ID, f.disk.GUID.String()) {
-		t.Errorf("table %s id %s, want gpt %s", pt.PartitionTable.Label, pt.PartitionTable.ID, f.disk.GUID)
-	}
-	want := []string{"metadata", "microdroid-apex-0", "microdroid-apex-1", "microdroid-apex-2", "microdroid-apex-3", "microdroid-apk", "microdroid-apk-idsig"}
-	if len(pt.PartitionTable.Partitions) != len(want) {
-		t.Fatalf("sfdisk sees %d partitions, want %d", len(pt.PartitionTable.Partitions), len(want))
-	}
-	start := int64(HeaderSize)
-	for i, p := range pt.PartitionTable.Partitions {
-		size := int64(len(f.parts[i]))
-		if p.Name != want[i] || p.Start != start/512 || p.Size != size/512 ||
-			!strings.EqualFold(p.Type, LinuxFSType.String()) ||
-			!strings.EqualFold(p.UUID, f.disk.Partitions[i].GUID.String()) {
-			t.Errorf("partition %d: %+v, want %s at sector %d size %d", i, p, want[i], start/512, size/512)
-		}
-		start += size
+			var pt struct {
+				PartitionTable struct {
+					Label      string
+					ID         string
+					Partitions []struct {
+						Start, Size int64
+						Name, Type  string
+						UUID        string
+					}
+				}
+			}
+			if err := json.Unmarshal(out, &pt); err != nil {
+				t.Fatal(err)
+			}
+			if pt.PartitionTable.Label != "gpt" || !strings.EqualFold(pt.PartitionTable.ID, f.disk.GUID.String()) {
+				t.Errorf("table %s id %s, want gpt %s", pt.PartitionTable.Label, pt.PartitionTable.ID, f.disk.GUID)
+			}
+			if len(pt.PartitionTable.Partitions) != len(dc.labels) {
+				t.Fatalf("sfdisk sees %d partitions, want %d", len(pt.PartitionTable.Partitions), len(dc.labels))
+			}
+			start := int64(HeaderSize)
+			for i, p := range pt.PartitionTable.Partitions {
+				size := int64(len(f.parts[i]))
+				if p.Name != dc.labels[i] || p.Start != start/512 || p.Size != size/512 ||
+					!strings.EqualFold(p.Type, LinuxFSType.String()) ||
+					!strings.EqualFold(p.UUID, f.disk.Partitions[i].GUID.String()) {
+					t.Errorf("partition %d: %+v, want %s at sector %d size %d", i, p, dc.labels[i], start/512, size/512)
+				}
+				start += size
+			}
+		})
 	}
 }
 
@@ -214,27 +267,31 @@ func TestSfdiskTable(t *testing.T) {
 func TestLoopPartitions(t *testing.T) {
 	testdata.RequireRoot(t)
 	losetup, partx := testdata.RequireTool(t, "losetup"), testdata.RequireTool(t, "partx")
-	f := newFixture(t, edgeApexes, 600*1024, 10443)
-	out, err := exec.Command(losetup, "-r", "-f", "--show", writeFlat(t, f)).Output()
-	if err != nil {
-		testdata.Missing(t, "losetup: %v", err)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		exec.Command(partx, "-d", dev).Run()
-		exec.Command(losetup, "-d", dev).Run()
-	})
-	if out, err := exec.Command(partx, "-a", dev).CombinedOutput(); err != nil {
-		t.Fatalf("partx -a %s: %v %s", dev, err, out)
-	}
-	for i, want := range f.parts {
-		got, err := os.ReadFile(fmt.Sprintf("%sp%d", dev, i+1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%sp%d (%s): %d bytes differ from the expected %d", dev, i+1, f.disk.Partitions[i].Label, len(got), len(want))
-		}
+	for _, dc := range diskCases(t) {
+		t.Run(dc.name, func(t *testing.T) {
+			f := dc.f
+			out, err := exec.Command(losetup, "-r", "-f", "--show", writeFlat(t, f)).Output()
+			if err != nil {
+				testdata.Missing(t, "losetup: %v", err)
+			}
+			dev := strings.TrimSpace(string(out))
+			t.Cleanup(func() {
+				exec.Command(partx, "-d", dev).Run()
+				exec.Command(losetup, "-d", dev).Run()
+			})
+			if out, err := exec.Command(partx, "-a", dev).CombinedOutput(); err != nil {
+				t.Fatalf("partx -a %s: %v %s", dev, err, out)
+			}
+			for i, want := range f.parts {
+				got, err := os.ReadFile(fmt.Sprintf("%sp%d", dev, i+1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("%sp%d (%s): %d bytes differ from the expected %d", dev, i+1, f.disk.Partitions[i].Label, len(got), len(want))
+				}
+			}
+		})
 	}
 }
 
@@ -270,6 +327,23 @@ func TestCompositeProtoc(t *testing.T) {
 	c, err := ParseComposite(b)
 	if err != nil || c.Length != uint64(f.disk.Flat.Size) || len(c.Components) != len(paths)+2 {
 		t.Errorf("ParseComposite: %+v, %v", c, err)
+	}
+}
+
+// Without the size trailer apexd opens the partition as the zip, so padding after an
+// unaligned APEX would make it unreadable: such an APEX is refused.
+func TestZeroPadUnalignedApex(t *testing.T) {
+	for _, n := range []int64{4092, 4097, 1} {
+		p := Payload{Metadata: []byte("m"), Format: format13, Apexes: []Source{{Path: "a.apex", Size: n}},
+			APK: Source{Path: "apk", Size: 1}, Idsig: Source{Path: "idsig", Size: 1}}
+		if _, err := PayloadDisk(p, Options{}); !errors.Is(err, ErrUnaligned) || !strings.Contains(err.Error(), "a.apex") {
+			t.Errorf("apex of %d bytes: %v, want ErrUnaligned naming a.apex", n, err)
+		}
+	}
+	p := Payload{Metadata: []byte("m"), Format: format13, APK: Source{Path: "apk", Size: 1}, Idsig: Source{Path: "idsig", Size: 1},
+		Extra: []ExtraAPK{{APK: Source{Path: "x.apk", Size: 1}, Idsig: Source{Path: "x.idsig"}}}}
+	if _, err := PayloadDisk(p, Options{}); !errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), "x.idsig") {
+		t.Errorf("empty extra idsig: %v, want ErrEmpty naming x.idsig", err)
 	}
 }
 

@@ -12,38 +12,92 @@ const (
 // ApexLabel is the label of the i-th APEX partition.
 func ApexLabel(i int) string { return fmt.Sprintf("microdroid-apex-%d", i) }
 
+// ExtraAPKLabel is the label of the i-th extra APK partition (Android 13+).
+func ExtraAPKLabel(i int) string { return fmt.Sprintf("extra-apk-%d", i) }
+
+// ExtraIdsigLabel is the label of the i-th extra APK's idsig partition.
+func ExtraIdsigLabel(i int) string { return fmt.Sprintf("extra-idsig-%d", i) }
+
 // Payload is what the payload disk is made of.
 type Payload struct {
 	Metadata []byte   // the framed metadata blob (u32 BE length + protobuf)
-	Apexes   []Source // in config order
+	Apexes   []Source // in partition order
 	APK      Source
 	Idsig    Source
+	Extra    []ExtraAPK // Android 13+, in order
+	Format   Format
+}
+
+// ExtraAPK is one extra APK with its idsig.
+type ExtraAPK struct {
+	APK, Idsig Source
+}
+
+// Format is what differs between the payload disks of Android releases (the metadata
+// package's Profile says which). The zero value is the mid-2021 disk.
+type Format struct {
+	// MetadataLabel labels partition 1; empty means MetadataLabel ("metadata"). Android
+	// renamed it "payload-metadata" in July 2021.
+	MetadataLabel string
+	// ZeroPadApexes drops the mid-2021 size trailer: each APEX is zero-padded to 4 KiB
+	// like every other partition, and the guest's apexd opens the partition itself as
+	// the zip. Since a zip reader that finds bytes after the end of the zip refuses it
+	// (libziparchive), an APEX must then be a 4096 multiple, as apexer makes them.
+	ZeroPadApexes bool
 }
 
 // PayloadDisk lays out the payload disk: metadata as GPT entry 1 (apexd finds the
-// APEXes by partition number relative to it), APEXes with their size trailer, then
-// the APK and the idsig, each padded to 4 KiB. Sources are the APEXes, the APK and
-// the idsig, in that order.
+// APEXes by partition number relative to it), the APEXes (with their size trailer
+// unless p.Format says otherwise), the APK and the idsig, then each extra APK followed
+// by its idsig; every partition is padded with zeros to 4 KiB. Sources are the APEXes,
+// the APK, the idsig and the extra APKs and idsigs, in that order.
 func PayloadDisk(p Payload, o Options) (*Disk, error) {
-	sources := append(append([]Source{}, p.Apexes...), p.APK, p.Idsig)
-	parts := []PartSpec{{Label: MetadataLabel, Content: DataContent(p.Metadata)}}
+	label := p.Format.MetadataLabel
+	if label == "" {
+		label = MetadataLabel
+	}
+	parts := []PartSpec{{Label: label, Content: DataContent(p.Metadata)}}
+	var sources []Source
 	for i, a := range p.Apexes {
-		c, err := ApexContent(i, a.Size)
+		c, err := apexContent(len(sources), a.Size, p.Format.ZeroPadApexes)
 		if err != nil {
 			return nil, fmt.Errorf("apex %s: %w", a.Path, err)
 		}
 		parts = append(parts, PartSpec{Label: ApexLabel(i), Content: c})
+		sources = append(sources, a)
 	}
-	for i, f := range []struct {
+	type file struct {
 		label string
 		src   Source
-	}{{APKLabel, p.APK}, {IdsigLabel, p.Idsig}} {
+	}
+	files := []file{{APKLabel, p.APK}, {IdsigLabel, p.Idsig}}
+	for i, e := range p.Extra {
+		files = append(files, file{ExtraAPKLabel(i), e.APK}, file{ExtraIdsigLabel(i), e.Idsig})
+	}
+	for _, f := range files {
 		if f.src.Size <= 0 {
 			return nil, fmt.Errorf("%s: %w", f.src.Path, ErrEmpty)
 		}
-		parts = append(parts, PartSpec{Label: f.label, Content: FileContent(len(p.Apexes)+i, f.src.Size)})
+		parts = append(parts, PartSpec{Label: f.label, Content: FileContent(len(sources), f.src.Size)})
+		sources = append(sources, f.src)
 	}
 	return Build(sources, parts, o)
+}
+
+// apexContent is the APEX partition of a source of the given size: with the size
+// trailer, or zero-padded, for which the APEX must be 4 KiB aligned (see Format).
+func apexContent(src int, size int64, zeroPad bool) (Image, error) {
+	if !zeroPad {
+		return ApexContent(src, size)
+	}
+	if size <= 0 {
+		return Image{}, ErrEmpty
+	}
+	if size%PartitionAlign != 0 {
+		return Image{}, fmt.Errorf("%d bytes, so its partition would hold %d zero bytes after the zip, which apexd refuses without the size trailer (align APEXes with apksigner --align-file-size): %w",
+			size, align4K(size)-size, ErrUnaligned)
+	}
+	return FileContent(src, size), nil
 }
 
 // FilePart is a partition that is one whole file, as an OS VM config lists them.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"io/fs"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"vmfs/internal/inputfile"
@@ -19,17 +21,30 @@ const DefaultApexInfoList = "/apex/apex-info-list.xml"
 const maxApexInfoListSize = 4 << 20
 
 // ApexInfo is one <apex-info> entry of apex-info-list.xml (AOSP system/apex
-// apexd/ApexInfoList.xsd). Other attributes (versionCode, isFactory, ...) are ignored.
+// apexd/ApexInfoList.xsd), with the attributes virtualizationservice reads. An attribute
+// that is absent reads as its zero value (apexd always writes them); versionName is ignored.
 type ApexInfo struct {
-	ModuleName string
-	ModulePath string
-	IsActive   bool
+	ModuleName             string
+	ModulePath             string
+	PreinstalledModulePath string // Android 15 refuses APEXes not preinstalled under /system or /system_ext
+	VersionCode            uint64 // xs:long in the schema; virtualizationservice reads a u64
+	// LastUpdateSeconds is the lastUpdateMillis attribute, which holds seconds despite
+	// its name (virtualizationservice's payload.rs says so and copies it as it is).
+	LastUpdateSeconds     uint64
+	IsFactory             bool
+	IsActive              bool
+	ProvideSharedApexLibs bool // Android 13+ puts such an APEX on every payload disk
 }
 
 type xmlApexInfo struct {
-	ModuleName *string `xml:"moduleName,attr"`
-	ModulePath *string `xml:"modulePath,attr"`
-	IsActive   *string `xml:"isActive,attr"`
+	ModuleName             *string `xml:"moduleName,attr"`
+	ModulePath             *string `xml:"modulePath,attr"`
+	PreinstalledModulePath string  `xml:"preinstalledModulePath,attr"`
+	VersionCode            *string `xml:"versionCode,attr"`
+	LastUpdateMillis       *string `xml:"lastUpdateMillis,attr"`
+	IsFactory              *string `xml:"isFactory,attr"`
+	IsActive               *string `xml:"isActive,attr"`
+	ProvideSharedApexLibs  *string `xml:"provideSharedApexLibs,attr"`
 }
 
 type xmlApexInfoList struct {
@@ -38,7 +53,8 @@ type xmlApexInfoList struct {
 }
 
 // ParseApexInfoList parses apex-info-list.xml from r; name is used in errors. moduleName
-// and modulePath are required and non-empty; a missing isActive means false.
+// and modulePath are required and non-empty; a missing boolean means false and a missing
+// number 0.
 func ParseApexInfoList(name string, r io.Reader) ([]ApexInfo, error) {
 	lr := &io.LimitedReader{R: r, N: maxApexInfoListSize + 1}
 	dec := xml.NewDecoder(lr)
@@ -76,17 +92,46 @@ func ParseApexInfoList(name string, r io.Reader) ([]ApexInfo, error) {
 		if x.ModulePath == nil || *x.ModulePath == "" {
 			return nil, bad(fmt.Sprintf("%s: modulePath is required", inputfile.Quote(*x.ModuleName)))
 		}
-		info := ApexInfo{ModuleName: *x.ModuleName, ModulePath: *x.ModulePath}
-		if x.IsActive != nil {
+		info := ApexInfo{ModuleName: *x.ModuleName, ModulePath: *x.ModulePath, PreinstalledModulePath: x.PreinstalledModulePath}
+		for _, b := range []struct {
+			attr string
+			raw  *string
+			to   *bool
+		}{
+			{"isActive", x.IsActive, &info.IsActive},
+			{"isFactory", x.IsFactory, &info.IsFactory},
+			{"provideSharedApexLibs", x.ProvideSharedApexLibs, &info.ProvideSharedApexLibs},
+		} {
+			if b.raw == nil {
+				continue
+			}
 			// xs:boolean literals, after white-space collapsing.
-			switch strings.TrimSpace(*x.IsActive) {
+			switch strings.TrimSpace(*b.raw) {
 			case "true", "1":
-				info.IsActive = true
+				*b.to = true
 			case "false", "0":
 			default:
-				return nil, bad(fmt.Sprintf("%s: isActive %q is not an xs:boolean",
-					inputfile.Quote(info.ModuleName), inputfile.Quote(*x.IsActive)))
+				return nil, bad(fmt.Sprintf("%s: %s %q is not an xs:boolean",
+					inputfile.Quote(info.ModuleName), b.attr, inputfile.Quote(*b.raw)))
 			}
+		}
+		for _, n := range []struct {
+			attr string
+			raw  *string
+			to   *uint64
+		}{
+			{"versionCode", x.VersionCode, &info.VersionCode},
+			{"lastUpdateMillis", x.LastUpdateMillis, &info.LastUpdateSeconds},
+		} {
+			if n.raw == nil {
+				continue
+			}
+			v, err := strconv.ParseUint(strings.TrimSpace(*n.raw), 10, 64)
+			if err != nil {
+				return nil, bad(fmt.Sprintf("%s: %s %q is not a non-negative integer",
+					inputfile.Quote(info.ModuleName), n.attr, inputfile.Quote(*n.raw)))
+			}
+			*n.to = v
 		}
 		out = append(out, info)
 	}
@@ -124,15 +169,86 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 	if err := ValidName("apex", name); err != nil {
 		return "", err
 	}
-	var looked []string
-	if r.InfoList != "" {
-		p, ok, err := r.fromInfoList(name)
+	list, err := r.infoList()
+	if err != nil {
+		return "", err
+	}
+	for _, info := range list {
+		if info.IsActive && info.ModuleName == name {
+			if _, err := inputfile.Stat(info.ModulePath); err != nil {
+				return "", fmt.Errorf("apex %s (listed in %s): %w", name, r.InfoList, err)
+			}
+			return info.ModulePath, nil
+		}
+	}
+	return r.fromDirs(name, list != nil)
+}
+
+// Entries returns what the APEX set is chosen from (Profile.SelectApexes): every entry of
+// the info list, modulePath made absolute, then for each of names that has no active
+// entry there, the first `<dir>/<name>.apex` in Dirs that is a regular file, as an active
+// factory entry (version 0, last update 0, preinstalled path unknown). A name found
+// nowhere is left out; SelectApexes decides whether that is an error. Entries stats no
+// listed file: the caller stats the ones it selects.
+func (r ApexResolver) Entries(names []string) ([]ApexInfo, error) {
+	list, err := r.infoList()
+	if err != nil {
+		return nil, err
+	}
+	out := slices.Clone(list)
+	for _, name := range names {
+		if err := ValidName("apex", name); err != nil {
+			return nil, err
+		}
+		if slices.ContainsFunc(out, func(a ApexInfo) bool { return a.IsActive && a.ModuleName == name }) {
+			continue
+		}
+		p, err := r.fromDirs(name, list != nil)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
 		if err != nil {
-			return "", err
+			return nil, err
 		}
-		if ok {
-			return p, nil
+		out = append(out, ApexInfo{ModuleName: name, ModulePath: p, IsFactory: true, IsActive: true})
+	}
+	return out, nil
+}
+
+// infoList reads r.InfoList, each modulePath made absolute; nil when there is no list.
+func (r ApexResolver) infoList() ([]ApexInfo, error) {
+	if r.InfoList == "" {
+		return nil, nil
+	}
+	f, _, err := openRegular(r.InfoList, "apex info list")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	infos, err := ParseApexInfoList(r.InfoList, f)
+	if err != nil {
+		return nil, err
+	}
+	for i := range infos {
+		p := infos[i].ModulePath
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(filepath.Dir(r.InfoList), p)
 		}
+		if infos[i].ModulePath, err = filepath.Abs(p); err != nil {
+			return nil, fmt.Errorf("apex %s: %w", infos[i].ModuleName, err)
+		}
+	}
+	return infos, nil
+}
+
+// fromDirs returns the first `<dir>/<name>.apex` in r.Dirs that is a regular file;
+// listed says whether an info list was read (and is named as a place looked in).
+func (r ApexResolver) fromDirs(name string, listed bool) (string, error) {
+	var looked []string
+	if listed {
 		looked = append(looked, r.InfoList)
 	}
 	// The first candidate that is there but unusable; "not found" would send the user
@@ -162,39 +278,4 @@ func (r ApexResolver) Resolve(name string) (string, error) {
 		where = strings.Join(looked, ", ")
 	}
 	return "", fmt.Errorf("apex %s: looked in %s: %w", name, where, ErrNotFound)
-}
-
-// fromInfoList looks name up among the active entries of r.InfoList. ok is false when the
-// list does not exist or has no active entry for name; an active entry whose file is
-// not a regular file is an error.
-func (r ApexResolver) fromInfoList(name string) (path string, ok bool, err error) {
-	f, _, err := openRegular(r.InfoList, "apex info list")
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("apex %s: %w", name, err)
-	}
-	defer f.Close()
-	infos, err := ParseApexInfoList(r.InfoList, f)
-	if err != nil {
-		return "", false, err
-	}
-	for _, info := range infos {
-		if !info.IsActive || info.ModuleName != name {
-			continue
-		}
-		p := info.ModulePath
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(filepath.Dir(r.InfoList), p)
-		}
-		if p, err = filepath.Abs(p); err != nil {
-			return "", false, fmt.Errorf("apex %s: %w", name, err)
-		}
-		if _, err := inputfile.Stat(p); err != nil {
-			return "", false, fmt.Errorf("apex %s (listed in %s): %w", name, r.InfoList, err)
-		}
-		return p, true, nil
-	}
-	return "", false, nil
 }

@@ -23,11 +23,17 @@ func TestParseApexInfoList(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// lastUpdateMillis holds seconds on a device (apexd writes st_mtime); this
+		// sample's value is kept as it is, whatever its unit.
+		entry := func(name, path, pre string, version uint64, active bool) ApexInfo {
+			return ApexInfo{ModuleName: name, ModulePath: path, PreinstalledModulePath: pre, VersionCode: version,
+				LastUpdateSeconds: 1230768000000, IsFactory: true, IsActive: active}
+		}
 		want := []ApexInfo{
-			{"com.android.adbd", "/system/apex/com.android.adbd.capex", false},
-			{"com.android.adbd", "/data/apex/decompressed/com.android.adbd@330443000.decompressed.apex", true},
-			{"com.android.os.statsd", "/system/apex/com.android.os.statsd.apex", true},
-			{"com.android.virt", "/system/apex/com.android.virt.apex", true},
+			entry("com.android.adbd", "/system/apex/com.android.adbd.capex", "/system/apex/com.android.adbd.capex", 330443000, false),
+			entry("com.android.adbd", "/data/apex/decompressed/com.android.adbd@330443000.decompressed.apex", "/system/apex/com.android.adbd.capex", 330443000, true),
+			entry("com.android.os.statsd", "/system/apex/com.android.os.statsd.apex", "/system/apex/com.android.os.statsd.apex", 330443000, true),
+			entry("com.android.virt", "/system/apex/com.android.virt.apex", "/system/apex/com.android.virt.apex", 1, true),
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("got %+v\nwant %+v", got, want)
@@ -46,9 +52,19 @@ func TestParseApexInfoList(t *testing.T) {
 			<apex-info moduleName="c" modulePath="/c" isActive="0"/>
 			<apex-info moduleName="d" modulePath="/d"/>
 			</apex-info-list>`,
-			[]ApexInfo{{"a", "/a", true}, {"b", "/b", false}, {"c", "/c", false}, {"d", "/d", false}}},
+			[]ApexInfo{{ModuleName: "a", ModulePath: "/a", IsActive: true}, {ModuleName: "b", ModulePath: "/b"},
+				{ModuleName: "c", ModulePath: "/c"}, {ModuleName: "d", ModulePath: "/d"}}},
+		{"update attributes", `<apex-info-list>
+			<apex-info moduleName="a" modulePath="/a" preinstalledModulePath="/system/a" versionCode=" 7 " lastUpdateMillis="1700000000" isFactory="false" isActive="true" provideSharedApexLibs="1"/>
+			<apex-info moduleName="b" modulePath="/b" versionCode="18446744073709551615" lastUpdateMillis="0" isFactory="true"/>
+			</apex-info-list>`,
+			[]ApexInfo{
+				{ModuleName: "a", ModulePath: "/a", PreinstalledModulePath: "/system/a", VersionCode: 7, LastUpdateSeconds: 1700000000,
+					IsActive: true, ProvideSharedApexLibs: true},
+				{ModuleName: "b", ModulePath: "/b", VersionCode: 1<<64 - 1, IsFactory: true},
+			}},
 		{"unknown elements and comments", `<!-- x --><apex-info-list><foo/><apex-info moduleName="a" modulePath="/a" isActive="true" newAttr="x"><bar/></apex-info></apex-info-list><!-- y -->`,
-			[]ApexInfo{{"a", "/a", true}}},
+			[]ApexInfo{{ModuleName: "a", ModulePath: "/a", IsActive: true}}},
 
 		{"empty input", ``, nil},
 		{"not xml", `hello`, nil},
@@ -60,6 +76,11 @@ func TestParseApexInfoList(t *testing.T) {
 		{"empty moduleName", `<apex-info-list><apex-info moduleName="" modulePath="/a" isActive="true"/></apex-info-list>`, nil},
 		{"missing modulePath", `<apex-info-list><apex-info moduleName="a" isActive="true"/></apex-info-list>`, nil},
 		{"bad isActive", `<apex-info-list><apex-info moduleName="a" modulePath="/a" isActive="yes"/></apex-info-list>`, nil},
+		{"bad isFactory", `<apex-info-list><apex-info moduleName="a" modulePath="/a" isFactory="no"/></apex-info-list>`, nil},
+		{"bad provideSharedApexLibs", `<apex-info-list><apex-info moduleName="a" modulePath="/a" provideSharedApexLibs=""/></apex-info-list>`, nil},
+		{"negative versionCode", `<apex-info-list><apex-info moduleName="a" modulePath="/a" versionCode="-1"/></apex-info-list>`, nil},
+		{"lastUpdateMillis past u64", `<apex-info-list><apex-info moduleName="a" modulePath="/a" lastUpdateMillis="18446744073709551616"/></apex-info-list>`, nil},
+		{"fractional lastUpdateMillis", `<apex-info-list><apex-info moduleName="a" modulePath="/a" lastUpdateMillis="1.5"/></apex-info-list>`, nil},
 		{"undefined entity", `<apex-info-list><apex-info moduleName="&evil;" modulePath="/a" isActive="true"/></apex-info-list>`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

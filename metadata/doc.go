@@ -3,10 +3,21 @@
 // payload metadata (length-prefixed protobuf), the APK Signature Scheme v4 .idsig file
 // with its merkle tree, and /apex/apex-info-list.xml for finding APEX files.
 //
+// # Profiles
+//
+// A Profile names the Android release whose formats vmfs follows (android12, the
+// mid-2021 design and the default, to android15). It holds what differs as data: the
+// payload config schema (Profile.ParsePayloadConfig), which APEXes go on the disk
+// (Profile.SelectApexes), what the host writes in the metadata (Profile.NewMetadata), the
+// extra APKs (Profile.ExtraApks) and the facts the disk layout needs
+// (Profile.MetadataLabel, Profile.ZeroPadApexes), which the layout package takes as
+// plain values. The functions without a profile are android12's.
+//
 // It imports no other vmfs package but internal/inputfile (every input is opened
 // through it, so a FIFO or a device never blocks), no go-fuse and no zap; it logs
 // nothing and returns errors that name the file and the problem. A file that cannot be
-// opened as a regular file gives an *InputError.
+// opened as a regular file gives an *InputError. The one file it writes is the idsig
+// CreateIdsig makes.
 //
 // # Security
 //
@@ -17,8 +28,9 @@
 // 1 MiB, the idsig signing info at 64 KiB, apex-info-list.xml at 4 MiB. Names that become
 // file names are checked by ValidName (at most 240 bytes), the payload config path inside
 // the APK must be a clean relative path, and an APK holding that entry twice is refused.
-// The idsig merkle tree is verified in constant memory, whatever the APK size. It proves
-// that the APK matches the idsig, not who signed it: the v4 signature is not checked.
+// The idsig merkle tree is verified in constant memory, whatever the APK size
+// (CreateIdsig holds the tree it builds, 1/128 of the APK). Verification proves that
+// the APK matches the idsig, not who signed it: the v4 signature is not checked.
 // Bad binary input is reported as a *FormatError carrying the byte offset.
 package metadata
 

@@ -103,7 +103,9 @@ func FuzzDecodeMetadata(f *testing.F) {
 	for _, m := range []*Metadata{
 		NewPayloadMetadata("assets/vm_config.json", []string{"com.android.adbd", "com.android.os.statsd"}),
 		NewPayloadMetadata("x", nil),
-		{Apexes: []*ApexPayload{{Name: "a", PartitionName: "microdroid-apex-0", PublicKey: []byte{1}, RootDigest: []byte{2}, LastUpdateSeconds: 3, IsFactory: true}}},
+		{Apexes: []*ApexPayload{{Name: "a", PartitionName: "microdroid-apex-0", PublicKey: []byte{1}, RootDigest: []byte{2},
+			LastUpdateSeconds: 3, IsFactory: true, ManifestVersion: 4, ManifestName: "a"}}},
+		{Payload: &Metadata_Config{Config: &BinaryConfig{PayloadBinaryName: "x.so", ExtraApkCount: 2}}},
 	} {
 		b, err := EncodeMetadata(m)
 		if err != nil {
@@ -175,9 +177,14 @@ func FuzzParseApexInfoList(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	type xmlOut struct {
-		Name   string `xml:"moduleName,attr"`
-		Path   string `xml:"modulePath,attr"`
-		Active bool   `xml:"isActive,attr"`
+		Name       string `xml:"moduleName,attr"`
+		Path       string `xml:"modulePath,attr"`
+		Pre        string `xml:"preinstalledModulePath,attr"`
+		Version    uint64 `xml:"versionCode,attr"`
+		LastUpdate uint64 `xml:"lastUpdateMillis,attr"`
+		Factory    bool   `xml:"isFactory,attr"`
+		Active     bool   `xml:"isActive,attr"`
+		SharedLibs bool   `xml:"provideSharedApexLibs,attr"`
 	}
 	type xmlListOut struct {
 		XMLName xml.Name `xml:"apex-info-list"`
@@ -194,10 +201,11 @@ func FuzzParseApexInfoList(f *testing.F) {
 				t.Fatalf("accepted an empty name or path: %+v", i)
 			}
 			// The encoder replaces characters XML cannot carry; such input is not round-trippable.
-			if strings.ContainsRune(i.ModuleName+i.ModulePath, '\uFFFD') {
+			if strings.ContainsRune(i.ModuleName+i.ModulePath+i.PreinstalledModulePath, '\uFFFD') {
 				return
 			}
-			out.Infos = append(out.Infos, xmlOut{i.ModuleName, i.ModulePath, i.IsActive})
+			out.Infos = append(out.Infos, xmlOut{i.ModuleName, i.ModulePath, i.PreinstalledModulePath, i.VersionCode,
+				i.LastUpdateSeconds, i.IsFactory, i.IsActive, i.ProvideSharedApexLibs})
 		}
 		b, err := xml.Marshal(out)
 		if err != nil {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
+	"path/filepath"
 )
 
 // APK Signature Scheme v4 constants (APKSIG V4Signature.java; formats.md section 7).
@@ -386,4 +388,122 @@ func VerifyFiles(apkPath, idsigPath string) error {
 	}
 	defer apk.Close()
 	return sig.VerifyAPK(apkPath, apk, apkSize, idsigFile)
+}
+
+// sigAlgDSASHA256 is the signature algorithm id of an unsigned idsig: the Rust default
+// AVF's libs/idsig leaves in place (SignatureAlgorithmId::DSA_SHA2_256, 0x0301).
+const sigAlgDSASHA256 = 0x0301
+
+// CreateIdsig writes to idsigPath the v4 signature file that `vm create-idsig` (Android
+// 13's virtualizationservice createOrUpdateIdsigFile, libs/idsig V4Signature::create)
+// makes for the APK at apkPath: SHA-256 over 4 KiB blocks, no salt, the merkle tree and
+// its root hash, and an empty signing info (no APK digest, certificate, key or
+// signature; algorithm id 0x0301). It proves what the APK is, not who signed it, which
+// is all the guest's dm-verity uses. The tree and root hash equal apksigner's for the
+// same APK. The file is replaced whole (written aside, then renamed).
+//
+// Android 14 and 15 also copy the APK digest of the APK's v3 signature into the signing
+// info and fail on an APK without a v3 signature; vmfs does neither. An APK of at most
+// one block (4096 bytes) is refused: AVF writes it no tree at all (the root is then the
+// hash of the block, as in dm-verity), apksigner writes a one-block tree, and neither
+// is what the other's readers take.
+func CreateIdsig(apkPath, idsigPath string) error {
+	f, size, err := openRegular(apkPath, "apk")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if size <= blockSize {
+		return fmt.Errorf("create idsig for apk %s: %d bytes, at most one %d-byte block, which v4 signers do not agree on", apkPath, size, blockSize)
+	}
+	tree, root, err := merkleTree(f, size)
+	if err != nil {
+		return fmt.Errorf("create idsig for apk %s: %w", apkPath, err)
+	}
+	if int64(len(tree)) > int64(^uint32(0)) {
+		return fmt.Errorf("create idsig for apk %s: a %d-byte merkle tree does not fit the v4 format", apkPath, len(tree))
+	}
+	lenPrefixed := func(b []byte, field []byte) []byte {
+		return append(binary.LittleEndian.AppendUint32(b, uint32(len(field))), field...)
+	}
+	hashing := binary.LittleEndian.AppendUint32(nil, hashAlgSHA256)
+	hashing = append(hashing, log2BlockSize4096)
+	hashing = lenPrefixed(hashing, nil) // salt
+	hashing = lenPrefixed(hashing, root)
+	// apk digest, x509 certificate, additional data, public key: empty; then the
+	// algorithm id and an empty signature.
+	var signing []byte
+	for range 4 {
+		signing = lenPrefixed(signing, nil)
+	}
+	signing = binary.LittleEndian.AppendUint32(signing, sigAlgDSASHA256)
+	signing = lenPrefixed(signing, nil)
+
+	out := binary.LittleEndian.AppendUint32(nil, idsigVersion)
+	out = lenPrefixed(out, hashing)
+	out = lenPrefixed(out, signing)
+	out = lenPrefixed(out, tree)
+	return writeReplacing(idsigPath, out)
+}
+
+// merkleTree builds the v4 merkle tree over the first size bytes of r (the last block
+// zero-padded): the levels treeLevels gives, stored root-most first, and the root hash.
+func merkleTree(r io.ReaderAt, size int64) (tree, root []byte, err error) {
+	sizes := treeLevels(size)
+	levels := make([][]byte, len(sizes))
+	buf := make([]byte, verifyBufSize)
+	for pos := int64(0); pos < size; {
+		n := int(min(int64(len(buf)), size-pos))
+		if err := readFull(r, buf[:n], pos); err != nil {
+			return nil, nil, fmt.Errorf("read at byte %d: %w", pos, err)
+		}
+		padded := (n + blockSize - 1) / blockSize * blockSize
+		clear(buf[n:padded])
+		levels[0] = hashBlocks(levels[0], buf[:padded])
+		pos += int64(n)
+	}
+	for i := range levels {
+		levels[i] = append(levels[i], make([]byte, sizes[i]-int64(len(levels[i])))...)
+		if i+1 < len(levels) {
+			levels[i+1] = hashBlocks(nil, levels[i])
+		}
+	}
+	for i := len(levels) - 1; i >= 0; i-- {
+		tree = append(tree, levels[i]...)
+	}
+	sum := sha256.Sum256(tree[:blockSize])
+	return tree, sum[:], nil
+}
+
+// hashBlocks appends the SHA-256 of each 4 KiB block of data to dst.
+func hashBlocks(dst, data []byte) []byte {
+	for b := 0; b < len(data); b += blockSize {
+		sum := sha256.Sum256(data[b : b+blockSize])
+		dst = append(dst, sum[:]...)
+	}
+	return dst
+}
+
+// writeReplacing writes data to a temporary file next to path and renames it over path,
+// so that a reader never sees half a file.
+func writeReplacing(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write idsig %s: %w", path, err)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package metadata
 import (
 	"archive/zip"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -51,14 +52,16 @@ type ApkConfig struct {
 }
 
 // rawPayloadConfig mirrors PayloadConfig with pointers so absent keys can be told from
-// empty ones, as serde does for required fields.
+// empty ones, as serde does for required fields. The keys only some releases know stay
+// raw until the profile says how to read them.
 type rawPayloadConfig struct {
 	OS *struct {
 		Name *string `json:"name"`
 	} `json:"os"`
 	Task *struct {
-		Type    *string `json:"type"`
-		Command *string `json:"command"`
+		Type    *string         `json:"type"`
+		Command *string         `json:"command"`
+		Args    json.RawMessage `json:"args"`
 	} `json:"task"`
 	Apexes []struct {
 		Name *string `json:"name"`
@@ -66,13 +69,32 @@ type rawPayloadConfig struct {
 	ExtraApks []struct {
 		Path *string `json:"path"`
 	} `json:"extra_apks"`
-	PreferStaged bool `json:"prefer_staged"`
+	PreferStaged     bool            `json:"prefer_staged"`
+	ExportTombstones json.RawMessage `json:"export_tombstones"`
+	EnableAuthfs     json.RawMessage `json:"enable_authfs"`
+	Hugepages        json.RawMessage `json:"hugepages"`
 }
 
-// ParsePayloadConfig parses and validates a payload config. name is used in errors only.
-// Unknown keys are ignored, as AVF does, and a key repeated in one object is refused;
-// os.name defaults to "microdroid" and task.type to "executable".
+// ParsePayloadConfig parses and validates a payload config at android12 (the default);
+// see Profile.ParsePayloadConfig.
 func ParsePayloadConfig(name string, data []byte) (*PayloadConfig, error) {
+	return Android12.ParsePayloadConfig(name, data)
+}
+
+// ParsePayloadConfig parses and validates a payload config as profile p's
+// virtualizationservice reads it; name is used in errors, each of which names the key.
+// Unknown keys are ignored, as AVF does, and a key repeated in one object is refused;
+// task.type defaults to "executable" and os.name to "microdroid". What depends on p:
+//
+//   - os.name: any valid name at android12 (vmfs loads <os-dir>/<name>.json); only
+//     "microdroid" at android13 and android14; deprecated at android15, where it may only
+//     be "" or "microdroid" (the OS is chosen on the command line).
+//   - task.args: a list of strings up to android13, then an unknown key.
+//   - export_tombstones: a boolean, required at android13 and optional since.
+//   - enable_authfs (android14+) and hugepages (android15): booleans.
+//
+// vmfs reads these last keys only to refuse what AVF refuses: none of them changes the disk.
+func (p Profile) ParsePayloadConfig(name string, data []byte) (*PayloadConfig, error) {
 	var raw rawPayloadConfig
 	if err := unmarshalConfig("payload config "+name, data, &raw); err != nil {
 		return nil, err
@@ -80,15 +102,18 @@ func ParsePayloadConfig(name string, data []byte) (*PayloadConfig, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("payload config %s: %s", name, fmt.Sprintf(format, args...))
 	}
+	schema := p.facts().schema
 	cfg := &PayloadConfig{OS: OSConfig{Name: DefaultOSName}, PreferStaged: raw.PreferStaged}
 	if raw.OS != nil {
 		if raw.OS.Name == nil {
 			return nil, bad("os.name is required when os is present")
 		}
-		if err := ValidName("os", *raw.OS.Name); err != nil {
+		if err := schema.checkOS(p, *raw.OS.Name); err != nil {
 			return nil, bad("%v", err)
 		}
-		cfg.OS.Name = *raw.OS.Name
+		if *raw.OS.Name != "" {
+			cfg.OS.Name = *raw.OS.Name
+		}
 	}
 	if raw.Task != nil {
 		t := &Task{Type: TaskExecutable}
@@ -102,6 +127,9 @@ func ParsePayloadConfig(name string, data []byte) (*PayloadConfig, error) {
 			return nil, bad("task.command is required")
 		}
 		t.Command = *raw.Task.Command
+		if err := checkKey(p, "task.args", raw.Task.Args, schema.taskArgs, new([]string), "a list of strings"); err != nil {
+			return nil, bad("%v", err)
+		}
 		cfg.Task = t
 	}
 	seen := make(map[string]bool, len(raw.Apexes))
@@ -124,13 +152,64 @@ func ParsePayloadConfig(name string, data []byte) (*PayloadConfig, error) {
 		}
 		cfg.ExtraApks = append(cfg.ExtraApks, ApkConfig{Path: *a.Path})
 	}
+	for _, k := range []struct {
+		key string
+		raw json.RawMessage
+		how presence
+	}{
+		{"export_tombstones", raw.ExportTombstones, schema.exportTombstones},
+		{"enable_authfs", raw.EnableAuthfs, schema.enableAuthfs},
+		{"hugepages", raw.Hugepages, schema.hugepages},
+	} {
+		if err := checkKey(p, k.key, k.raw, k.how, new(bool), "true or false"); err != nil {
+			return nil, bad("%v", err)
+		}
+	}
 	return cfg, nil
 }
 
-// ReadPayloadConfig reads the payload config at configPath inside the APK (a zip) and
-// parses it. configPath must be a clean relative path naming a file entry, such as
-// "assets/vm_config.json". A missing entry gives an error wrapping ErrNotFound.
+// checkOS checks os.name against the profile's rule.
+func (s configSchema) checkOS(p Profile, name string) error {
+	switch {
+	case s.osName == osAny:
+		return ValidName("os", name)
+	case name == DefaultOSName, name == "" && s.osName == osDeprecated:
+		return nil
+	case s.osName == osDeprecated:
+		return fmt.Errorf("os is deprecated at %s: os.name %q may only be \"\" or %q",
+			p, inputfile.Quote(name), DefaultOSName)
+	}
+	return fmt.Errorf("unknown os.name %q: %s runs only %q", inputfile.Quote(name), p, DefaultOSName)
+}
+
+// checkKey decodes the value of key into v (a pointer to the type serde wants, described
+// by want) when the profile knows the key. As serde does, it takes null only for an
+// Option and insists on a required key.
+func checkKey(p Profile, key string, raw json.RawMessage, how presence, v any, want string) error {
+	switch {
+	case how == keyUnknown:
+		return nil
+	case raw == nil && how == keyRequired:
+		return fmt.Errorf("%s is required at %s", key, p)
+	case raw == nil, string(raw) == "null" && how == keyOption:
+		return nil
+	}
+	// The whole config has been decoded once already, so only the type can be wrong.
+	if err := json.Unmarshal(raw, v); err != nil || string(raw) == "null" {
+		return fmt.Errorf("%s is %s, want %s", key, inputfile.Quote(string(raw)), want)
+	}
+	return nil
+}
+
+// ReadPayloadConfig is Android12.ReadPayloadConfig, the default.
 func ReadPayloadConfig(apkPath, configPath string) (*PayloadConfig, error) {
+	return Android12.ReadPayloadConfig(apkPath, configPath)
+}
+
+// ReadPayloadConfig reads the payload config at configPath inside the APK (a zip) and
+// parses it at profile p. configPath must be a clean relative path naming a file entry, such as
+// "assets/vm_config.json". A missing entry gives an error wrapping ErrNotFound.
+func (p Profile) ReadPayloadConfig(apkPath, configPath string) (*PayloadConfig, error) {
 	// The config path is repeated in errors cut: it may come from an input file (the
 	// guest reads it from the payload metadata).
 	cp := inputfile.Quote(configPath)
@@ -181,5 +260,5 @@ func ReadPayloadConfig(apkPath, configPath string) (*PayloadConfig, error) {
 		return nil, fmt.Errorf("apk %s: payload config %s is larger than the %d bytes allowed",
 			apkPath, cp, maxPayloadConfigSize)
 	}
-	return ParsePayloadConfig(apkPath+"!"+cp, buf.Bytes())
+	return p.ParsePayloadConfig(apkPath+"!"+cp, buf.Bytes())
 }

@@ -47,7 +47,7 @@ apk {
   payload_partition_name: "microdroid-apk"
   idsig_partition_name: "microdroid-apk-idsig"
 }
-payload_config_path: "/mnt/apk/assets/vm_config.json"
+config_path: "/mnt/apk/assets/vm_config.json"
 `},
 		{"no apexes", "vm.json", nil, `version: 1
 apk {
@@ -55,7 +55,7 @@ apk {
   payload_partition_name: "microdroid-apk"
   idsig_partition_name: "microdroid-apk-idsig"
 }
-payload_config_path: "/mnt/apk/vm.json"
+config_path: "/mnt/apk/vm.json"
 `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,8 +82,21 @@ payload_config_path: "/mnt/apk/vm.json"
 	}
 }
 
+// TestDecodeMetadataProtoc decodes what protoc encodes from text as Android 13 to 15
+// write it, with the fields only a guest fills (public_key, root_digest, manifest_*).
 func TestDecodeMetadataProtoc(t *testing.T) {
-	text := `version: 1
+	apk := &ApkPayload{Name: "apk", PayloadPartitionName: "microdroid-apk", IdsigPartitionName: "microdroid-apk-idsig"}
+	const apkText = `apk {
+  name: "apk"
+  payload_partition_name: "microdroid-apk"
+  idsig_partition_name: "microdroid-apk-idsig"
+}
+`
+	for _, tc := range []struct {
+		name, text string
+		want       *Metadata
+	}{
+		{"config path, guest fields", `version: 1
 apexes {
   name: "com.android.adbd"
   partition_name: "microdroid-apex-0"
@@ -91,35 +104,147 @@ apexes {
   root_digest: "\377"
   last_update_seconds: 1630000000
   is_factory: true
+  manifest_version: 330443000
+  manifest_name: "com.android.adbd"
 }
-apk {
+` + apkText + `config_path: "/mnt/apk/assets/vm_config.json"
+`, &Metadata{
+			Version: 1,
+			Apexes: []*ApexPayload{{Name: "com.android.adbd", PartitionName: "microdroid-apex-0",
+				PublicKey: []byte{1, 2}, RootDigest: []byte{0xff}, LastUpdateSeconds: 1630000000, IsFactory: true,
+				ManifestVersion: 330443000, ManifestName: "com.android.adbd"}},
+			Apk:     apk,
+			Payload: &Metadata_ConfigPath{ConfigPath: "/mnt/apk/assets/vm_config.json"},
+		}},
+		{"payload config", "version: 1\n" + apkText + `config {
+  payload_binary_name: "libpayload.so"
+  extra_apk_count: 2
+}
+`, &Metadata{
+			Version: 1,
+			Apk:     apk,
+			Payload: &Metadata_Config{Config: &BinaryConfig{PayloadBinaryName: "libpayload.so", ExtraApkCount: 2}},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := protoc(t, "--encode", []byte(tc.text))
+			blob := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+			blob = append(blob, body...)
+			// Bytes after the body are padding of the partition and must be left unread.
+			r := bytes.NewReader(append(blob, 0, 0, 0))
+			got, err := DecodeMetadata(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Len() != 3 {
+				t.Errorf("DecodeMetadata left %d bytes, want 3", r.Len())
+			}
+			if !proto.Equal(got, tc.want) {
+				t.Errorf("got %v\nwant %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestProfileMetadataProtoc checks what the host writes at each profile against protoc,
+// both ways: protoc's text of vmfs's bytes, and protoc's bytes of that text.
+func TestProfileMetadataProtoc(t *testing.T) {
+	apexes := []ApexInfo{
+		{ModuleName: "com.android.os.statsd", VersionCode: 1, LastUpdateSeconds: 1230768000, IsFactory: true, IsActive: true},
+		{ModuleName: "com.vmfs.edge", VersionCode: 3, LastUpdateSeconds: 1700000000, IsActive: true},
+	}
+	const apk = `apk {
   name: "apk"
   payload_partition_name: "microdroid-apk"
   idsig_partition_name: "microdroid-apk-idsig"
 }
-payload_config_path: "/mnt/apk/assets/vm_config.json"
 `
-	body := protoc(t, "--encode", []byte(text))
-	blob := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
-	blob = append(blob, body...)
-	// Bytes after the body are padding of the partition and must be left unread.
-	r := bytes.NewReader(append(blob, 0, 0, 0))
-	got, err := DecodeMetadata(r)
-	if err != nil {
-		t.Fatal(err)
+	const namesOnly = `apexes {
+  name: "com.android.os.statsd"
+}
+apexes {
+  name: "com.vmfs.edge"
+}
+`
+	// Android 13+: a zero last update and a false is_factory are not on the wire.
+	const updateInfo = `apexes {
+  name: "com.android.os.statsd"
+  partition_name: "microdroid-apex-0"
+  last_update_seconds: 1230768000
+  is_factory: true
+}
+apexes {
+  name: "com.vmfs.edge"
+  partition_name: "microdroid-apex-1"
+  last_update_seconds: 1700000000
+}
+`
+	const configPath = "config_path: \"/mnt/apk/assets/vm_config.json\"\n"
+	for _, tc := range []struct {
+		profile Profile
+		spec    PayloadSpec
+		want    string
+	}{
+		{Android12, PayloadSpec{ConfigPath: "assets/vm_config.json", Apexes: apexes}, "version: 1\n" + namesOnly + apk + configPath},
+		{Android13, PayloadSpec{ConfigPath: "assets/vm_config.json", Apexes: apexes, ExtraApks: 2}, "version: 1\n" + updateInfo + apk + configPath},
+		{Android14, PayloadSpec{ConfigPath: "assets/vm_config.json", Apexes: apexes, ExtraApks: 2}, "version: 1\n" + updateInfo + apk + configPath},
+		{Android14, PayloadSpec{BinaryName: "libsample.so", Apexes: apexes}, "version: 1\n" + updateInfo + apk +
+			"config {\n  payload_binary_name: \"libsample.so\"\n}\n"},
+		{Android15, PayloadSpec{ConfigPath: "assets/vm_config.json", Apexes: apexes[:1], ExtraApks: 1}, "version: 1\n" +
+			updateInfo[:strings.Index(updateInfo, "apexes {\n  name: \"com.vmfs.edge")] + apk + configPath},
+		{Android15, PayloadSpec{BinaryName: "libsample.so", ExtraApks: 2}, "version: 1\n" + apk +
+			"config {\n  payload_binary_name: \"libsample.so\"\n  extra_apk_count: 2\n}\n"},
+	} {
+		name := tc.profile.String() + " config path"
+		if tc.spec.BinaryName != "" {
+			name = tc.profile.String() + " binary name"
+		}
+		t.Run(name, func(t *testing.T) {
+			m, err := tc.profile.NewMetadata(tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			blob, err := EncodeMetadata(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := blob[4:]
+			if got := string(protoc(t, "--decode", body)); got != tc.want {
+				t.Errorf("protoc --decode:\n%s\nwant:\n%s", got, tc.want)
+			}
+			if want := protoc(t, "--encode", []byte(tc.want)); !bytes.Equal(body, want) {
+				t.Errorf("body %x\nprotoc --encode %x", body, want)
+			}
+			got, err := DecodeMetadata(bytes.NewReader(blob))
+			if err != nil || !proto.Equal(got, m) {
+				t.Errorf("DecodeMetadata: %v, %v; want %v", got, err, m)
+			}
+		})
 	}
-	if r.Len() != 3 {
-		t.Errorf("DecodeMetadata left %d bytes, want 3", r.Len())
-	}
-	want := &Metadata{
-		Version: 1,
-		Apexes: []*ApexPayload{{Name: "com.android.adbd", PartitionName: "microdroid-apex-0",
-			PublicKey: []byte{1, 2}, RootDigest: []byte{0xff}, LastUpdateSeconds: 1630000000, IsFactory: true}},
-		Apk:               &ApkPayload{Name: "apk", PayloadPartitionName: "microdroid-apk", IdsigPartitionName: "microdroid-apk-idsig"},
-		PayloadConfigPath: "/mnt/apk/assets/vm_config.json",
-	}
-	if !proto.Equal(got, want) {
-		t.Errorf("got %v\nwant %v", got, want)
+}
+
+func TestNewMetadataErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		profile Profile
+		spec    PayloadSpec
+		say     string
+	}{
+		{"binary name at android12", Android12, PayloadSpec{BinaryName: "x.so"}, "needs android14"},
+		{"binary name at android13", Android13, PayloadSpec{BinaryName: "x.so"}, "needs android14"},
+		{"both", Android15, PayloadSpec{ConfigPath: "a.json", BinaryName: "x.so"}, "give one"},
+		{"extra apks at android12", Android12, PayloadSpec{ConfigPath: "a.json", ExtraApks: 1}, "need android13"},
+		{"negative extra apks", Android13, PayloadSpec{ConfigPath: "a.json", ExtraApks: -1}, "-1 extra apks"},
+		{"extra apks with a binary name at android14", Android14, PayloadSpec{BinaryName: "x.so", ExtraApks: 1}, "needs android15"},
+		{"binary name with a path", Android15, PayloadSpec{BinaryName: "lib/x86_64/x.so"}, "contains '/'"},
+		{"binary name ..", Android15, PayloadSpec{BinaryName: ".."}, "relative path element"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := tc.profile.NewMetadata(tc.spec)
+			if err == nil || !strings.Contains(err.Error(), tc.say) || !strings.Contains(err.Error(), tc.profile.String()) {
+				t.Fatalf("NewMetadata = %v, %v; want an error naming %s and saying %q", m, err, tc.profile, tc.say)
+			}
+		})
 	}
 }
 

@@ -9,10 +9,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -35,17 +37,6 @@ func run(t *testing.T, stdin []byte, name string, args ...string) string {
 }
 
 func TestAPKSignatureVerifiesWithApksigner(t *testing.T) {
-	out := run(t, nil, "apksigner", "verify", "-v", "--print-certs",
-		"--v4-signature-file", testdata.IdsigPath(), testdata.APKPath())
-	for _, want := range []string{
-		"Verified using v2 scheme (APK Signature Scheme v2): true",
-		"Verified using v4 scheme (APK Signature Scheme v4): true",
-		"Number of signers: 1",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("apksigner verify output lacks %q:\n%s", want, out)
-		}
-	}
 	// The signer must be the committed test key, not whatever key last signed the file.
 	pemBytes, err := os.ReadFile(testdata.CertPath())
 	if err != nil {
@@ -56,19 +47,60 @@ func TestAPKSignatureVerifiesWithApksigner(t *testing.T) {
 		t.Fatalf("%s: no PEM certificate", testdata.CertPath())
 	}
 	sum := sha256.Sum256(block.Bytes)
-	want := "Signer #1 certificate SHA-256 digest: " + hex.EncodeToString(sum[:])
-	if !strings.Contains(out, want) {
-		t.Errorf("apksigner output lacks %q:\n%s", want, out)
+	signer := "Signer #1 certificate SHA-256 digest: " + hex.EncodeToString(sum[:])
+	// The Android 12 sample is signed v2 only; the Android 13+ ones v3, which Android 14+
+	// guests verify (apksigner then leaves out v2, as their minSdkVersion 33 allows).
+	v2 := "Verified using v2 scheme (APK Signature Scheme v2): true"
+	v3 := "Verified using v3 scheme (APK Signature Scheme v3): true"
+	for _, s := range signedAPKs() {
+		t.Run(filepath.Base(filepath.Dir(s.apk))+"/"+filepath.Base(s.apk), func(t *testing.T) {
+			out := run(t, nil, "apksigner", "verify", "-v", "--print-certs", "--v4-signature-file", s.idsig, s.apk)
+			scheme := v2
+			if s.later {
+				scheme = v3
+			}
+			for _, want := range []string{scheme, "Verified using v4 scheme (APK Signature Scheme v4): true",
+				"Number of signers: 1", signer} {
+				if !strings.Contains(out, want) {
+					t.Errorf("apksigner verify output lacks %q:\n%s", want, out)
+				}
+			}
+		})
 	}
 }
 
+// signedAPK is an APK fixture with its v4 idsig; levels is its merkle tree's height.
+type signedAPK struct {
+	apk, idsig string
+	later      bool // the Android 13+ sample or one of its extra APKs
+	levels     int
+}
+
+func signedAPKs() []signedAPK {
+	out := []signedAPK{
+		{testdata.APKPath(), testdata.IdsigPath(), false, 2},
+		{testdata.LaterAPKPath(), testdata.LaterIdsigPath(), true, 1},
+	}
+	for _, e := range testdata.LaterExtraAPKs() {
+		out = append(out, signedAPK{e.APK, e.Idsig, true, 1})
+	}
+	return out
+}
+
+// allAPEXes lists both samples' APEX fixtures.
+func allAPEXes() []testdata.APEX { return append(testdata.APEXes(), testdata.LaterAPEXes()...) }
+
 func TestZipsPassUnzipTest(t *testing.T) {
-	files := []string{testdata.APKPath()}
-	for _, a := range testdata.APEXes() {
+	var files []string
+	for _, s := range signedAPKs() {
+		files = append(files, s.apk)
+	}
+	for _, a := range allAPEXes() {
 		files = append(files, testdata.Path(a.Rel))
 	}
 	for _, f := range files {
-		t.Run(filepath.Base(filepath.Dir(f))+"/"+filepath.Base(f), func(t *testing.T) {
+		rel, _ := filepath.Rel(testdata.Dir(), f)
+		t.Run(rel, func(t *testing.T) {
 			out := run(t, nil, "unzip", "-tq", f)
 			if !strings.Contains(out, "No errors detected") {
 				t.Errorf("unzip -tq %s: %s", f, out)
@@ -119,6 +151,20 @@ func TestAPEXSizesHitTrailerEdgeCases(t *testing.T) {
 	}
 }
 
+// Without the size trailer (Android 13+) an APEX partition is the APEX padded to 4 KiB,
+// which apexd only opens if there is no padding: the later APEXes are 4 KiB multiples.
+func TestLaterAPEXesAligned(t *testing.T) {
+	for _, a := range testdata.LaterAPEXes() {
+		fi, err := os.Stat(testdata.Path(a.Rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() != a.Size || fi.Size()%4096 != 0 {
+			t.Errorf("%s: %d bytes (table: %d); want the table's size, a 4096 multiple", a.Rel, fi.Size(), a.Size)
+		}
+	}
+}
+
 // zipEntry reads one member with archive/zip (unzip already vouched for the archive).
 func zipEntry(t *testing.T, archive, name string) (*zip.File, []byte) {
 	t.Helper()
@@ -147,7 +193,7 @@ func zipEntry(t *testing.T, archive, name string) (*zip.File, []byte) {
 }
 
 func TestAPEXManifestDecodesWithProtoc(t *testing.T) {
-	for _, a := range testdata.APEXes() {
+	for _, a := range allAPEXes() {
 		t.Run(a.Rel, func(t *testing.T) {
 			_, pb := zipEntry(t, testdata.Path(a.Rel), "apex_manifest.pb")
 			out := run(t, pb, "protoc", "-I", testdata.Path("gen"),
@@ -230,6 +276,115 @@ func TestAPEXInfoListResolvesRelativePaths(t *testing.T) {
 	}
 	if len(inactive) != 1 || inactive[0]["moduleName"] != "com.android.adbd" {
 		t.Errorf("inactive entries %v, want one com.android.adbd shadowed by the active one", inactive)
+	}
+}
+
+// attrsOf reads every <apex-info> of the list at path as attribute maps.
+func attrsOf(t *testing.T, path string) []map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		XMLName xml.Name `xml:"apex-info-list"`
+		Infos   []struct {
+			Attrs []xml.Attr `xml:",any,attr"`
+		} `xml:"apex-info"`
+	}
+	if err := xml.Unmarshal(raw, &list); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var out []map[string]string
+	for _, info := range list.Infos {
+		attrs := map[string]string{}
+		for _, a := range info.Attrs {
+			attrs[a.Name.Local] = a.Value
+		}
+		out = append(out, attrs)
+	}
+	return out
+}
+
+// TestLaterAPEXInfoList checks the Android 13+ list against its table and what a device
+// writes: seconds in lastUpdateMillis, absolute preinstalled paths under /system or
+// /system_ext, both factory and updated entries, inactive entries first.
+func TestLaterAPEXInfoList(t *testing.T) {
+	infos := attrsOf(t, testdata.LaterAPEXInfoListPath())
+	apexes := testdata.LaterAPEXes()
+	if len(infos) != len(apexes) {
+		t.Fatalf("%d entries, table has %d", len(infos), len(apexes))
+	}
+	factory := map[string]int{}
+	for i, attrs := range infos {
+		a := apexes[i]
+		want := map[string]string{
+			"moduleName": a.Name, "modulePath": strings.TrimPrefix(a.Rel, "later/"), "preinstalledModulePath": a.Preinstalled,
+			"versionCode": itoa(a.Version), "versionName": "", "isFactory": fmt.Sprint(a.Factory), "isActive": fmt.Sprint(a.Active),
+			"lastUpdateMillis": itoa(a.LastUpdate), "provideSharedApexLibs": fmt.Sprint(a.SharedLibs),
+		}
+		if !reflect.DeepEqual(attrs, want) {
+			t.Errorf("entry %d: %v, want %v", i, attrs, want)
+		}
+		if i > 0 && infos[i-1]["isActive"] == "true" && attrs["isActive"] == "false" {
+			t.Errorf("inactive %s after an active entry", attrs["moduleName"])
+		}
+		// Seconds: a millisecond value of these years is past 10^12.
+		if a.LastUpdate <= 0 || a.LastUpdate >= 1e10 {
+			t.Errorf("%s: lastUpdateMillis %d is not a time in seconds", a.Name, a.LastUpdate)
+		}
+		if !strings.HasPrefix(a.Preinstalled, "/system/") && !strings.HasPrefix(a.Preinstalled, "/system_ext/") {
+			t.Errorf("%s: preinstalled at %q, not under /system or /system_ext", a.Name, a.Preinstalled)
+		}
+		if fi, err := os.Stat(filepath.Join(filepath.Dir(testdata.LaterAPEXInfoListPath()), attrs["modulePath"])); err != nil || fi.Size() != a.Size {
+			t.Errorf("%s: modulePath %s: %v", a.Name, attrs["modulePath"], err)
+		}
+		factory[attrs["isFactory"]+"/"+attrs["provideSharedApexLibs"]]++
+	}
+	if factory["true/false"] == 0 || factory["false/false"] == 0 || factory["true/true"] == 0 || factory["false/true"] == 0 {
+		t.Errorf("isFactory/provideSharedApexLibs combinations %v: want each of the four", factory)
+	}
+}
+
+// TestLaterAPKContents: the Android 13+ payload config is valid for Android 13 (it has
+// export_tombstones) and names the extra APKs by paths relative to the APK.
+func TestLaterAPKContents(t *testing.T) {
+	out := run(t, nil, "unzip", "-p", testdata.LaterAPKPath(), testdata.ConfigPath)
+	var cfg struct {
+		Apexes []struct {
+			Name string `json:"name"`
+		} `json:"apexes"`
+		ExtraApks []struct {
+			Path string `json:"path"`
+		} `json:"extra_apks"`
+		ExportTombstones *bool `json:"export_tombstones"`
+		Task             struct {
+			Command string `json:"command"`
+		} `json:"task"`
+	}
+	if err := json.Unmarshal([]byte(out), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	var apexes []string
+	for _, a := range cfg.Apexes {
+		apexes = append(apexes, a.Name)
+	}
+	if !reflect.DeepEqual(apexes, testdata.LaterConfigApexes()) || cfg.ExportTombstones == nil ||
+		cfg.Task.Command != testdata.PayloadBinaryName {
+		t.Errorf("config %+v", cfg)
+	}
+	extras := testdata.LaterExtraAPKs()
+	if len(cfg.ExtraApks) != len(extras) {
+		t.Fatalf("config lists %d extra apks, want %d", len(cfg.ExtraApks), len(extras))
+	}
+	for i, e := range cfg.ExtraApks {
+		if got := filepath.Join(filepath.Dir(testdata.LaterAPKPath()), e.Path); got != extras[i].APK {
+			t.Errorf("extra_apks[%d] is %s, want %s", i, got, extras[i].APK)
+		}
+	}
+	f, lib := zipEntry(t, testdata.LaterAPKPath(), "lib/x86_64/"+testdata.PayloadBinaryName)
+	if f.Method != zip.Store || len(lib) == 0 {
+		t.Errorf("payload binary method %d, %d bytes; want stored", f.Method, len(lib))
 	}
 }
 
@@ -318,66 +473,71 @@ func readBytes(t *testing.T, b []byte, off *int) []byte {
 	return v
 }
 
-// TestIdsigTreeMatchesAPK rebuilds the v4 Merkle tree (formats.md section 7.2) from the
-// APK and compares it with the tree apksigner stored, checking the fixture has two levels.
+// TestIdsigTreeMatchesAPK rebuilds the v4 Merkle tree (formats.md section 7.2) from each
+// APK and compares it with the tree apksigner stored, checking the height the fixture
+// is meant to have.
 func TestIdsigTreeMatchesAPK(t *testing.T) {
-	idsig, err := os.ReadFile(testdata.IdsigPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	apk, err := os.ReadFile(testdata.APKPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v := binary.LittleEndian.Uint32(idsig); v != 2 {
-		t.Fatalf("idsig version %d, want 2", v)
-	}
-	off := 4
-	hashing := readBytes(t, idsig, &off)
-	readBytes(t, idsig, &off) // signing info, checked by apksigner
-	tree := readBytes(t, idsig, &off)
-	if off != len(idsig) {
-		t.Errorf("idsig has %d trailing bytes", len(idsig)-off)
-	}
+	for _, s := range signedAPKs() {
+		t.Run(filepath.Base(s.apk), func(t *testing.T) {
+			idsig, err := os.ReadFile(s.idsig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			apk, err := os.ReadFile(s.apk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v := binary.LittleEndian.Uint32(idsig); v != 2 {
+				t.Fatalf("idsig version %d, want 2", v)
+			}
+			off := 4
+			hashing := readBytes(t, idsig, &off)
+			readBytes(t, idsig, &off) // signing info, checked by apksigner
+			tree := readBytes(t, idsig, &off)
+			if off != len(idsig) {
+				t.Errorf("idsig has %d trailing bytes", len(idsig)-off)
+			}
 
-	h := 0
-	alg := binary.LittleEndian.Uint32(hashing)
-	h += 4
-	log2 := hashing[h]
-	h++
-	salt := readBytes(t, hashing, &h)
-	root := readBytes(t, hashing, &h)
-	if alg != 1 || log2 != 12 || len(salt) != 0 || len(root) != 32 {
-		t.Fatalf("hashing_info alg %d log2 %d salt %d B root %d B; want 1, 12, 0, 32", alg, log2, len(salt), len(root))
-	}
+			h := 0
+			alg := binary.LittleEndian.Uint32(hashing)
+			h += 4
+			log2 := hashing[h]
+			h++
+			salt := readBytes(t, hashing, &h)
+			root := readBytes(t, hashing, &h)
+			if alg != 1 || log2 != 12 || len(salt) != 0 || len(root) != 32 {
+				t.Fatalf("hashing_info alg %d log2 %d salt %d B root %d B; want 1, 12, 0, 32", alg, log2, len(salt), len(root))
+			}
 
-	// Level 0 hashes the zero-padded data blocks; levels are stored root-most first.
-	var levels [][]byte
-	data := apk
-	for {
-		var level []byte
-		for i := 0; i < len(data); i += 4096 {
-			block := make([]byte, 4096)
-			copy(block, data[i:])
-			sum := sha256.Sum256(block)
-			level = append(level, sum[:]...)
-		}
-		level = append(level, make([]byte, (4096-len(level)%4096)%4096)...)
-		levels = append([][]byte{level}, levels...)
-		if len(level) == 4096 {
-			break
-		}
-		data = level
-	}
-	if len(levels) != 2 {
-		t.Errorf("tree has %d levels, want 2", len(levels))
-	}
-	want := bytes.Join(levels, nil)
-	if !bytes.Equal(tree, want) {
-		t.Errorf("stored tree (%d B) differs from rebuilt tree (%d B)", len(tree), len(want))
-	}
-	if sum := sha256.Sum256(levels[0]); !bytes.Equal(root, sum[:]) {
-		t.Errorf("root %x, want sha256 of top level %x", root, sum)
+			// Level 0 hashes the zero-padded data blocks; levels are stored root-most first.
+			var levels [][]byte
+			data := apk
+			for {
+				var level []byte
+				for i := 0; i < len(data); i += 4096 {
+					block := make([]byte, 4096)
+					copy(block, data[i:])
+					sum := sha256.Sum256(block)
+					level = append(level, sum[:]...)
+				}
+				level = append(level, make([]byte, (4096-len(level)%4096)%4096)...)
+				levels = append([][]byte{level}, levels...)
+				if len(level) == 4096 {
+					break
+				}
+				data = level
+			}
+			if len(levels) != s.levels {
+				t.Errorf("tree has %d levels, want %d", len(levels), s.levels)
+			}
+			want := bytes.Join(levels, nil)
+			if !bytes.Equal(tree, want) {
+				t.Errorf("stored tree (%d B) differs from rebuilt tree (%d B)", len(tree), len(want))
+			}
+			if sum := sha256.Sum256(levels[0]); !bytes.Equal(root, sum[:]) {
+				t.Errorf("root %x, want sha256 of top level %x", root, sum)
+			}
+		})
 	}
 }
 

@@ -16,6 +16,9 @@ const Prefix = "VMFS-VERDICT "
 type Verdict struct {
 	OK     bool    `json:"ok"`
 	Checks []Check `json:"checks"`
+	// Profile is the Android release the payload disk is from (e.g. "android13"), or
+	// the releases it could be from, joined by "|"; empty when the metadata was unreadable.
+	Profile string `json:"profile,omitempty"`
 }
 
 // Check is one thing the agent verified, in the order it ran.

@@ -7,7 +7,8 @@ import (
 )
 
 func TestRoundTrip(t *testing.T) {
-	v := &Verdict{OK: false, Checks: []Check{{Name: "a", OK: true, Reason: "fine"}, {Name: "b", Reason: "bad\nstack", Errno: "EIO"}}}
+	v := &Verdict{OK: false, Checks: []Check{{Name: "a", OK: true, Reason: "fine"}, {Name: "b", Reason: "bad\nstack", Errno: "EIO"}},
+		Profile: "android13|android14"}
 	line, err := v.Line()
 	if err != nil {
 		t.Fatal(err)

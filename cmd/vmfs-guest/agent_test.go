@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,40 +17,30 @@ import (
 	"vmfs/layout"
 	"vmfs/metadata"
 	"vmfs/testdata"
+	"vmfs/testdata/sampledisk"
 )
 
 // The agent's format checks run here on the host over the partition images vmfs lays out;
 // boot_test.go runs them in the guest over the real block devices.
 
-// fixtureDisk lays out the payload disk of the committed fixtures with apk as the APK: the
-// active APEXes in config order, the sample idsig, metadata as the seed host writes it.
-func fixtureDisk(t testing.TB, apk string) *layout.Disk {
+// sampleDisk lays out the samples' payload disk (testdata/sampledisk).
+func sampleDisk(t testing.TB, o sampledisk.Options) *sampledisk.Disk {
 	t.Helper()
-	source := func(path string) layout.Source {
-		st, err := os.Stat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return layout.Source{Path: path, Size: st.Size()}
-	}
-	var p layout.Payload
-	var names []string
-	for _, a := range testdata.APEXes() {
-		if a.Active {
-			p.Apexes = append(p.Apexes, source(testdata.Path(a.Rel)))
-			names = append(names, a.Name)
-		}
-	}
-	var err error
-	if p.Metadata, err = metadata.EncodeMetadata(metadata.NewPayloadMetadata(testdata.ConfigPath, names)); err != nil {
-		t.Fatal(err)
-	}
-	p.APK, p.Idsig = source(apk), source(testdata.IdsigPath())
-	d, err := layout.PayloadDisk(p, layout.Options{})
+	d, err := sampledisk.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// releaseOf is the guest's release table row of p.
+func releaseOf(t testing.TB, p metadata.Profile) release {
+	t.Helper()
+	i := slices.IndexFunc(releases, func(r release) bool { return r.profile == p })
+	if i < 0 {
+		t.Fatalf("no release for %s", p)
+	}
+	return releases[i]
 }
 
 // partitionBytes reads the partition labelled label of d, as the guest sees it.
@@ -77,13 +69,31 @@ func partitionBytes(t testing.TB, d *layout.Disk, label string) []byte {
 	return nil
 }
 
-func fixtureMetadata(t testing.TB, d *layout.Disk) *metadata.Metadata {
+// diskMetadata reads the metadata partition of d as the guest does.
+func diskMetadata(t testing.TB, d *sampledisk.Disk) *metadata.Metadata {
 	t.Helper()
-	m, err := readMetadata(bytes.NewReader(partitionBytes(t, d, "metadata")))
+	m, err := readMetadata(bytes.NewReader(partitionBytes(t, d.Disk, d.Partitions[0].Label)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// profileOptions are the sample disks the agent's checks must accept.
+var profileOptions = []sampledisk.Options{
+	{},
+	{Profile: metadata.Android13},
+	{Profile: metadata.Android14, Debug: metadata.DebugFull},
+	{Profile: metadata.Android14, BinaryName: true},
+	{Profile: metadata.Android15},
+	{Profile: metadata.Android15, BinaryName: true},
+}
+
+func optionsName(o sampledisk.Options) string {
+	if o.BinaryName {
+		return o.Profile.String() + " binary name"
+	}
+	return o.Profile.String()
 }
 
 func TestModuleOrder(t *testing.T) {
@@ -144,57 +154,70 @@ func TestParseUevent(t *testing.T) {
 }
 
 func TestCheckApex(t *testing.T) {
-	d := fixtureDisk(t, testdata.APKPath())
-	m := fixtureMetadata(t, d)
-	for i, a := range m.GetApexes() {
-		t.Run(a.GetName(), func(t *testing.T) {
-			b := partitionBytes(t, d, apexLabel(i, a))
-			if _, err := checkApex(a.GetName(), bytes.NewReader(b), int64(len(b))); err != nil {
-				t.Fatalf("checkApex on vmfs's partition: %v", err)
-			}
-		})
+	for _, o := range profileOptions {
+		d := sampleDisk(t, o)
+		m := diskMetadata(t, d)
+		for i, a := range m.GetApexes() {
+			t.Run(optionsName(o)+"/"+a.GetName(), func(t *testing.T) {
+				b := partitionBytes(t, d.Disk, apexLabel(i))
+				if _, err := checkApex(releaseOf(t, o.Profile), a.GetName(), bytes.NewReader(b), int64(len(b))); err != nil {
+					t.Fatalf("checkApex on vmfs's partition: %v", err)
+				}
+			})
+		}
 	}
 
-	// One mangled partition per row; apex 2 is com.vmfs.edge, 4093 bytes in 8192.
-	const apex = 2
-	want := m.GetApexes()[apex].GetName()
-	good := partitionBytes(t, d, apexLabel(apex, m.GetApexes()[apex]))
+	// One mangled partition per row. At android12 apex 2 is com.vmfs.edge, 4093 bytes in
+	// 8192; at android13 apex 1 is com.vmfs.edge, 12288 bytes, no trailer.
+	android12, android13 := sampleDisk(t, sampledisk.Options{}), sampleDisk(t, sampledisk.Options{Profile: metadata.Android13})
+	trailer := func(b []byte, size uint32) []byte {
+		binary.BigEndian.PutUint32(b[len(b)-4:], size)
+		return b
+	}
 	for _, tc := range []struct {
 		name    string
+		disk    *sampledisk.Disk
+		apex    int
 		mangle  func([]byte) []byte
-		name2   string // the name the metadata gives, when not want
+		name2   string // the name the metadata gives, when not the APEX's
 		wantErr string
 	}{
-		{name: "trailer too large", mangle: func(b []byte) []byte {
-			binary.BigEndian.PutUint32(b[len(b)-4:], uint32(len(b)))
-			return b
-		}, wantErr: "size trailer says 8192 bytes"},
-		{name: "trailer zero", mangle: func(b []byte) []byte {
-			binary.BigEndian.PutUint32(b[len(b)-4:], 0)
-			return b
-		}, wantErr: "size trailer says 0 bytes"},
-		{name: "extra block", mangle: func(b []byte) []byte {
+		{name: "trailer too large", disk: android12, apex: 2, mangle: func(b []byte) []byte { return trailer(b, uint32(len(b))) },
+			wantErr: "size trailer says 8192 bytes"},
+		{name: "trailer zero", disk: android12, apex: 2, mangle: func(b []byte) []byte { return trailer(b, 0) },
+			wantErr: "size trailer says 0 bytes"},
+		{name: "extra block", disk: android12, apex: 2, mangle: func(b []byte) []byte {
 			out := append(append([]byte{}, b[:len(b)-4]...), make([]byte, blockSize)...)
 			return append(out, b[len(b)-4:]...)
 		}, wantErr: "a 4093-byte apex needs align4K(4093+4) = 8192"},
-		{name: "trailer one byte long", mangle: func(b []byte) []byte {
-			binary.BigEndian.PutUint32(b[len(b)-4:], 4094)
-			return b
-		}, wantErr: "end at byte 4093, not at the apex size 4094"},
-		{name: "no eocd", mangle: func(b []byte) []byte {
+		{name: "trailer one byte long", disk: android12, apex: 2, mangle: func(b []byte) []byte { return trailer(b, 4094) },
+			wantErr: "end at byte 4093, not at the apex size 4094"},
+		{name: "no eocd", disk: android12, apex: 2, mangle: func(b []byte) []byte {
 			copy(b[bytes.LastIndex(b, []byte("PK\x05\x06")):], "XXXX")
 			return b
 		}, wantErr: "no zip end of central directory record"},
-		{name: "other name", mangle: func(b []byte) []byte { return b }, name2: "com.android.other",
+		{name: "other name", disk: android12, apex: 2, mangle: func(b []byte) []byte { return b }, name2: "com.android.other",
+			wantErr: `apex_manifest.pb names "com.vmfs.edge", the metadata "com.android.other"`},
+		{name: "zero padding after the zip", disk: android13, apex: 1, mangle: func(b []byte) []byte { return append(b, make([]byte, blockSize)...) },
+			wantErr: "not at the partition end 16384 (libziparchive refuses the 4096 bytes after)"},
+		{name: "a size trailer where there is none", disk: android13, apex: 1, mangle: func(b []byte) []byte {
+			return trailer(append(b, make([]byte, blockSize)...), 12288)
+		}, wantErr: "libziparchive refuses the 4096 bytes after"},
+		{name: "other name, no trailer", disk: android13, apex: 1, mangle: func(b []byte) []byte { return b }, name2: "com.android.other",
 			wantErr: `apex_manifest.pb names "com.vmfs.edge", the metadata "com.android.other"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := tc.mangle(append([]byte{}, good...))
-			name := want
+			m := diskMetadata(t, tc.disk)
+			b := tc.mangle(partitionBytes(t, tc.disk.Disk, apexLabel(tc.apex)))
+			name := m.GetApexes()[tc.apex].GetName()
 			if tc.name2 != "" {
 				name = tc.name2
 			}
-			_, err := checkApex(name, bytes.NewReader(b), int64(len(b)))
+			rel := releaseOf(t, metadata.Android12)
+			if tc.disk == android13 {
+				rel = releaseOf(t, metadata.Android13)
+			}
+			_, err := checkApex(rel, name, bytes.NewReader(b), int64(len(b)))
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("checkApex error = %v, want one saying %q", err, tc.wantErr)
 			}
@@ -203,75 +226,218 @@ func TestCheckApex(t *testing.T) {
 }
 
 func TestCheckAPK(t *testing.T) {
-	d := fixtureDisk(t, testdata.APKPath())
-	apk := partitionBytes(t, d, "microdroid-apk")
 	if st, err := os.Stat(testdata.APKPath()); err != nil || st.Size()%blockSize == 0 {
 		t.Fatalf("the sample APK must need padding for this test: %v, %v", st, err)
 	}
+	for _, o := range profileOptions {
+		t.Run(optionsName(o), func(t *testing.T) {
+			d := sampleDisk(t, o)
+			apk := partitionBytes(t, d.Disk, "microdroid-apk")
+			rel := releaseOf(t, o.Profile)
+			reason, kept, err := checkAPK([]release{rel}, diskMetadata(t, d), d.ExtraApks, bytes.NewReader(apk), int64(len(apk)))
+			if err != nil || len(kept) != 1 || kept[0] != rel {
+				t.Fatalf("checkAPK on vmfs's padded partition: %v (kept %v)", err, kept)
+			}
+			if !strings.Contains(reason, "runs lib/x86_64/libsample.so") {
+				t.Errorf("reason %q does not say it found the payload", reason)
+			}
+		})
+	}
+
+	android12 := sampleDisk(t, sampledisk.Options{})
+	later := sampleDisk(t, sampledisk.Options{Profile: metadata.Android15})
+	binary15 := sampleDisk(t, sampledisk.Options{Profile: metadata.Android15, BinaryName: true})
 	for _, tc := range []struct {
 		name    string
+		disk    *sampledisk.Disk
+		rels    []release
+		nExtra  int
 		edit    func(*metadata.Metadata)
 		wantErr string
 	}{
-		{name: "as laid out", edit: func(*metadata.Metadata) {}},
-		{name: "config missing", edit: func(m *metadata.Metadata) { m.PayloadConfigPath = "/mnt/apk/assets/none.json" },
-			wantErr: "payload config: open assets/none.json"},
-		{name: "apex missing from metadata", edit: func(m *metadata.Metadata) { m.Apexes = m.Apexes[:2] },
+		{name: "config missing", disk: android12, rels: releases[:1], edit: func(m *metadata.Metadata) {
+			m.Payload = &metadata.Metadata_ConfigPath{ConfigPath: "/mnt/apk/assets/none.json"}
+		}, wantErr: "payload config: open assets/none.json"},
+		{name: "apex missing from metadata", disk: android12, rels: releases[:1], edit: func(m *metadata.Metadata) { m.Apexes = m.Apexes[:2] },
 			wantErr: "the metadata lists [com.android.adbd com.android.os.statsd]"},
+		{name: "android12 apexes out of order", disk: android12, rels: releases[:1], edit: func(m *metadata.Metadata) {
+			m.Apexes[0], m.Apexes[1] = m.Apexes[1], m.Apexes[0]
+		}, wantErr: "the metadata lists [com.android.os.statsd com.android.adbd com.vmfs.edge]"},
+		{name: "android15 config apex missing", disk: later, rels: releases[3:], edit: func(m *metadata.Metadata) {
+			m.Apexes = slices.DeleteFunc(m.Apexes, func(a *metadata.ApexPayload) bool { return a.GetName() == "com.vmfs.edge" })
+		}, nExtra: 2, wantErr: "asks for apexes [com.vmfs.edge com.android.os.statsd]"},
+		{name: "extra apks missing", disk: later, rels: releases[3:], edit: func(*metadata.Metadata) {},
+			nExtra: 1, wantErr: "the payload expects 2 extra apks, the disk has 1"},
+		{name: "extra apk count", disk: binary15, rels: releases[3:], edit: func(*metadata.Metadata) {},
+			nExtra: 3, wantErr: "the payload expects 2 extra apks, the disk has 3"},
+		{name: "payload binary not in the apk", disk: binary15, rels: releases[3:], edit: func(m *metadata.Metadata) {
+			m.GetConfig().PayloadBinaryName = "libnone.so"
+		}, nExtra: 2, wantErr: "payload lib/x86_64/libnone.so is not a file in the apk"},
+		{name: "the android12 config at android13 only", disk: android12, rels: releases[1:2], edit: func(*metadata.Metadata) {},
+			wantErr: "android13: payload config /mnt/apk/assets/vm_config.json: export_tombstones is required at android13"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := fixtureMetadata(t, d)
+			m := diskMetadata(t, tc.disk)
 			tc.edit(m)
-			_, err := checkAPK(m, bytes.NewReader(apk), int64(len(apk)))
-			if tc.wantErr == "" && err != nil {
-				t.Fatalf("checkAPK on vmfs's padded partition: %v", err)
-			}
-			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			apk := partitionBytes(t, tc.disk.Disk, "microdroid-apk")
+			_, _, err := checkAPK(tc.rels, m, tc.nExtra, bytes.NewReader(apk), int64(len(apk)))
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("checkAPK error = %v, want one saying %q", err, tc.wantErr)
+			}
+		})
+	}
+
+	// A config only some candidate releases take narrows them: the Android 12 sample's
+	// lacks export_tombstones, which Android 13 requires.
+	t.Run("narrows the releases", func(t *testing.T) {
+		m := diskMetadata(t, android12)
+		apk := partitionBytes(t, android12.Disk, "microdroid-apk")
+		_, kept, err := checkAPK(releases[1:], m, 0, bytes.NewReader(apk), int64(len(apk)))
+		if err != nil || profileNames(kept) != "android14|android15" {
+			t.Fatalf("kept %s, %v; want android14|android15", profileNames(kept), err)
+		}
+	})
+}
+
+func TestReleasesFor(t *testing.T) {
+	meta := func(o sampledisk.Options) *metadata.Metadata { return diskMetadata(t, sampleDisk(t, o)) }
+	m12, m13 := meta(sampledisk.Options{}), meta(sampledisk.Options{Profile: metadata.Android13})
+	m14bin, m15bin := meta(sampledisk.Options{Profile: metadata.Android14, BinaryName: true}),
+		meta(sampledisk.Options{Profile: metadata.Android15, BinaryName: true})
+	for _, tc := range []struct {
+		name, label string
+		m           *metadata.Metadata
+		cmdline     string
+		want        string // profile names; "" with wantErr
+		wantErr     string
+	}{
+		{"android12", "metadata", m12, "console=ttyS0", "android12", ""},
+		{"later config path", "payload-metadata", m13, "", "android13|android14|android15", ""},
+		{"named on the kernel command line", "payload-metadata", m13, "quiet vmfs.profile=android14 panic=-1", "android14", ""},
+		{"binary name", "payload-metadata", m14bin, "", "android14|android15", ""},
+		{"extra apk count", "payload-metadata", m15bin, "", "android15", ""},
+		{"android12 label, later metadata", "metadata", m13, "", "", `apex 0 (com.android.os.statsd) has partition_name "microdroid-apex-0", android12's host writes ""`},
+		{"later label, android12 metadata", "payload-metadata", m12, "", "", `android13's host writes "microdroid-apex-0"`},
+		{"kernel names a release the disk is not", "payload-metadata", m15bin, "vmfs.profile=android14", "",
+			"the kernel names android14, but the disk is not android14's"},
+		{"kernel names no release", "payload-metadata", m13, "vmfs.profile=android16", "", "unknown profile"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := releasesFor(tc.label, tc.m, tc.cmdline)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("releasesFor = %v, %v; want an error saying %q", profileNames(got), err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || profileNames(got) != tc.want {
+				t.Fatalf("releasesFor = %s, %v; want %s", profileNames(got), err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckLayout(t *testing.T) {
+	m := diskMetadata(t, sampleDisk(t, sampledisk.Options{Profile: metadata.Android13}))
+	good := func() map[string]partition {
+		parts := map[string]partition{}
+		for i, l := range payloadLabels(m, "payload-metadata", 2) {
+			parts[l] = partition{Label: l, Dev: fmt.Sprintf("/dev/vda%d", i+1), Disk: "vda", Num: i + 1}
+		}
+		parts["vbmeta_a"] = partition{Label: "vbmeta_a", Dev: "/dev/vdb1", Disk: "vdb", Num: 1}
+		return parts
+	}
+	if n := countExtras(good(), "vda"); n != 2 {
+		t.Fatalf("countExtras = %d, want 2", n)
+	}
+	if _, err := checkLayout(good(), payloadLabels(m, "payload-metadata", 2)); err != nil {
+		t.Fatalf("checkLayout on the laid out order: %v", err)
+	}
+	for _, tc := range []struct {
+		name    string
+		edit    func(map[string]partition)
+		wantErr string
+	}{
+		{"idsig before the extra apk", func(p map[string]partition) {
+			a, s := p["extra-apk-1"], p["extra-idsig-1"]
+			a.Num, s.Num = s.Num, a.Num
+			p["extra-apk-1"], p["extra-idsig-1"] = a, s
+		}, "extra-apk-1 (/dev/vda10) is partition 11 of vda, want 10"},
+		{"apk on another disk", func(p map[string]partition) {
+			e := p["microdroid-apk"]
+			e.Disk = "vdb"
+			p["microdroid-apk"] = e
+		}, "microdroid-apk (/dev/vda6) is on vdb, the metadata on vda"},
+		// Found by label like microdroid_manager does, extra-apk-1 is not counted
+		// without extra-apk-0, and its idsigs are left over.
+		{"extra apk 0 on another disk", func(p map[string]partition) {
+			e := p["extra-apk-0"]
+			e.Disk = "vdb"
+			p["extra-apk-0"] = e
+		}, "vda also holds extra-apk-1 (/dev/vda10), extra-idsig-0 (/dev/vda9), extra-idsig-1 (/dev/vda11)"},
+		{"a stray partition", func(p map[string]partition) {
+			p["extra-idsig-2"] = partition{Label: "extra-idsig-2", Dev: "/dev/vda12", Disk: "vda", Num: 12}
+		}, "vda also holds extra-idsig-2 (/dev/vda12)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parts := good()
+			tc.edit(parts)
+			_, err := checkLayout(parts, payloadLabels(m, "payload-metadata", countExtras(parts, "vda")))
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("checkLayout error = %v, want one saying %q", err, tc.wantErr)
 			}
 		})
 	}
 }
 
 func TestReadIdsig(t *testing.T) {
-	d := fixtureDisk(t, testdata.APKPath())
-	good := partitionBytes(t, d, "microdroid-apk-idsig")
-	want, err := metadata.OpenIdsig(testdata.IdsigPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := partition{Label: "microdroid-apk-idsig", Dev: "/dev/vda6"}
 	for _, tc := range []struct {
-		name    string
-		mangle  func([]byte)
-		wantErr string
+		o      sampledisk.Options
+		label  string
+		source string
 	}{
-		{name: "as laid out", mangle: func([]byte) {}},
-		{name: "non-zero padding", mangle: func(b []byte) { b[len(b)-1] = 1 }, wantErr: "not zero"},
-		{name: "tree past the partition", mangle: func(b []byte) {
-			binary.LittleEndian.PutUint32(b[want.TreeOffset-4:], uint32(len(b)))
-		}, wantErr: "past the"},
-		{name: "bad version", mangle: func(b []byte) { b[0] = 3 }, wantErr: "bad version 3"},
+		{sampledisk.Options{}, "microdroid-apk-idsig", testdata.IdsigPath()},
+		{sampledisk.Options{Profile: metadata.Android13}, "extra-idsig-1", testdata.LaterExtraAPKs()[1].Idsig},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			b := append([]byte{}, good...)
-			tc.mangle(b)
-			sig, err := readIdsig(p, bytes.NewReader(b), int64(len(b)))
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("readIdsig error = %v, want one saying %q", err, tc.wantErr)
+		d := sampleDisk(t, tc.o)
+		good := partitionBytes(t, d.Disk, tc.label)
+		want, err := metadata.OpenIdsig(tc.source)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := partition{Label: tc.label, Dev: "/dev/vda6"}
+		for _, mc := range []struct {
+			name    string
+			mangle  func([]byte)
+			wantErr string
+		}{
+			{name: "as laid out", mangle: func([]byte) {}},
+			{name: "non-zero padding", mangle: func(b []byte) { b[len(b)-1] = 1 }, wantErr: "not zero"},
+			{name: "tree past the partition", mangle: func(b []byte) {
+				binary.LittleEndian.PutUint32(b[want.TreeOffset-4:], uint32(len(b)))
+			}, wantErr: "past the"},
+			{name: "bad version", mangle: func(b []byte) { b[0] = 3 }, wantErr: "bad version 3"},
+		} {
+			t.Run(tc.label+"/"+mc.name, func(t *testing.T) {
+				b := append([]byte{}, good...)
+				mc.mangle(b)
+				sig, err := readIdsig(p, bytes.NewReader(b), int64(len(b)))
+				if mc.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), mc.wantErr) {
+						t.Fatalf("readIdsig error = %v, want one saying %q", err, mc.wantErr)
+					}
+					return
 				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if sig.TreeOffset != want.TreeOffset || sig.TreeSize != want.TreeSize ||
-				!bytes.Equal(sig.RootHash, want.RootHash) {
-				t.Fatalf("tree at %d+%d root %x, want %d+%d root %x", sig.TreeOffset, sig.TreeSize,
-					sig.RootHash, want.TreeOffset, want.TreeSize, want.RootHash)
-			}
-		})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sig.TreeOffset != want.TreeOffset || sig.TreeSize != want.TreeSize ||
+					!bytes.Equal(sig.RootHash, want.RootHash) {
+					t.Fatalf("tree at %d+%d root %x, want %d+%d root %x", sig.TreeOffset, sig.TreeSize,
+						sig.RootHash, want.TreeOffset, want.TreeSize, want.RootHash)
+				}
+			})
+		}
 	}
 }
 

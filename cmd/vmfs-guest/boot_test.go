@@ -19,18 +19,23 @@ import (
 	"vmfs/layout"
 	"vmfs/metadata"
 	"vmfs/testdata"
+	"vmfs/testdata/sampledisk"
 	"vmfs/verdict"
 )
 
 // bootTimeout only guards against a hung VM; a boot takes about 8 s under TCG.
 const bootTimeout = 5 * time.Minute
 
-// TestBoot boots the test guest (build/guest) under QEMU with TCG on a payload disk served
-// by fusedisk from this process, and asserts the agent's verdict from the serial console.
+// TestBoot boots the test guest (build/guest) under QEMU with TCG on payload disks of each
+// profile served by fusedisk from this process, and asserts the agent's verdict from the
+// serial console.
 //
-// Drive map: the only drive is virtio disk 0 = <mount>/payload.img, the guest's /dev/vda:
-// vda1 metadata, vda2..vda4 microdroid-apex-0..2 (com.android.adbd, com.android.os.statsd,
-// com.vmfs.edge), vda5 microdroid-apk, vda6 microdroid-apk-idsig.
+// Drive map: the only drive is virtio disk 0 = <mount>/payload.img, the guest's /dev/vda.
+// At android12: vda1 metadata, vda2..vda4 microdroid-apex-0..2 (com.android.adbd,
+// com.android.os.statsd, com.vmfs.edge), vda5 microdroid-apk, vda6 microdroid-apk-idsig.
+// At android13 and later: vda1 payload-metadata, then the APEXes Android 13+ picks from
+// later/apex-info-list.xml (sampledisk.Disk.Apexes, sorted by name), the APK and its
+// idsig, and with extra APKs extra-apk-0, extra-idsig-0, extra-apk-1, extra-idsig-1.
 func TestBoot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped under testing.Short(): boots a VM")
@@ -40,22 +45,42 @@ func TestBoot(t *testing.T) {
 	testdata.RequireFUSE(t)
 	cfg := guestConfig(t)
 
-	allChecks := []string{"mount", "modules", "metadata", "partitions",
-		"apex:com.android.adbd", "apex:com.android.os.statsd", "apex:com.vmfs.edge",
-		"apk-config", "apk-verity"}
+	extra1 := testdata.LaterExtraAPKs()[1]
 	for _, tc := range []struct {
 		name string
-		apk  func(t *testing.T) string
+		opts sampledisk.Options
+		// flip names an APK (with its idsig) to boot with one byte inverted in a stored entry.
+		flip *testdata.ExtraAPK
+		// param is the vmfs.profile= kernel parameter, if any; profile the verdict's.
+		param, profile string
 		// fail maps the checks that must fail to the errno they must report; every
 		// other check must pass.
 		fail map[string]string
 	}{
-		{name: "signed apk", apk: func(*testing.T) string { return testdata.APKPath() }},
-		{name: "apk with one flipped byte", apk: flippedAPK, fail: map[string]string{"apk-verity": "EIO"}},
+		{name: "android12", profile: "android12"},
+		{name: "android12 apk with one flipped byte", flip: &testdata.ExtraAPK{APK: testdata.APKPath(), Idsig: testdata.IdsigPath()},
+			profile: "android12", fail: map[string]string{"apk-verity": "EIO"}},
+		{name: "android13", opts: sampledisk.Options{Profile: metadata.Android13}, param: "android13", profile: "android13"},
+		// Without the parameter the guest names what the metadata allows.
+		{name: "android14 unnamed", opts: sampledisk.Options{Profile: metadata.Android14}, profile: "android13|android14|android15"},
+		{name: "android14 binary name", opts: sampledisk.Options{Profile: metadata.Android14, BinaryName: true, Debug: metadata.DebugFull},
+			param: "android14", profile: "android14"},
+		{name: "android15 extra apk with one flipped byte", opts: sampledisk.Options{Profile: metadata.Android15, BinaryName: true},
+			flip: &extra1, param: "android15", profile: "android15", fail: map[string]string{"extra-apk:1": "EIO"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			disk := serve(t, fixtureDisk(t, tc.apk(t)))
-			console, took := boot(t, qemu, cfg, disk)
+			if tc.flip != nil {
+				tc.opts.Replace = map[string]string{tc.flip.APK: flipped(t, *tc.flip)}
+			}
+			d, err := sampledisk.New(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			params := cfg.Params
+			if tc.param != "" {
+				params += " " + profileParam + tc.param
+			}
+			console, took := boot(t, qemu, cfg, params, serve(t, d.Disk))
 			t.Logf("boot took %v", took.Round(time.Millisecond))
 			v, err := parseVerdict(console)
 			if err != nil {
@@ -76,14 +101,33 @@ func TestBoot(t *testing.T) {
 					t.Errorf("check %s failed with errno %q, want %s: %s", c.Name, c.Errno, wantErrno, c.Reason)
 				}
 			}
-			if !slices.Equal(names, allChecks) {
-				t.Errorf("checks %v, want %v", names, allChecks)
+			if want := wantChecks(d); !slices.Equal(names, want) {
+				t.Errorf("checks %v, want %v", names, want)
 			}
-			if v.OK != (len(tc.fail) == 0) {
-				t.Errorf("verdict ok = %v with %d checks expected to fail", v.OK, len(tc.fail))
+			if v.OK != (len(tc.fail) == 0) || v.Profile != tc.profile {
+				t.Errorf("verdict ok = %v, profile %q; want ok with %d checks expected to fail, profile %q", v.OK, v.Profile, len(tc.fail), tc.profile)
 			}
 		})
 	}
+}
+
+// wantChecks lists the checks the agent runs on d, in order.
+func wantChecks(d *sampledisk.Disk) []string {
+	checks := []string{"mount", "modules", "metadata", "partitions"}
+	seen := map[string]int{}
+	for _, a := range d.Apexes {
+		seen[a.ModuleName]++
+		name := "apex:" + a.ModuleName
+		if seen[a.ModuleName] > 1 {
+			name += fmt.Sprintf("#%d", seen[a.ModuleName])
+		}
+		checks = append(checks, name)
+	}
+	checks = append(checks, "apk-config", "apk-verity")
+	for i := range d.ExtraApks {
+		checks = append(checks, fmt.Sprintf("extra-apk:%d", i))
+	}
+	return checks
 }
 
 // guestConfig returns the test guest's VM config, after running build-guest.sh so the
@@ -108,10 +152,11 @@ func guestConfig(t *testing.T) *metadata.VMConfig {
 	return cfg
 }
 
-// flippedAPK copies the sample APK with one byte inverted inside the stored .so, where
-// neither the zip structure nor the payload config changes, so only dm-verity can notice.
-func flippedAPK(t *testing.T) string {
-	b, err := os.ReadFile(testdata.APKPath())
+// flipped copies an APK with one byte inverted inside its first stored entry past the
+// manifest, where neither the zip structure nor the payload config changes, so only
+// dm-verity can notice.
+func flipped(t *testing.T, a testdata.ExtraAPK) string {
+	b, err := os.ReadFile(a.APK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,9 +164,9 @@ func flippedAPK(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := slices.IndexFunc(zr.File, func(f *zip.File) bool { return f.Name == "lib/x86_64/libsample.so" })
+	i := slices.IndexFunc(zr.File, func(f *zip.File) bool { return f.Method == zip.Store && f.Name != "AndroidManifest.xml" })
 	if i < 0 {
-		t.Fatal("sample APK has no lib/x86_64/libsample.so")
+		t.Fatalf("%s has no stored entry", a.APK)
 	}
 	off, err := zr.File[i].DataOffset()
 	if err != nil {
@@ -129,15 +174,15 @@ func flippedAPK(t *testing.T) string {
 	}
 	off += int64(zr.File[i].CompressedSize64 / 2)
 	b[off] ^= 0xff
-	path := filepath.Join(t.TempDir(), "flipped.apk")
+	path := filepath.Join(t.TempDir(), filepath.Base(a.APK))
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The host-side oracle agrees that the APK no longer matches its idsig.
-	if err := metadata.VerifyFiles(path, testdata.IdsigPath()); !errors.Is(err, metadata.ErrMismatch) {
+	if err := metadata.VerifyFiles(path, a.Idsig); !errors.Is(err, metadata.ErrMismatch) {
 		t.Fatalf("VerifyFiles on the flipped APK = %v, want ErrMismatch", err)
 	}
-	t.Logf("flipped byte %#x of the APK (block %d)", off, off/blockSize)
+	t.Logf("flipped byte %#x of %s (block %d), in %s", off, a.APK, off/blockSize, zr.File[i].Name)
 	return path
 }
 
@@ -169,16 +214,16 @@ func serve(t *testing.T, d *layout.Disk) string {
 	return disks[0].Paths(mnt).Flat
 }
 
-// boot runs the guest on disk (read-only virtio) and returns the console output and how
-// long QEMU ran.
-func boot(t *testing.T, qemu string, cfg *metadata.VMConfig, disk string) (string, time.Duration) {
+// boot runs the guest with kernel parameters params on disk (read-only virtio) and returns
+// the console output and how long QEMU ran.
+func boot(t *testing.T, qemu string, cfg *metadata.VMConfig, params, disk string) (string, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()
 	args := []string{
 		"-accel", "tcg", "-m", fmt.Sprint(cfg.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
-		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd, "-append", cfg.Params,
+		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd, "-append", params,
 		// QEMU option values escape a comma by doubling it.
 		"-drive", "file=" + strings.ReplaceAll(disk, ",", ",,") + ",format=raw,if=virtio,readonly=on",
 	}

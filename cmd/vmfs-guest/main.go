@@ -1,9 +1,13 @@
 // Command vmfs-guest is /init of vmfs's test guest. It uses a vmfs payload disk the way
-// Microdroid does (formats.md 3, 7, 8): finds the partitions by GPT label, decodes the
-// payload metadata, opens each APEX through its size trailer as apexd did in mid-2021,
-// reads the payload config from the zero-padded APK, and reads the APK through a real
-// dm-verity device built from the idsig's merkle tree, as apkdmverity does. It then
-// prints one line, "VMFS-VERDICT {json}", on the console and powers the VM off.
+// Microdroid of the disk's Android release does (formats.md 3, 7, 8; formats-later.md):
+// finds the partitions by GPT label, decodes the payload metadata and tells from it
+// which releases write such a disk (the kernel parameter vmfs.profile= names one where
+// the metadata cannot), opens each APEX through its size trailer as apexd did in
+// mid-2021 or as the whole zero-padded partition as later, checks the payload (the
+// config in the zero-padded APK, or a payload binary inside it), and reads the APK and
+// each extra APK through a real dm-verity device built from its idsig's merkle tree, as
+// apkdmverity does. It then prints one line, "VMFS-VERDICT {json}" naming the profile,
+// on the console and powers the VM off.
 //
 // It runs only inside the guest (build-guest.sh packs it into an initramfs with the kernel
 // modules it loads), never writes to the payload disk, and imports no vmfs package but
@@ -70,15 +74,18 @@ func run(r *report) {
 		return
 	}
 
+	// The profile may be named on the kernel command line; without /proc it is not.
+	cmdline, _ := os.ReadFile("/proc/cmdline")
 	var m *metadata.Metadata
 	var parts map[string]partition
 	var metaLabel string
+	var rels []release
 	if !r.step("metadata", func() (string, error) {
 		var err error
-		if parts, err = waitPartitions(metadataLabels, true, partitionWait); err != nil {
+		if parts, err = waitPartitions(metadataLabels(), true, partitionWait); err != nil {
 			return "", err
 		}
-		for _, l := range metadataLabels {
+		for _, l := range metadataLabels() {
 			if _, ok := parts[l]; ok {
 				metaLabel = l
 				break
@@ -92,30 +99,44 @@ func run(r *report) {
 		if m, err = readMetadata(f); err != nil {
 			return "", fmt.Errorf("%s: %w", parts[metaLabel], err)
 		}
-		return fmt.Sprintf("%s: %s", parts[metaLabel], describeMetadata(m)), nil
+		if rels, err = releasesFor(metaLabel, m, string(cmdline)); err != nil {
+			return "", fmt.Errorf("%s: %w", parts[metaLabel], err)
+		}
+		r.setProfile(profileNames(rels))
+		return fmt.Sprintf("%s: %s disk: %s", parts[metaLabel], profileNames(rels), describeMetadata(m)), nil
 	}) {
 		return
 	}
 
+	// The releases that fit one metadata label lay out the disk alike: rels[0] stands
+	// for them where the disk's shape is concerned.
+	var nExtra int
 	if !r.step("partitions", func() (string, error) {
-		labels := []string{metaLabel, m.GetApk().GetPayloadPartitionName(), m.GetApk().GetIdsigPartitionName()}
-		for i, a := range m.GetApexes() {
-			labels = append(labels, apexLabel(i, a))
-		}
 		var err error
-		if parts, err = waitPartitions(labels, false, partitionWait); err != nil {
+		if parts, err = waitPartitions(payloadLabels(m, metaLabel, 0), false, partitionWait); err != nil {
 			return "", err
 		}
-		return checkLayout(m, parts, metaLabel)
+		// Like microdroid_manager, find the extra APKs by label.
+		nExtra = countExtras(parts, parts[metaLabel].Disk)
+		if nExtra > 0 && !rels[0].extraApks {
+			return "", fmt.Errorf("%d extra apk partitions, which %s disks do not have", nExtra, profileNames(rels))
+		}
+		return checkLayout(parts, payloadLabels(m, metaLabel, nExtra))
 	}) {
 		return
 	}
 
+	seen := map[string]int{}
 	for i, a := range m.GetApexes() {
-		p := parts[apexLabel(i, a)]
-		r.step("apex:"+a.GetName(), func() (string, error) {
+		p := parts[apexLabel(i)]
+		// Shared-libs APEXes go on the disk in each version: number the repeats.
+		name := "apex:" + a.GetName()
+		if seen[a.GetName()]++; seen[a.GetName()] > 1 {
+			name += fmt.Sprintf("#%d", seen[a.GetName()])
+		}
+		r.step(name, func() (string, error) {
 			reason, err := onDevice(p, func(dev io.ReaderAt, size int64) (string, error) {
-				return checkApex(a.GetName(), dev, size)
+				return checkApex(rels[0], a.GetName(), dev, size)
 			})
 			return fmt.Sprintf("%s: %s", p, reason), err
 		})
@@ -125,14 +146,25 @@ func run(r *report) {
 	idsig := parts[m.GetApk().GetIdsigPartitionName()]
 	r.step("apk-config", func() (string, error) {
 		reason, err := onDevice(apk, func(dev io.ReaderAt, size int64) (string, error) {
-			return checkAPK(m, dev, size)
+			reason, kept, err := checkAPK(rels, m, nExtra, dev, size)
+			if err == nil {
+				rels = kept
+				r.setProfile(profileNames(rels))
+			}
+			return reason, err
 		})
 		return fmt.Sprintf("%s: %s", apk, reason), err
 	})
 	// Named after the APK partition, as Microdroid's init.rc runs apkdmverity.
 	r.step("apk-verity", func() (string, error) {
-		return checkVerity(m.GetApk().GetPayloadPartitionName(), apk, idsig)
+		reason, _, err := checkVerity(m.GetApk().GetPayloadPartitionName(), apk, idsig)
+		return reason, err
 	})
+	for i := range nExtra {
+		r.step(fmt.Sprintf("extra-apk:%d", i), func() (string, error) {
+			return checkExtraAPK(i, parts[extraAPKLabel(i)], parts[extraIdsigLabel(i)])
+		})
+	}
 }
 
 // onDevice runs fn over the partition's block device and its size; errors name the partition.

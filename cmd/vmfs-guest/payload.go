@@ -2,10 +2,13 @@ package main
 
 import (
 	"archive/zip"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -16,11 +19,9 @@ import (
 
 // The guest knows the payload disk's names itself (formats.md 3.3, 3.4) instead of taking
 // them from vmfs/layout, so a host that drifts from Microdroid shows up as a failed check.
-// metadataLabels: "metadata" until mid-2021, then "payload-metadata"; either is accepted.
-var metadataLabels = []string{"metadata", "payload-metadata"}
 
 const (
-	apkMountPoint   = "/mnt/apk/" // where Microdroid mounts the APK; payload_config_path starts with it
+	apkMountPoint   = "/mnt/apk/" // where Microdroid mounts the APK; a payload config path starts with it
 	blockSize       = 4096        // partition alignment and dm-verity block size
 	maxSmallFile    = 1 << 20     // cap on the config and manifest read from a zip
 	eocdLen         = 22          // zip end of central directory record without its comment
@@ -29,16 +30,21 @@ const (
 
 func align4K(n int64) int64 { return (n + blockSize - 1) &^ (blockSize - 1) }
 
-// apexLabel is the partition of the i-th APEX: the name the metadata gives it, else the
-// mid-2021 host's microdroid-apex-<i> (it left partition_name empty).
-func apexLabel(i int, a *metadata.ApexPayload) string {
-	if a.GetPartitionName() != "" {
-		return a.GetPartitionName()
-	}
-	return fmt.Sprintf("microdroid-apex-%d", i)
-}
+// apexLabel is the partition of the i-th APEX.
+func apexLabel(i int) string { return fmt.Sprintf("microdroid-apex-%d", i) }
 
-// readMetadata decodes the payload metadata partition and checks what the guest relies on.
+// extraAPKLabel and extraIdsigLabel are the partitions of the i-th extra APK and its
+// idsig (Android 13+), which microdroid_manager finds by globbing extra-apk-*.
+func extraAPKLabel(i int) string   { return fmt.Sprintf("extra-apk-%d", i) }
+func extraIdsigLabel(i int) string { return fmt.Sprintf("extra-idsig-%d", i) }
+
+// abis maps the guest's architecture to the Android ABI whose lib/<abi>/ directory of
+// the APK holds the payload (the first of ro.product.cpu.abilist in Microdroid).
+var abis = map[string]string{"amd64": "x86_64", "arm64": "arm64-v8a"}
+
+// readMetadata decodes the payload metadata partition and checks what the guest relies on:
+// version 1, the APK partitions, and a payload, either a config path under /mnt/apk or
+// (Android 14+) a binary name.
 func readMetadata(r io.Reader) (*metadata.Metadata, error) {
 	m, err := metadata.DecodeMetadata(r)
 	if err != nil {
@@ -51,44 +57,88 @@ func readMetadata(r io.Reader) (*metadata.Metadata, error) {
 	if apk.GetPayloadPartitionName() == "" || apk.GetIdsigPartitionName() == "" {
 		return nil, errors.New("payload metadata names no apk or idsig partition")
 	}
-	if !strings.HasPrefix(m.GetPayloadConfigPath(), apkMountPoint) {
-		return nil, fmt.Errorf("payload config path %q is not under %s", m.GetPayloadConfigPath(), apkMountPoint)
+	switch m.GetPayload().(type) {
+	case *metadata.Metadata_ConfigPath:
+		if !strings.HasPrefix(m.GetConfigPath(), apkMountPoint) {
+			return nil, fmt.Errorf("payload config path %q is not under %s", m.GetConfigPath(), apkMountPoint)
+		}
+	case *metadata.Metadata_Config:
+		if m.GetConfig().GetPayloadBinaryName() == "" {
+			return nil, errors.New("payload config names no payload binary")
+		}
+	default:
+		return nil, errors.New("payload metadata has no payload (config path or binary name)")
 	}
 	return m, nil
 }
 
 func describeMetadata(m *metadata.Metadata) string {
-	var names []string
+	var apexes []string
 	for _, a := range m.GetApexes() {
-		names = append(names, a.GetName())
+		d := a.GetName()
+		if a.GetPartitionName() != "" {
+			d += fmt.Sprintf(" (%s, updated %d, factory %t)", a.GetPartitionName(), a.GetLastUpdateSeconds(), a.GetIsFactory())
+		}
+		apexes = append(apexes, d)
 	}
-	return fmt.Sprintf("version %d, apexes [%s], apk %s + %s, config %s", m.GetVersion(),
-		strings.Join(names, " "), m.GetApk().GetPayloadPartitionName(), m.GetApk().GetIdsigPartitionName(),
-		m.GetPayloadConfigPath())
+	payload := "config " + m.GetConfigPath()
+	if c := m.GetConfig(); c != nil {
+		payload = fmt.Sprintf("binary %s, %d extra apks", c.GetPayloadBinaryName(), c.GetExtraApkCount())
+	}
+	return fmt.Sprintf("version %d, apexes [%s], apk %s + %s, %s", m.GetVersion(),
+		strings.Join(apexes, ", "), m.GetApk().GetPayloadPartitionName(), m.GetApk().GetIdsigPartitionName(), payload)
 }
 
-// checkLayout checks the partition numbers apexd relies on: it finds APEX i at partition
-// number i+2 of the disk whose partition 1 is the metadata (formats.md 3.4).
-func checkLayout(m *metadata.Metadata, parts map[string]partition, metaLabel string) (string, error) {
-	meta := parts[metaLabel]
-	if meta.Num != 1 {
-		return "", fmt.Errorf("%s is partition %d of %s, apexd needs it to be 1", meta, meta.Num, meta.Disk)
-	}
-	desc := []string{fmt.Sprintf("%d %s", meta.Num, meta.Label)}
-	var labels []string
-	for i, a := range m.GetApexes() {
-		labels = append(labels, apexLabel(i, a))
+// payloadLabels lists the partitions of the payload disk in order, as apexd and
+// microdroid_manager expect them: the metadata, the APEXes, the APK and its idsig, then
+// nExtra pairs of extra APK and idsig.
+func payloadLabels(m *metadata.Metadata, metaLabel string, nExtra int) []string {
+	labels := []string{metaLabel}
+	for i := range m.GetApexes() {
+		labels = append(labels, apexLabel(i))
 	}
 	labels = append(labels, m.GetApk().GetPayloadPartitionName(), m.GetApk().GetIdsigPartitionName())
+	for i := range nExtra {
+		labels = append(labels, extraAPKLabel(i), extraIdsigLabel(i))
+	}
+	return labels
+}
+
+// countExtras counts the extra APK partitions on disk as microdroid_manager finds them,
+// by label: extra-apk-0, extra-apk-1, ... up to the first missing one.
+func countExtras(parts map[string]partition, disk string) int {
+	for n := 0; ; n++ {
+		if p, ok := parts[extraAPKLabel(n)]; !ok || p.Disk != disk {
+			return n
+		}
+	}
+}
+
+// checkLayout checks that the payload disk holds exactly the partitions labels names,
+// numbered in that order from 1: apexd finds APEX i at partition number i+2 of the disk
+// whose partition 1 is the metadata (formats.md 3.4), and extra APKs pair with idsigs.
+func checkLayout(parts map[string]partition, labels []string) (string, error) {
+	meta := parts[labels[0]]
+	var desc []string
 	for i, l := range labels {
 		p := parts[l]
 		if p.Disk != meta.Disk {
 			return "", fmt.Errorf("%s is on %s, the metadata on %s", p, p.Disk, meta.Disk)
 		}
-		if i < len(m.GetApexes()) && p.Num != i+2 {
-			return "", fmt.Errorf("%s is partition %d, apexd opens apex %d at partition %d", p, p.Num, i, i+2)
+		if p.Num != i+1 {
+			return "", fmt.Errorf("%s is partition %d of %s, want %d", p, p.Num, p.Disk, i+1)
 		}
 		desc = append(desc, fmt.Sprintf("%d %s", p.Num, p.Label))
+	}
+	var others []string
+	for _, p := range parts {
+		if p.Disk == meta.Disk && !slices.Contains(labels, p.Label) {
+			others = append(others, p.String())
+		}
+	}
+	if len(others) > 0 {
+		slices.Sort(others)
+		return "", fmt.Errorf("%s also holds %s", meta.Disk, strings.Join(others, ", "))
 	}
 	return fmt.Sprintf("%s: %s", meta.Disk, strings.Join(desc, ", ")), nil
 }
@@ -105,28 +155,32 @@ func readFullAt(r io.ReaderAt, b []byte, off int64) error {
 	return err
 }
 
-// checkApex checks an APEX partition as apexd did between 2021-06 and 2021-07 (formats.md
-// 8): the last 4 bytes hold the APEX size (big-endian), the partition is that size plus 4
-// rounded up to 4 KiB, and the zip over [0, size) opens under libziparchive's rule that
-// nothing follows the end of central directory record and its comment. The APEX's
-// apex_manifest.pb must name the APEX the metadata lists.
-func checkApex(want string, r io.ReaderAt, partSize int64) (string, error) {
-	if partSize < 4 {
-		return "", fmt.Errorf("partition is %d bytes, too small for the size trailer", partSize)
+// checkApex checks an APEX partition as apexd of release rel opens it (formats.md 8). With
+// the mid-2021 size trailer, the last 4 bytes hold the APEX size (big-endian), the
+// partition is that size plus 4 rounded up to 4 KiB, and the zip is the first size bytes.
+// Without it, the zip is the whole partition. Either way it must open under
+// libziparchive's rule that nothing follows the end of central directory record and its
+// comment, and its apex_manifest.pb must name the APEX the metadata lists.
+func checkApex(rel release, want string, r io.ReaderAt, partSize int64) (string, error) {
+	size, end := partSize, "the partition end"
+	if rel.sizeTrailer {
+		if partSize < 4 {
+			return "", fmt.Errorf("partition is %d bytes, too small for the size trailer", partSize)
+		}
+		var tr [4]byte
+		if err := readFullAt(r, tr[:], partSize-4); err != nil {
+			return "", fmt.Errorf("read size trailer: %w", err)
+		}
+		size, end = int64(binary.BigEndian.Uint32(tr[:])), "the apex size"
+		if size == 0 || size+4 > partSize {
+			return "", fmt.Errorf("size trailer says %d bytes, the partition has %d", size, partSize)
+		}
+		if want := align4K(size + 4); partSize != want {
+			return "", fmt.Errorf("partition is %d bytes, a %d-byte apex needs align4K(%d+4) = %d",
+				partSize, size, size, want)
+		}
 	}
-	var tr [4]byte
-	if err := readFullAt(r, tr[:], partSize-4); err != nil {
-		return "", fmt.Errorf("read size trailer: %w", err)
-	}
-	size := int64(binary.BigEndian.Uint32(tr[:]))
-	if size == 0 || size+4 > partSize {
-		return "", fmt.Errorf("size trailer says %d bytes, the partition has %d", size, partSize)
-	}
-	if want := align4K(size + 4); partSize != want {
-		return "", fmt.Errorf("partition is %d bytes, a %d-byte apex needs align4K(%d+4) = %d",
-			partSize, size, size, want)
-	}
-	if err := eocdEndsAt(r, size); err != nil {
+	if err := eocdEndsAt(r, size, end); err != nil {
 		return "", err
 	}
 	zr, err := zip.NewReader(io.NewSectionReader(r, 0, size), size)
@@ -140,12 +194,16 @@ func checkApex(want string, r io.ReaderAt, partSize int64) (string, error) {
 	if name != want {
 		return "", fmt.Errorf("apex_manifest.pb names %q, the metadata %q", name, want)
 	}
-	return fmt.Sprintf("%d-byte apex in a %d-byte partition, apex_manifest.pb names %s", size, partSize, name), nil
+	how := "no size trailer"
+	if rel.sizeTrailer {
+		how = "size trailer"
+	}
+	return fmt.Sprintf("%d-byte apex in a %d-byte partition (%s), apex_manifest.pb names %s", size, partSize, how, name), nil
 }
 
 // eocdEndsAt checks that the zip's end of central directory record plus its comment ends
-// exactly at size, as libziparchive (apexd's zip reader) demands.
-func eocdEndsAt(r io.ReaderAt, size int64) error {
+// exactly at size (called end in errors), as libziparchive (apexd's zip reader) demands.
+func eocdEndsAt(r io.ReaderAt, size int64, end string) error {
 	n := min(size, eocdSearchRange)
 	buf := make([]byte, n)
 	if err := readFullAt(r, buf, size-n); err != nil {
@@ -155,9 +213,10 @@ func eocdEndsAt(r io.ReaderAt, size int64) error {
 		if string(buf[i:i+4]) != "PK\x05\x06" {
 			continue
 		}
-		end := size - n + int64(i) + eocdLen + int64(binary.LittleEndian.Uint16(buf[i+20:]))
-		if end != size {
-			return fmt.Errorf("zip end of central directory record and comment end at byte %d, not at the apex size %d", end, size)
+		at := size - n + int64(i) + eocdLen + int64(binary.LittleEndian.Uint16(buf[i+20:]))
+		if at != size {
+			return fmt.Errorf("zip end of central directory record and comment end at byte %d, not at %s %d (libziparchive refuses the %d bytes after)",
+				at, end, size, size-at)
 		}
 		return nil
 	}
@@ -210,36 +269,76 @@ func manifestName(zr *zip.Reader) (string, error) {
 }
 
 // checkAPK opens the APK zip over its whole partition, zero padding included, as zipfuse
-// does over the dm-verity device (formats.md 7.3), reads the payload config the metadata
-// points at and checks that it asks for the APEXes the metadata lists, in that order.
-func checkAPK(m *metadata.Metadata, r io.ReaderAt, partSize int64) (string, error) {
+// does over the dm-verity device (formats.md 7.3), and checks the payload the metadata
+// names as microdroid_manager of the releases rels would. A config file is parsed with
+// each release's schema, and the releases that refuse it drop out (the rest are
+// returned); its APEXes must be on the disk (exactly, in order, where the host adds none),
+// and, where extra APKs exist, its extra_apks must count the nExtra on the disk. A binary
+// name stands for a config that runs it with microdroid_launcher and has as many extra
+// APKs as the metadata counts. A microdroid_launcher payload must be in the APK as
+// lib/<abi>/<name>, where Microdroid looks for it.
+func checkAPK(rels []release, m *metadata.Metadata, nExtra int, r io.ReaderAt, partSize int64) (string, []release, error) {
 	if partSize%blockSize != 0 {
-		return "", fmt.Errorf("partition is %d bytes, not a multiple of %d", partSize, blockSize)
+		return "", nil, fmt.Errorf("partition is %d bytes, not a multiple of %d", partSize, blockSize)
 	}
 	zr, err := zip.NewReader(r, partSize)
 	if err != nil {
-		return "", fmt.Errorf("open apk zip over the %d-byte padded partition: %w", partSize, err)
+		return "", nil, fmt.Errorf("open apk zip over the %d-byte padded partition: %w", partSize, err)
 	}
-	path := strings.TrimPrefix(m.GetPayloadConfigPath(), apkMountPoint)
-	data, err := readZipFile(zr, path)
-	if err != nil {
-		return "", fmt.Errorf("payload config: %w", err)
+	var cfg *metadata.PayloadConfig
+	var desc string
+	if c := m.GetConfig(); c != nil {
+		cfg = &metadata.PayloadConfig{Task: &metadata.Task{Type: metadata.TaskMicrodroidLauncher, Command: c.GetPayloadBinaryName()}}
+		cfg.ExtraApks = make([]metadata.ApkConfig, c.GetExtraApkCount())
+		desc = "payload binary " + c.GetPayloadBinaryName()
+	} else {
+		path := strings.TrimPrefix(m.GetConfigPath(), apkMountPoint)
+		data, err := readZipFile(zr, path)
+		if err != nil {
+			return "", nil, fmt.Errorf("payload config: %w", err)
+		}
+		var kept []release
+		var refusals []string
+		for _, rel := range rels {
+			c, err := rel.profile.ParsePayloadConfig(m.GetConfigPath(), data)
+			if err != nil {
+				refusals = append(refusals, fmt.Sprintf("%s: %v", rel.profile, err))
+				continue
+			}
+			cfg = cmp.Or(cfg, c)
+			kept = append(kept, rel)
+		}
+		if len(kept) == 0 {
+			return "", nil, errors.New(strings.Join(refusals, "; "))
+		}
+		rels = kept
+		var inConfig, inMetadata []string
+		for _, a := range cfg.Apexes {
+			inConfig = append(inConfig, a.Name)
+		}
+		for _, a := range m.GetApexes() {
+			inMetadata = append(inMetadata, a.GetName())
+		}
+		missing := slices.DeleteFunc(slices.Clone(inConfig), func(n string) bool { return slices.Contains(inMetadata, n) })
+		if !rels[0].addsApexes && !slices.Equal(inConfig, inMetadata) || len(missing) > 0 {
+			return "", nil, fmt.Errorf("payload config asks for apexes [%s], the metadata lists [%s]",
+				strings.Join(inConfig, " "), strings.Join(inMetadata, " "))
+		}
+		desc = fmt.Sprintf("%s: os %s, apexes [%s] on the disk", path, cfg.OS.Name, strings.Join(inConfig, " "))
 	}
-	cfg, err := metadata.ParsePayloadConfig(m.GetPayloadConfigPath(), data)
-	if err != nil {
-		return "", err
+	if rels[0].extraApks && len(cfg.ExtraApks) != nExtra {
+		return "", nil, fmt.Errorf("the payload expects %d extra apks, the disk has %d", len(cfg.ExtraApks), nExtra)
 	}
-	var inConfig, inMetadata []string
-	for _, a := range cfg.Apexes {
-		inConfig = append(inConfig, a.Name)
+	if t := cfg.Task; t != nil && t.Type == metadata.TaskMicrodroidLauncher {
+		abi, ok := abis[runtime.GOARCH]
+		if !ok {
+			return "", nil, fmt.Errorf("no Android ABI known for %s", runtime.GOARCH)
+		}
+		lib := "lib/" + abi + "/" + t.Command
+		if st, err := fs.Stat(zr, lib); err != nil || !st.Mode().IsRegular() {
+			return "", nil, fmt.Errorf("payload %s is not a file in the apk: %v", lib, err)
+		}
+		desc += ", runs " + lib
 	}
-	for _, a := range m.GetApexes() {
-		inMetadata = append(inMetadata, a.GetName())
-	}
-	if !slices.Equal(inConfig, inMetadata) {
-		return "", fmt.Errorf("payload config asks for apexes [%s], the metadata lists [%s]",
-			strings.Join(inConfig, " "), strings.Join(inMetadata, " "))
-	}
-	return fmt.Sprintf("zip of %d entries opened over the %d-byte padded partition; %s: os %s, apexes [%s] as in the metadata",
-		len(zr.File), partSize, path, cfg.OS.Name, strings.Join(inConfig, " ")), nil
+	return fmt.Sprintf("zip of %d entries opened over the %d-byte padded partition; %s", len(zr.File), partSize, desc), rels, nil
 }

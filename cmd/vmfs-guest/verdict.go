@@ -32,9 +32,17 @@ func newCheck(name, reason string, err error) check {
 // report collects checks and writes the verdict exactly once, whichever of the main
 // flow, a recovered panic and the watchdog gets there first.
 type report struct {
-	mu     sync.Mutex
-	checks []check
-	done   bool
+	mu      sync.Mutex
+	checks  []check
+	profile string
+	done    bool
+}
+
+// setProfile records the profile (or profiles) the disk is from.
+func (r *report) setProfile(p string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.profile = p
 }
 
 // add records c and reports whether it passed.
@@ -62,7 +70,7 @@ func (r *report) finish(w io.Writer) error {
 		return nil
 	}
 	r.done = true
-	v := verdict.Verdict{OK: len(r.checks) > 0, Checks: r.checks}
+	v := verdict.Verdict{OK: len(r.checks) > 0, Checks: r.checks, Profile: r.profile}
 	for _, c := range r.checks {
 		v.OK = v.OK && c.OK
 	}

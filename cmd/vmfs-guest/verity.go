@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/zip"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -179,53 +180,78 @@ func withKernelLog(err error) error {
 	return err
 }
 
-// checkVerity does what apkdmverity does for the APK (formats.md 7.3): a loop device over
-// the merkle tree inside the idsig partition, a dm-verity device over the APK partition
-// with the idsig's root hash, then reads the verified device end to end. A block that
-// does not match the tree makes the kernel fail the read with EIO.
-func checkVerity(name string, apk, idsig partition) (string, error) {
+// checkVerity does what apkdmverity does for an APK (formats.md 7.3): a loop device over
+// the merkle tree inside the idsig partition, a dm-verity device called name over the APK
+// partition with the idsig's root hash, then reads the verified device end to end. A
+// block that does not match the tree makes the kernel fail the read with EIO. It returns
+// the verified device's node.
+func checkVerity(name string, apk, idsig partition) (string, string, error) {
 	f, err := os.Open(idsig.Dev)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer f.Close()
 	idsigPart, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	sig, err := readIdsig(idsig, f, idsigPart)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	apkSize, err := deviceSize(apk.Dev)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if apkSize == 0 || apkSize%blockSize != 0 {
-		return "", fmt.Errorf("%s is %d bytes, not a non-zero multiple of %d", apk, apkSize, blockSize)
+		return "", "", fmt.Errorf("%s is %d bytes, not a non-zero multiple of %d", apk, apkSize, blockSize)
 	}
 	loop, loopDev, err := attachLoop(idsig.Dev, sig.TreeOffset, sig.TreeSize)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	hashDev := fmt.Sprintf("%d:%d", unix.Major(loopDev), unix.Minor(loopDev))
 	table, params, err := verityTable(apk.majMin(), hashDev, apkSize, sig.RootHash, sig.Salt)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	node, err := createVerity(name, table)
 	if err != nil {
-		return "", withKernelLog(fmt.Errorf("table %q: %w", params, err))
+		return "", "", withKernelLog(fmt.Errorf("table %q: %w", params, err))
 	}
 	n, err := readAll(node)
 	if err != nil {
-		return "", withKernelLog(err)
+		return "", "", withKernelLog(err)
 	}
 	if n != apkSize {
-		return "", fmt.Errorf("read %d bytes from %s, want %d", n, node, apkSize)
+		return "", "", fmt.Errorf("read %d bytes from %s, want %d", n, node, apkSize)
 	}
 	return fmt.Sprintf("verity %q (tree on %s = %s bytes %d..%d): read all %d bytes of %s",
-		params, loop, idsig.Dev, sig.TreeOffset, sig.TreeOffset+sig.TreeSize, n, node), nil
+		params, loop, idsig.Dev, sig.TreeOffset, sig.TreeOffset+sig.TreeSize, n, node), node, nil
+}
+
+// checkExtraAPK does for extra APK i what microdroid_manager does (Android 13+): a
+// dm-verity device extra-apk-<i> from its idsig, read end to end, then the zip over the
+// verified, zero-padded device, as zipfuse mounts it at /mnt/extra-apk/<i>.
+func checkExtraAPK(i int, apk, idsig partition) (string, error) {
+	reason, node, err := checkVerity(extraAPKLabel(i), apk, idsig)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.Open(node)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return "", err
+	}
+	zr, err := zip.NewReader(f, size)
+	if err != nil {
+		return "", fmt.Errorf("open extra apk %d zip over %s: %w", i, node, err)
+	}
+	return fmt.Sprintf("%s; zip of %d entries opened over it", reason, len(zr.File)), nil
 }
 
 func deviceSize(dev string) (int64, error) {

@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"vmfs/testdata"
@@ -46,22 +47,28 @@ const (
 	zipTime = 0
 )
 
-// infoListMillis is lastUpdateMillis in apex-info-list.xml, the same instant in ms.
-const infoListMillis = 1230768000000
-
 // libSize makes the APK larger than testdata.APKSizeFloor, so its v4 tree has two levels.
-const libSize = 600 << 10
+// The Android 13+ sample and its extra APKs stay small: one tree level each.
+const (
+	libSize      = 600 << 10
+	laterLibSize = 64 << 10
+)
 
-// manifestXML is the source aapt compiles; minSdkVersion 31 is Android 12, the first
-// release with Android Virtualization Framework, and lets apksigner skip v1 (JAR) signing.
+// extraSizes are the stored asset sizes of the extra APKs.
+var extraSizes = []int{20 << 10, 100 << 10}
+
+// manifestXML is the source aapt compiles, for an app with no code: its comment,
+// package, minSdkVersion (= targetSdkVersion) and label. Any minSdkVersion from 31
+// (Android 12, the first release with Android Virtualization Framework) lets apksigner
+// skip v1 (JAR) signing.
 const manifestXML = `<?xml version="1.0" encoding="utf-8"?>
-<!-- vmfs test fixture: an app with no code whose payload is lib/x86_64/libsample.so. -->
+<!-- vmfs test fixture: %s -->
 <manifest xmlns:android="http://schemas.android.com/apk/res/android"
-    package="com.vmfs.sample"
+    package="%s"
     android:versionCode="1"
     android:versionName="1.0">
-    <uses-sdk android:minSdkVersion="31" android:targetSdkVersion="31" />
-    <application android:label="vmfs sample" android:hasCode="false" />
+    <uses-sdk android:minSdkVersion="%d" android:targetSdkVersion="%[3]d" />
+    <application android:label="%s" android:hasCode="false" />
 </manifest>
 `
 
@@ -106,7 +113,7 @@ func generate(dir string, newKey bool) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	for _, d := range []string{"app", "apex/factory", "os"} {
+	for _, d := range []string{"app", "os"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
@@ -116,14 +123,23 @@ func generate(dir string, newKey bool) error {
 			return err
 		}
 	}
-	if err := writeAPEXes(dir, tmp); err != nil {
+	if err := writeAPEXes(dir, tmp, append(testdata.APEXes(), testdata.LaterAPEXes()...)); err != nil {
 		return err
 	}
-	if err := writeAPEXInfoList(dir); err != nil {
+	if err := writeAPEXInfoList(dir, ".", testdata.APEXes()); err != nil {
 		return err
 	}
-	if err := writeAPK(dir, tmp, keyPath, certPath); err != nil {
+	if err := writeAPEXInfoList(dir, "later", testdata.LaterAPEXes()); err != nil {
 		return err
+	}
+	all, err := apps()
+	if err != nil {
+		return err
+	}
+	for _, a := range all {
+		if err := writeApp(dir, tmp, keyPath, certPath, a); err != nil {
+			return err
+		}
 	}
 	return writeOS(dir)
 }
@@ -232,7 +248,7 @@ func deflate(data []byte) ([]byte, error) {
 
 // writeAPEXes writes each APEX padded to its exact size with a zero-filled EOCD comment,
 // which is how apksigner --align-file-size pads real APEXes to a 4 KiB multiple.
-func writeAPEXes(dir, tmp string) error {
+func writeAPEXes(dir, tmp string, apexes []testdata.APEX) error {
 	protoDir := filepath.Join(tmp, "proto")
 	if err := os.MkdirAll(protoDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", protoDir, err)
@@ -240,7 +256,7 @@ func writeAPEXes(dir, tmp string) error {
 	if err := os.WriteFile(filepath.Join(protoDir, "apex_manifest.proto"), apexManifestProto, 0o644); err != nil {
 		return fmt.Errorf("write apex_manifest.proto: %w", err)
 	}
-	for _, a := range testdata.APEXes() {
+	for _, a := range apexes {
 		text := fmt.Sprintf("name: %q\nversion: %d\n", a.Name, a.Version)
 		pb, err := run([]byte(text), "protoc", "-I", protoDir, "--encode=apex.proto.ApexManifest", "apex_manifest.proto")
 		if err != nil {
@@ -267,6 +283,9 @@ func writeAPEXes(dir, tmp string) error {
 		if int64(len(out)) != a.Size {
 			return fmt.Errorf("build %s: got %d bytes, want %d", a.Rel, len(out), a.Size)
 		}
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(a.Rel)), 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", filepath.Dir(a.Rel), err)
+		}
 		if err := os.WriteFile(filepath.Join(dir, a.Rel), out, 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", a.Rel, err)
 		}
@@ -292,35 +311,33 @@ type apexInfo struct {
 	ProvideSharedApexLibs  bool   `xml:"provideSharedApexLibs,attr"`
 }
 
-// writeAPEXInfoList lists inactive entries first so first-match resolvers fail tests.
-// An inactive entry is the factory copy of an updated module; the active one points to it
-// as its preinstalled path, as apexd writes it on a device.
-func writeAPEXInfoList(dir string) error {
-	apexes := testdata.APEXes()
-	factory := map[string]string{}
-	for _, a := range apexes {
-		if !a.Active {
-			factory[a.Name] = a.Rel
-		}
-	}
+// writeAPEXInfoList writes <listDir>/apex-info-list.xml (listDir relative to dir) for
+// apexes, inactive entries first so first-match resolvers fail tests, with modulePath
+// relative to listDir.
+func writeAPEXInfoList(dir, listDir string, apexes []testdata.APEX) error {
 	var list apexInfoList
 	for _, pass := range []bool{false, true} {
 		for _, a := range apexes {
 			if a.Active != pass {
 				continue
 			}
-			pre, updated := factory[a.Name]
-			if !a.Active || !updated {
-				pre = a.Rel
+			rel, err := filepath.Rel(listDir, a.Rel)
+			if err != nil {
+				return fmt.Errorf("apex-info-list.xml: %w", err)
+			}
+			pre := a.Preinstalled
+			if pre == "" {
+				pre = rel
 			}
 			list.Infos = append(list.Infos, apexInfo{
 				ModuleName:             a.Name,
-				ModulePath:             a.Rel,
+				ModulePath:             rel,
 				PreinstalledModulePath: pre,
 				VersionCode:            a.Version,
-				IsFactory:              !a.Active || !updated,
+				IsFactory:              a.Factory,
 				IsActive:               a.Active,
-				LastUpdateMillis:       infoListMillis,
+				LastUpdateMillis:       a.LastUpdate,
+				ProvideSharedApexLibs:  a.SharedLibs,
 			})
 		}
 	}
@@ -330,12 +347,15 @@ func writeAPEXInfoList(dir string) error {
 	}
 	out := append([]byte("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"), body...)
 	out = append(out, '\n')
-	if err := os.WriteFile(filepath.Join(dir, "apex-info-list.xml"), out, 0o644); err != nil {
-		return fmt.Errorf("write apex-info-list.xml: %w", err)
+	path := filepath.Join(dir, listDir, "apex-info-list.xml")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
 
+// payloadConfig is the payload config JSON the samples carry; the keys after apexes
+// appear only in the Android 13+ sample (export_tombstones is required in Android 13).
 type payloadConfig struct {
 	OS struct {
 		Name string `json:"name"`
@@ -344,22 +364,36 @@ type payloadConfig struct {
 		Type    string `json:"type"`
 		Command string `json:"command"`
 	} `json:"task"`
-	Apexes []apexRef `json:"apexes"`
+	Apexes           []apexRef `json:"apexes"`
+	ExtraApks        []apkRef  `json:"extra_apks,omitempty"`
+	ExportTombstones *bool     `json:"export_tombstones,omitempty"`
 }
 
 type apexRef struct {
 	Name string `json:"name"`
 }
 
-func vmConfigJSON() ([]byte, error) {
+type apkRef struct {
+	Path string `json:"path"`
+}
+
+// vmConfigJSON is the payload config of a sample asking for apexes, running
+// lib/<abi>/libsample.so; later adds the Android 13+ keys.
+func vmConfigJSON(apexes []string, later bool) ([]byte, error) {
 	var c payloadConfig
 	c.OS.Name = "microdroid"
 	c.Task.Type = "microdroid_launcher"
-	c.Task.Command = "libsample.so"
-	for _, a := range testdata.APEXes() {
-		if a.Active {
-			c.Apexes = append(c.Apexes, apexRef{Name: a.Name})
+	c.Task.Command = testdata.PayloadBinaryName
+	for _, a := range apexes {
+		c.Apexes = append(c.Apexes, apexRef{Name: a})
+	}
+	if later {
+		for _, e := range testdata.LaterExtraAPKs() {
+			// Relative to the APK's directory, as vmfs reads them.
+			c.ExtraApks = append(c.ExtraApks, apkRef{Path: filepath.Base(e.APK)})
 		}
+		yes := true
+		c.ExportTombstones = &yes
 	}
 	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
@@ -368,33 +402,87 @@ func vmConfigJSON() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// writeAPK builds the unsigned APK in Go (fixed order and mtimes), page-aligns it with
-// zipalign, then signs it with apksigner v2 + v4, which also writes sample.apk.idsig.
-func writeAPK(dir, tmp, keyPath, certPath string) error {
+// app is one signed APK to make: out (relative to the testdata directory) gets the APK
+// and out + ".idsig" its v4 signature.
+type app struct {
+	out     string
+	comment string // the manifest's
+	pkg     string
+	label   string
+	minSdk  int
+	entries []zipEntry // after AndroidManifest.xml
+	v3      bool       // also sign with APK Signature Scheme v3, which Android 14+ guests verify
+}
+
+// apps lists the APKs to make: the Android 12 sample, then the Android 13+ sample and
+// its two extra APKs.
+func apps() ([]app, error) {
+	var names []string
+	for _, a := range testdata.APEXes() {
+		if a.Active {
+			names = append(names, a.Name)
+		}
+	}
+	config, err := vmConfigJSON(names, false)
+	if err != nil {
+		return nil, err
+	}
+	laterConfig, err := vmConfigJSON(testdata.LaterConfigApexes(), true)
+	if err != nil {
+		return nil, err
+	}
+	lib := "lib/x86_64/" + testdata.PayloadBinaryName
+	out := []app{
+		{
+			out: "app/sample.apk", comment: "an app with no code whose payload is lib/x86_64/libsample.so.",
+			pkg: "com.vmfs.sample", label: "vmfs sample", minSdk: 31,
+			entries: []zipEntry{
+				{name: "classes.dex", data: []byte("vmfs test fixture: placeholder, not a dex file (the app has android:hasCode=\"false\")\n")},
+				{name: testdata.ConfigPath, data: config},
+				{name: lib, data: filler(lib, libSize), stored: true},
+			},
+		},
+		{
+			out: testdata.LaterAPKRel, comment: "an Android 13+ app with two extra APKs whose payload is lib/x86_64/libsample.so.",
+			pkg: "com.vmfs.later", label: "vmfs later sample", minSdk: 33, v3: true,
+			entries: []zipEntry{
+				{name: testdata.ConfigPath, data: laterConfig},
+				{name: lib, data: filler("later/"+lib, laterLibSize), stored: true},
+			},
+		},
+	}
+	for i, e := range testdata.LaterExtraAPKs() {
+		rel, err := filepath.Rel(testdata.Dir(), e.APK)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, app{
+			out: rel, comment: fmt.Sprintf("extra APK %d of the Android 13+ sample.", i),
+			pkg: fmt.Sprintf("com.vmfs.later.extra%d", i), label: fmt.Sprintf("vmfs extra %d", i), minSdk: 33, v3: true,
+			entries: []zipEntry{{name: "assets/extra.bin", data: filler(rel, extraSizes[i]), stored: true}},
+		})
+	}
+	return out, nil
+}
+
+// writeApp builds the unsigned APK in Go (fixed order and mtimes), page-aligns it with
+// zipalign, then signs it with apksigner (v2, v3 if asked, and v4, which writes the .idsig).
+func writeApp(dir, tmp, keyPath, certPath string, a app) error {
 	src := filepath.Join(tmp, "AndroidManifest.xml")
-	if err := os.WriteFile(src, []byte(manifestXML), 0o644); err != nil {
+	if err := os.WriteFile(src, []byte(fmt.Sprintf(manifestXML, a.comment, a.pkg, a.minSdk, a.label)), 0o644); err != nil {
 		return fmt.Errorf("write manifest source: %w", err)
 	}
 	compiled := filepath.Join(tmp, "manifest.apk")
 	if _, err := run(nil, "aapt", "package", "-f", "-M", src, "-I", frameworkRes, "-F", compiled); err != nil {
-		return fmt.Errorf("compile AndroidManifest.xml: %w", err)
+		return fmt.Errorf("compile AndroidManifest.xml of %s: %w", a.out, err)
 	}
 	axml, err := readZipEntry(compiled, "AndroidManifest.xml")
 	if err != nil {
 		return err
 	}
-	config, err := vmConfigJSON()
+	unaligned, err := buildZip(append([]zipEntry{{name: "AndroidManifest.xml", data: axml}}, a.entries...), "")
 	if err != nil {
-		return err
-	}
-	unaligned, err := buildZip([]zipEntry{
-		{name: "AndroidManifest.xml", data: axml},
-		{name: "classes.dex", data: []byte("vmfs test fixture: placeholder, not a dex file (the app has android:hasCode=\"false\")\n")},
-		{name: testdata.ConfigPath, data: config},
-		{name: "lib/x86_64/libsample.so", data: filler("lib/x86_64/libsample.so", libSize), stored: true},
-	}, "")
-	if err != nil {
-		return fmt.Errorf("build sample.apk: %w", err)
+		return fmt.Errorf("build %s: %w", a.out, err)
 	}
 	unalignedPath := filepath.Join(tmp, "unaligned.apk")
 	if err := os.WriteFile(unalignedPath, unaligned, 0o644); err != nil {
@@ -402,25 +490,28 @@ func writeAPK(dir, tmp, keyPath, certPath string) error {
 	}
 	aligned := filepath.Join(tmp, "aligned.apk")
 	if _, err := run(nil, "zipalign", "-f", "-p", "4", unalignedPath, aligned); err != nil {
-		return fmt.Errorf("align sample.apk: %w", err)
+		return fmt.Errorf("align %s: %w", a.out, err)
 	}
-	signed := filepath.Join(tmp, "sample.apk")
+	signed := filepath.Join(tmp, "signed.apk")
 	if _, err := run(nil, "apksigner", "sign",
 		"--key", keyPath, "--cert", certPath,
 		"--v1-signing-enabled", "false",
 		"--v2-signing-enabled", "true",
-		"--v3-signing-enabled", "false",
+		"--v3-signing-enabled", strconv.FormatBool(a.v3),
 		"--v4-signing-enabled", "true",
 		"--out", signed, aligned); err != nil {
-		return fmt.Errorf("sign sample.apk: %w", err)
+		return fmt.Errorf("sign %s: %w", a.out, err)
 	}
-	for _, name := range []string{"sample.apk", "sample.apk.idsig"} {
-		b, err := os.ReadFile(filepath.Join(tmp, name))
+	if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(a.out)), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(a.out), err)
+	}
+	for _, suffix := range []string{"", ".idsig"} {
+		b, err := os.ReadFile(signed + suffix)
 		if err != nil {
-			return fmt.Errorf("read signed %s: %w", name, err)
+			return fmt.Errorf("read signed %s%s: %w", a.out, suffix, err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "app", name), b, 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
+		if err := os.WriteFile(filepath.Join(dir, a.out+suffix), b, 0o644); err != nil {
+			return fmt.Errorf("write %s%s: %w", a.out, suffix, err)
 		}
 	}
 	return nil
