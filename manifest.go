@@ -18,6 +18,7 @@ const ManifestSchema = 1
 type Manifest struct {
 	Schema   int            `json:"schema"`
 	Dir      string         `json:"dir"`       // the mountpoint
+	Profile  string         `json:"profile"`   // the Android release whose payload disk this is
 	Server   ManifestServer `json:"server"`    // the process that serves the mount
 	Inputs   Inputs         `json:"inputs"`    // the files the payload is made of
 	VMConfig string         `json:"vm_config"` // the VM config to launch (vm.json)
@@ -54,6 +55,7 @@ func newManifest(p *Payload, dir, kind string) *Manifest {
 	m := &Manifest{
 		Schema:   ManifestSchema,
 		Dir:      dir,
+		Profile:  p.Profile.String(),
 		Server:   ManifestServer{Pid: os.Getpid(), Kind: kind},
 		Inputs:   Inputs{APK: p.APK, Idsig: p.Idsig, ConfigPath: p.ConfigPath, Apexes: p.ApexPaths, OSConfig: p.OSConfigPath},
 		VMConfig: filepath.Join(dir, "vm.json"),

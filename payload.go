@@ -21,7 +21,17 @@ const DefaultOSDir = "/apex/com.android.virt/etc"
 
 // Spec names the files a payload is made of and where to look for the rest.
 type Spec struct {
-	APK, Idsig, ConfigPath string
+	// Profile is the Android release whose payload disk to build; the zero value
+	// is android12, the mid-2021 format.
+	Profile metadata.Profile
+	// ConfigPath names the payload config inside the APK; from android14 a
+	// PayloadBinaryName may name the payload instead (then the config is not read).
+	APK, Idsig, ConfigPath, PayloadBinaryName string
+	// ExtraIdsigs are the extra APKs' idsigs, in order (`--extra-idsig`); the extra
+	// APKs come from the config's extra_apks, or at android15 with a binary name
+	// from ExtraAPKs (`--extra-apk`).
+	ExtraIdsigs, ExtraAPKs []string
+	Debug                  string   // `--debug`: none, app_only or full; "" is the profile's default
 	ApexDirs               []string // searched for <name>.apex, in order
 	// ApexInfoList maps APEX names to files. "" means metadata.DefaultApexInfoList
 	// when it exists; a list named here must exist.
@@ -33,8 +43,11 @@ type Spec struct {
 // Payload is a Spec resolved: every input read and checked, every disk laid out,
 // ready to mount. Paths are absolute.
 type Payload struct {
+	Profile                metadata.Profile
 	APK, Idsig, ConfigPath string
-	Config                 *metadata.PayloadConfig
+	PayloadBinaryName      string
+	ExtraAPKs, ExtraIdsigs []string
+	Config                 *metadata.PayloadConfig // nil when a binary name names the payload
 	OSConfigPath           string
 	OSConfig               *metadata.VMConfig
 	Metadata               *metadata.Metadata
@@ -55,7 +68,7 @@ func Resolve(ctx context.Context, spec Spec) (*Payload, error) {
 
 func resolve(spec Spec) (*Payload, error) {
 	var err error
-	p := &Payload{ConfigPath: spec.ConfigPath}
+	p := &Payload{Profile: spec.Profile, ConfigPath: spec.ConfigPath, PayloadBinaryName: spec.PayloadBinaryName, ExtraIdsigs: spec.ExtraIdsigs}
 	if p.APK, err = filepath.Abs(spec.APK); err != nil {
 		return nil, err
 	}
@@ -67,14 +80,18 @@ func resolve(spec Spec) (*Payload, error) {
 	if _, err := metadata.OpenIdsig(p.Idsig); err != nil {
 		return nil, err
 	}
-	if p.Config, err = metadata.ReadPayloadConfig(p.APK, spec.ConfigPath); err != nil {
-		return nil, err
+	osName := "microdroid" // with a binary name, as Android picks it
+	if spec.PayloadBinaryName == "" {
+		if p.Config, err = p.Profile.ReadPayloadConfig(p.APK, spec.ConfigPath); err != nil {
+			return nil, err
+		}
+		osName = p.Config.OS.Name
 	}
 	osDir := spec.OSDir
 	if osDir == "" {
 		osDir = DefaultOSDir
 	}
-	if p.OSConfigPath, err = metadata.OSConfigPath(osDir, p.Config.OS.Name); err != nil {
+	if p.OSConfigPath, err = metadata.OSConfigPath(osDir, osName); err != nil {
 		return nil, fmt.Errorf("payload config %s in %s: %w", inputfile.Quote(spec.ConfigPath), spec.APK, err)
 	}
 	if p.OSConfig, err = metadata.LoadVMConfig(p.OSConfigPath); err != nil {
@@ -86,7 +103,8 @@ func resolve(spec Spec) (*Payload, error) {
 	return p, p.layOutOSDisks(spec.RandomGUIDs)
 }
 
-// layOutPayload finds the APEXes, writes the metadata and lays out the payload disk.
+// layOutPayload picks the APEXes and extra APKs as the profile's Android does,
+// writes the metadata and lays out the payload disk.
 func (p *Payload) layOutPayload(spec Spec) error {
 	list := spec.ApexInfoList
 	if list == "" {
@@ -96,26 +114,66 @@ func (p *Payload) layOutPayload(spec Spec) error {
 		// host without /apex), so one that must exist is checked here.
 		return &metadata.InputError{Kind: "apex info list", Err: err}
 	}
-	resolver := metadata.ApexResolver{InfoList: list, Dirs: spec.ApexDirs}
-	var names []string
-	lp := layout.Payload{}
-	for _, a := range p.Config.Apexes {
-		path, err := resolver.Resolve(a.Name)
-		if err != nil {
-			return err
-		}
-		src, err := statSource(path)
-		if err != nil {
-			return err
-		}
-		names = append(names, a.Name)
-		p.ApexPaths = append(p.ApexPaths, path)
-		lp.Apexes = append(lp.Apexes, src)
+	prof := p.Profile
+	debug, err := prof.ParseDebugLevel(spec.Debug)
+	if err != nil {
+		return err
 	}
-	p.Metadata = metadata.NewPayloadMetadata(spec.ConfigPath, names)
+	var names []string
+	if p.Config != nil {
+		for _, a := range p.Config.Apexes {
+			names = append(names, a.Name)
+		}
+	}
+	if p.ExtraAPKs, err = prof.ExtraApks(p.APK, p.Config, spec.ExtraAPKs, len(spec.ExtraIdsigs)); err != nil {
+		return err
+	}
+	apexes, err := selectApexes(prof, metadata.ApexResolver{InfoList: list, Dirs: spec.ApexDirs}, names, debug)
+	if err != nil {
+		return err
+	}
+	if p.Metadata, err = prof.NewMetadata(metadata.PayloadSpec{ConfigPath: spec.ConfigPath, BinaryName: spec.PayloadBinaryName, Apexes: apexes, ExtraApks: len(p.ExtraAPKs)}); err != nil {
+		return err
+	}
+	return p.layOutDisk(apexes, spec.RandomGUIDs)
+}
+
+// selectApexes finds the APEXes of the payload. The mid-2021 host looks up each
+// APEX the config names, in its order; from Android 13 a set is chosen from the
+// apex-info-list by the profile's rules (required and debug APEXes, sorted).
+func selectApexes(prof metadata.Profile, r metadata.ApexResolver, names []string, debug metadata.DebugLevel) ([]metadata.ApexInfo, error) {
+	if prof == metadata.Android12 {
+		var apexes []metadata.ApexInfo
+		for _, name := range names {
+			path, err := r.Resolve(name)
+			if err != nil {
+				return nil, err
+			}
+			apexes = append(apexes, metadata.ApexInfo{ModuleName: name, ModulePath: path, IsActive: true})
+		}
+		return apexes, nil
+	}
+	entries, err := r.Entries(prof.ApexNames(names, debug))
+	if err != nil {
+		return nil, err
+	}
+	return prof.SelectApexes(names, entries, debug)
+}
+
+// layOutDisk lays out the payload disk over the metadata and the chosen files.
+func (p *Payload) layOutDisk(apexes []metadata.ApexInfo, randomGUIDs bool) error {
+	lp := layout.Payload{Format: layout.Format{MetadataLabel: p.Profile.MetadataLabel(), ZeroPadApexes: p.Profile.ZeroPadApexes()}}
 	var err error
 	if lp.Metadata, err = metadata.EncodeMetadata(p.Metadata); err != nil {
 		return err
+	}
+	for _, a := range apexes {
+		src, err := statSource(a.ModulePath)
+		if err != nil {
+			return fmt.Errorf("apex %s: %w", a.ModuleName, err)
+		}
+		p.ApexPaths = append(p.ApexPaths, src.Path)
+		lp.Apexes = append(lp.Apexes, src)
 	}
 	if lp.APK, err = statSource(p.APK); err != nil {
 		return err
@@ -123,8 +181,19 @@ func (p *Payload) layOutPayload(spec Spec) error {
 	if lp.Idsig, err = statSource(p.Idsig); err != nil {
 		return err
 	}
-	if p.Disk, err = layout.PayloadDisk(lp, guids(spec.RandomGUIDs, len(lp.Apexes)+3)); err != nil {
-		return fmt.Errorf("payload disk of %s!%s: %w", spec.APK, inputfile.Quote(spec.ConfigPath), err)
+	for i, apk := range p.ExtraAPKs {
+		var e layout.ExtraAPK
+		if e.APK, err = statSource(apk); err != nil {
+			return err
+		}
+		if e.Idsig, err = statSource(p.ExtraIdsigs[i]); err != nil {
+			return err
+		}
+		lp.Extra = append(lp.Extra, e)
+	}
+	partitions := len(lp.Apexes) + 3 + 2*len(lp.Extra)
+	if p.Disk, err = layout.PayloadDisk(lp, guids(randomGUIDs, partitions)); err != nil {
+		return fmt.Errorf("%s payload disk of %s: %w", p.Profile, p.APK, err)
 	}
 	return nil
 }

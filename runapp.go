@@ -89,10 +89,16 @@ func launchOrPrint(ctx context.Context, t *runTarget, o RunOptions) error {
 		return err
 	}
 	o.VM.FlatImages = t.flat
-	if o.DryRun != nil {
-		return printCommand(o.DryRun, t.vm, o.VM)
+	vm := *t.vm
+	if t.profile != metadata.Android12.String() {
+		// Android 13 to 15 write the same metadata for a config path; the test
+		// guest learns which one it checks from this (Microdroid ignores it).
+		vm.Params = strings.TrimSpace(vm.Params + " vmfs.profile=" + t.profile)
 	}
-	return boot(ctx, t.vm, o)
+	if o.DryRun != nil {
+		return printCommand(o.DryRun, &vm, o.VM)
+	}
+	return boot(ctx, &vm, o)
 }
 
 // runTarget is what a run boots: the VM config (once mounted), the APK and idsig
@@ -100,6 +106,7 @@ func launchOrPrint(ctx context.Context, t *runTarget, o RunOptions) error {
 // the flat image of each composite.
 type runTarget struct {
 	vm         *metadata.VMConfig
+	profile    string
 	apk, idsig string
 	payload    *Payload
 	flat       map[string]string
@@ -115,7 +122,7 @@ func target(ctx context.Context, o RunOptions) (*runTarget, error) {
 		if err != nil {
 			return nil, withKind(ErrMount, err)
 		}
-		t := &runTarget{vm: vm, apk: m.Inputs.APK, idsig: m.Inputs.Idsig, flat: m.FlatImages()}
+		t := &runTarget{vm: vm, profile: m.Profile, apk: m.Inputs.APK, idsig: m.Inputs.Idsig, flat: m.FlatImages()}
 		return t, withKind(ErrInput, launcher.CheckBootFiles(vm))
 	}
 	o.Logger.Debug("phase: resolving the payload")
@@ -126,7 +133,7 @@ func target(ctx context.Context, o RunOptions) (*runTarget, error) {
 	if err := launcher.CheckBootFiles(p.OSConfig); err != nil {
 		return nil, withKind(ErrInput, fmt.Errorf("vm config %s: %w", p.OSConfigPath, err))
 	}
-	return &runTarget{apk: p.APK, idsig: p.Idsig, payload: p}, nil
+	return &runTarget{profile: p.Profile.String(), apk: p.APK, idsig: p.Idsig, payload: p}, nil
 }
 
 // Verify checks an APK against its v4 idsig, reading the whole APK. A file that
@@ -141,6 +148,13 @@ func Verify(ctx context.Context, apk, idsig string) error {
 		}
 		return err
 	})
+}
+
+// CreateIdsig writes the v4 idsig of apk to idsig, as `vm create-idsig` does: the
+// merkle tree and root hash of the APK, no signing info. A file that cannot be
+// read or written is an ErrInput error.
+func CreateIdsig(ctx context.Context, apk, idsig string) error {
+	return interruptible(ctx, func() error { return withKind(ErrInput, metadata.CreateIdsig(apk, idsig)) })
 }
 
 // boot runs the VM to its end, streaming the console and watching for a verdict.
@@ -167,7 +181,7 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 	if err != nil {
 		return withKind(ErrVMM, err)
 	}
-	o.Logger.Info("vm started", zap.Int("pid", machine.Pid()), zap.Int("cid", machine.CID()))
+	o.Logger.Info("vm started", zap.String("name", o.VM.Name), zap.Int("pid", machine.Pid()), zap.Int("cid", machine.CID()))
 	// Not ctx: when it is done the VM is being stopped, and we wait for that.
 	werr := machine.Wait(context.Background())
 	if cause := context.Cause(ctx); cause != nil {

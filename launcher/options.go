@@ -30,6 +30,7 @@ type Options struct {
 	CIDDir  string // lock directory for AllocateCID; "" means DefaultCIDDir
 	Console string // file that receives the guest serial console; "" = VMM stdout
 	Log     string // file that receives the VMM's own stderr; "" = RunOptions.Stderr
+	Name    string // the VM's name, for people: QEMU's -name (crosvm has no such flag)
 	// FlatImages maps a crosvm composite disk to its flat raw image, which QEMU
 	// (unable to read composites) is given instead; crosvm ignores it.
 	FlatImages map[string]string

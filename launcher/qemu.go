@@ -53,6 +53,9 @@ func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 		"-monitor", "none",
 		"-serial", serial,
 	}
+	if o.Name != "" {
+		args = append(args, "-name", o.Name)
+	}
 	if cfg.Bootloader != "" {
 		args = append(args, "-bios", cfg.Bootloader)
 	}

@@ -77,6 +77,12 @@ func TestQemuArgs(t *testing.T) {
 			want: append(qemuHead("kvm", "512", "2", "stdio"), "-kernel", "/k"),
 		},
 		{
+			name: "name",
+			cfg:  metadata.VMConfig{Kernel: "/k"},
+			o:    Options{Name: "my vm"},
+			want: append(qemuHead("tcg", "256", "1", "stdio"), "-name", "my vm", "-kernel", "/k"),
+		},
+		{
 			name: "console file",
 			cfg:  metadata.VMConfig{Kernel: "/k"},
 			o:    Options{Console: "/tmp/console.txt", Log: "/tmp/log.txt", CID: 12},

@@ -9,29 +9,56 @@ import (
 
 // specFlags are the flags of every command that resolves a payload.
 type specFlags struct {
-	apexDirs     []string
-	apexInfoList string
-	osDir        string
-	randomGUIDs  bool
-	flags        *pflag.FlagSet
+	profile           string
+	debug             string
+	payloadBinaryName string
+	extraIdsigs       []string
+	extraAPKs         []string
+	apexDirs          []string
+	apexInfoList      string
+	osDir             string
+	randomGUIDs       bool
+	flags             *pflag.FlagSet
 }
 
 func (f *specFlags) register(fs *pflag.FlagSet) {
 	f.flags = fs
+	fs.StringVar(&f.profile, "profile", metadata.Android12.String(), "the Android release whose payload disk to build: android12 (mid-2021), android13, android14 or android15")
+	fs.StringVar(&f.debug, "debug", "", "debug level as `vm run-app --debug`: none, app_only or full (android13+; default: the release's)")
+	fs.StringVar(&f.payloadBinaryName, "payload-binary-name", "", "name the payload by a binary in the APK's lib/<abi>/ instead of a config path, which is then left out (android14+)")
+	fs.StringArrayVar(&f.extraIdsigs, "extra-idsig", nil, "idsig of an extra APK, in order (repeatable; android13+)")
+	fs.StringArrayVar(&f.extraAPKs, "extra-apk", nil, "an extra APK, with --payload-binary-name (repeatable; android15)")
 	fs.StringArrayVar(&f.apexDirs, "apex-dir", nil, "directory holding <name>.apex files (repeatable)")
 	fs.StringVar(&f.apexInfoList, "apex-info-list", metadata.DefaultApexInfoList, "apex-info-list.xml mapping APEX names to files (the default is used when it exists; a list named here must exist)")
 	fs.StringVar(&f.osDir, "os-dir", vmfs.DefaultOSDir, "directory holding <os>.json VM configs")
 	fs.BoolVar(&f.randomGUIDs, "random-guids", false, "fresh random disk and partition GUIDs, as Android does (default: derived from the inputs)")
 }
 
-// spec is the payload the command line names.
-func (f *specFlags) spec(apk, idsig, configPath string) vmfs.Spec {
+// payloadArgs is how many positional arguments name the payload: the APK, the
+// idsig and the config path, which a payload binary name replaces.
+func (f *specFlags) payloadArgs() int {
+	if f.payloadBinaryName != "" {
+		return 2
+	}
+	return 3
+}
+
+// spec is the payload the command line names in args (payloadArgs of them).
+func (f *specFlags) spec(args []string) (vmfs.Spec, error) {
+	prof, err := metadata.ParseProfile(f.profile)
+	if err != nil {
+		return vmfs.Spec{}, usagef("--profile: %v", err)
+	}
 	s := vmfs.Spec{
-		APK: apk, Idsig: idsig, ConfigPath: configPath,
+		Profile: prof, APK: args[0], Idsig: args[1], PayloadBinaryName: f.payloadBinaryName,
+		ExtraIdsigs: f.extraIdsigs, ExtraAPKs: f.extraAPKs, Debug: f.debug,
 		ApexDirs: f.apexDirs, OSDir: f.osDir, RandomGUIDs: f.randomGUIDs,
+	}
+	if f.payloadBinaryName == "" {
+		s.ConfigPath = args[2]
 	}
 	if f.flags.Changed("apex-info-list") {
 		s.ApexInfoList = f.apexInfoList
 	}
-	return s
+	return s, nil
 }

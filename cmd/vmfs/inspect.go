@@ -20,11 +20,18 @@ func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []strin
 	var sf specFlags
 	sf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	args, err := parse(fs, args, 3)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	args, err := positional(fs, sf.payloadArgs())
 	if err != nil {
 		return err
 	}
-	p, err := vmfs.Resolve(ctx, sf.spec(args[0], args[1], args[2]))
+	spec, err := sf.spec(args)
+	if err != nil {
+		return err
+	}
+	p, err := vmfs.Resolve(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -35,7 +42,7 @@ func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []strin
 			disks[diskName(d.Dir)] = d.Disk.Describe()
 		}
 		out, err := jsonfmt.Indent(map[string]any{
-			"disks": disks, "vm_config": vm, "os_config": p.OSConfigPath, "apexes": p.ApexPaths,
+			"profile": p.Profile.String(), "disks": disks, "vm_config": vm, "os_config": p.OSConfigPath, "apexes": p.ApexPaths,
 		})
 		if err != nil {
 			return err
@@ -43,7 +50,7 @@ func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []strin
 		_, err = c.stdout.Write(out)
 		return err
 	}
-	fmt.Fprintf(c.stdout, "payload disk: %d bytes, GUID %s\n", p.Disk.Flat.Size, p.Disk.GUID)
+	fmt.Fprintf(c.stdout, "%s payload disk: %d bytes, GUID %s\n", p.Profile, p.Disk.Flat.Size, p.Disk.GUID)
 	printTable(c, p.Disk)
 	for _, d := range p.Disks()[1:] {
 		fmt.Fprintf(c.stdout, "\n%s (from %s): %d bytes\n", d.Dir, p.OSConfigPath, d.Disk.Flat.Size)

@@ -64,18 +64,19 @@ type subcommand struct {
 }
 
 var subcommands = []subcommand{
-	{"inspect", "[flags] <apk> <idsig> <config_path>", "print the payload disk's partition table and the VM config, without mounting", runInspect},
+	{"inspect", "[flags] <apk> <idsig> <config_path> (no config path with --payload-binary-name)", "print the payload disk's partition table and the VM config, without mounting", runInspect},
 	{"verify", "<apk> <idsig>", "check an APK against its APK Signature Scheme v4 idsig", runVerify},
-	{"mount", "[flags] <apk> <idsig> <config_path> <mountpoint>", "serve the payload disk at mountpoint (in the background)", runMount},
+	{"create-idsig", "<apk> <idsig>", "write the v4 idsig of an APK (its merkle tree and root hash), as `vm create-idsig`", runCreateIdsig},
+	{"mount", "[flags] <apk> <idsig> [<config_path>] <mountpoint>", "serve the payload disk at mountpoint (in the background)", runMount},
 	{"unmount", "<mountpoint>", "stop a vmfs mount and wait for its server", runUnmount},
 	{"list", "", "list active vmfs mounts", runList},
-	{"run-app", "[flags] <apk> <idsig> <config_path> | --mount <mountpoint>", "mount the payload on a private mountpoint, boot it (crosvm or QEMU) and clean up", runRunApp},
+	{"run-app", "[flags] <apk> <idsig> [<config_path>] | --mount <mountpoint>", "mount the payload on a private mountpoint, boot it (crosvm or QEMU) and clean up", runRunApp},
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: vmfs <command> [flags] [args]\n\nCommands:\n")
 	for _, s := range subcommands {
-		fmt.Fprintf(w, "  %-9s %s\n", s.name, s.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", s.name, s.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'vmfs <command> --help' for a command's flags.\n")
 }

@@ -45,7 +45,10 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 	var f mountFlags
 	f.register(fs)
 	raw := args
-	args, err := parse(fs, args, 4)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	args, err := positional(fs, f.payloadArgs()+1) // and the mountpoint
 	if err != nil {
 		return err
 	}
@@ -63,7 +66,7 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 	// The server resolves the payload and reports any error back with its exit
 	// code, so the command does not resolve it too. The mountpoint and FUSE are
 	// checked here as well (a few syscalls): without them no server can start.
-	mnt, err := vmfs.CheckMountpoint(args[3], f.allowOther)
+	mnt, err := vmfs.CheckMountpoint(args[len(args)-1], f.allowOther)
 	if err != nil {
 		return err
 	}
@@ -72,11 +75,15 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 
 // mount resolves the payload and serves it at the mountpoint.
 func (f *mountFlags) mount(ctx context.Context, log *zap.Logger, args []string) (*vmfs.Server, error) {
-	p, err := vmfs.Resolve(ctx, f.spec(args[0], args[1], args[2]))
+	spec, err := f.spec(args)
 	if err != nil {
 		return nil, err
 	}
-	return vmfs.Mount(ctx, p, args[3], vmfs.MountOptions{AllowOther: f.allowOther, Passthrough: f.passthrough, Kind: "mount", Logger: log})
+	p, err := vmfs.Resolve(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	return vmfs.Mount(ctx, p, args[len(args)-1], vmfs.MountOptions{AllowOther: f.allowOther, Passthrough: f.passthrough, Kind: "mount", Logger: log})
 }
 
 // startServer re-executes vmfs detached as the mount's server, like sshfs, with
@@ -246,16 +253,16 @@ func runList(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) 
 		return err
 	}
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "MOUNTPOINT\tPID\tSTATE\tKIND\tAPK")
+	fmt.Fprintln(w, "MOUNTPOINT\tPID\tSTATE\tKIND\tPROFILE\tAPK")
 	for _, m := range ms {
-		state, kind, apk := m.State, "-", "-"
+		state, kind, profile, apk := m.State, "-", "-", "-"
 		if s, ok := listStates[state]; ok {
 			state = s
 		}
 		if m.Manifest != nil {
-			kind, apk = m.Manifest.Server.Kind, m.Manifest.Inputs.APK
+			kind, profile, apk = m.Manifest.Server.Kind, m.Manifest.Profile, m.Manifest.Inputs.APK
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", m.Dir, m.Pid, state, kind, apk)
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", m.Dir, m.Pid, state, kind, profile, apk)
 	}
 	return w.Flush()
 }

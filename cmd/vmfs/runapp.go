@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -22,6 +23,8 @@ type runFlags struct {
 	skipVerify     bool
 	requireVerdict bool
 	timeout        time.Duration
+	protected      bool
+	cpuTopology    string
 	vm             launcher.Options
 }
 
@@ -40,6 +43,9 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.vm.Accel, "accel", "tcg", "QEMU accelerator: tcg or kvm")
 	fs.Uint32VarP(&f.vm.MemMiB, "mem", "m", 0, "guest memory in MiB (default: the VM config's)")
 	fs.IntVar(&f.vm.CPUs, "cpus", 0, "number of vCPUs (default: 1)")
+	fs.StringVar(&f.cpuTopology, "cpu-topology", "", "one_cpu or match_host (as many vCPUs as host CPUs), as `vm run-app`")
+	fs.StringVar(&f.vm.Name, "name", "", "a name for the VM (QEMU's -name; shown in its log line)")
+	fs.BoolVarP(&f.protected, "protected", "p", false, "a protected VM: refused, this host has no pKVM")
 }
 
 func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
@@ -48,13 +54,26 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	want := 3 // apk idsig config_path
+	want := f.payloadArgs()
 	if f.mount != "" {
 		want = 0
 	}
 	args, err := positional(fs, want)
 	if err != nil {
 		return err
+	}
+	if f.protected {
+		return usagef("--protected: protected VMs need pKVM and crosvm's --protected-vm, which this host cannot run")
+	}
+	switch f.cpuTopology {
+	case "", "one_cpu":
+	case "match_host":
+		if fs.Changed("cpus") {
+			return usagef("--cpu-topology match_host and --cpus: give one")
+		}
+		f.vm.CPUs = runtime.NumCPU()
+	default:
+		return usagef("--cpu-topology %q: want one_cpu or match_host", f.cpuTopology)
 	}
 	// A console file that cannot be made is a bad command line, said before anything runs.
 	if f.console != "" {
@@ -68,7 +87,9 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 	}
 	o.VM.Log = f.log
 	if f.mount == "" {
-		o.Spec = f.spec(args[0], args[1], args[2])
+		if o.Spec, err = f.spec(args); err != nil {
+			return err
+		}
 	}
 	if f.dryRun {
 		o.DryRun = c.stdout

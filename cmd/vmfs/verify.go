@@ -21,3 +21,11 @@ func runVerify(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 	_, err = fmt.Fprintln(c.stdout, "OK")
 	return err
 }
+
+func runCreateIdsig(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
+	args, err := parse(fs, args, 2)
+	if err != nil {
+		return err
+	}
+	return vmfs.CreateIdsig(ctx, args[0], args[1])
+}

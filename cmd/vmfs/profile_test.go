@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"vmfs/metadata"
+	"vmfs/testdata"
+)
+
+// profileArgs are the flags and payload arguments of the committed sample at prof:
+// the mid-2021 sample at android12, the Android 13+ one with its two extra APKs
+// at the later profiles; binary names the payload by its binary (android14+).
+func profileArgs(t *testing.T, prof metadata.Profile, binary bool, osDir string) []string {
+	args := []string{"--profile", prof.String(), "--os-dir", osDir}
+	if prof == metadata.Android12 {
+		return append(args, "--apex-info-list", testdata.APEXInfoListPath(), testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath)
+	}
+	args = append(args, "--apex-info-list", testdata.LaterAPEXInfoListPath())
+	for _, e := range testdata.LaterExtraAPKs() {
+		if binary && prof == metadata.Android15 {
+			args = append(args, "--extra-apk", e.APK)
+		}
+		if !binary || prof == metadata.Android15 {
+			args = append(args, "--extra-idsig", e.Idsig)
+		}
+	}
+	if binary {
+		return append(args, "--payload-binary-name", testdata.PayloadBinaryName, testdata.LaterAPKPath(), testdata.LaterIdsigPath())
+	}
+	return append(args, testdata.LaterAPKPath(), testdata.LaterIdsigPath(), testdata.ConfigPath)
+}
+
+// TestProfileMounts: for each profile a mount of the sample passes sgdisk -v, has
+// the labels sfdisk reads in that release's order, metadata protoc decodes with
+// that release's fields, and partitions a loop device reads byte for byte; list
+// shows the profile.
+func TestProfileMounts(t *testing.T) {
+	testdata.RequireFUSE(t)
+	testdata.RequireRoot(t) // loop devices
+	sgdisk, sfdisk, protoc := testdata.RequireTool(t, "sgdisk"), testdata.RequireTool(t, "sfdisk"), testdata.RequireTool(t, "protoc")
+	losetup, partx := testdata.RequireTool(t, "losetup"), testdata.RequireTool(t, "partx")
+	for _, prof := range metadata.Profiles() {
+		t.Run(prof.String(), func(t *testing.T) {
+			mnt := t.TempDir()
+			if r := runVmfs(t, "", append(append([]string{"mount"}, profileArgs(t, prof, false, testdata.OSDir())...), mnt)...); r.code != 0 {
+				t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+			}
+			t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
+			img := filepath.Join(mnt, "payload.img")
+			if out, err := exec.Command(sgdisk, "-v", img).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
+				t.Errorf("sgdisk -v: %v\n%s", err, out)
+			}
+			var table struct {
+				PartitionTable struct{ Partitions []struct{ Name string } }
+			}
+			out, err := exec.Command(sfdisk, "--json", img).Output()
+			if err := json.Unmarshal(out, &table); err != nil {
+				t.Fatalf("sfdisk --json: %v %v", err, out)
+			}
+			var labels []string
+			for _, p := range table.PartitionTable.Partitions {
+				labels = append(labels, p.Name)
+			}
+			if labels[0] != prof.MetadataLabel() || labels[len(labels)-1] != map[bool]string{true: "microdroid-apk-idsig", false: "extra-idsig-1"}[prof == metadata.Android12] {
+				t.Errorf("labels %v", labels)
+			}
+			meta, err := os.ReadFile(filepath.Join(mnt, "partitions", prof.MetadataLabel()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := binary.BigEndian.Uint32(meta)
+			cmd := exec.Command(protoc, "--proto_path=../../metadata", "--decode=android.microdroid.Metadata", "microdroid_metadata.proto")
+			cmd.Stdin = bytes.NewReader(meta[4 : 4+n])
+			decoded, err := cmd.Output()
+			wantField := map[bool]string{true: "config_path: \"/mnt/apk/assets/vm_config.json\"", false: "partition_name: \"microdroid-apex-0\""}[prof == metadata.Android12]
+			if err != nil || !strings.Contains(string(decoded), wantField) {
+				t.Errorf("protoc --decode: %v, want %q in:\n%s", err, wantField, decoded)
+			}
+			dev, err := exec.Command(losetup, "-r", "-f", "--show", img).Output()
+			if err != nil {
+				t.Fatalf("losetup: %v", err)
+			}
+			loop := strings.TrimSpace(string(dev))
+			defer exec.Command(losetup, "-d", loop).Run()
+			defer exec.Command(partx, "-d", loop).Run()
+			if out, err := exec.Command(partx, "-a", loop).CombinedOutput(); err != nil {
+				t.Fatalf("partx -a: %v %s", err, out)
+			}
+			for i, label := range labels {
+				got, err := os.ReadFile(fmt.Sprintf("%sp%d", loop, i+1))
+				want, _ := os.ReadFile(filepath.Join(mnt, "partitions", label))
+				if err != nil || !bytes.Equal(got, want) {
+					t.Errorf("%sp%d differs from partitions/%s (%v)", loop, i+1, label, err)
+				}
+			}
+			if r := runVmfs(t, "", "list"); !strings.Contains(r.stdout, prof.String()) {
+				t.Errorf("list does not show %s:\n%s", prof, r.stdout)
+			}
+		})
+	}
+}
+
+// TestProfileBoots: the test guest checks each profile's disk as that Microdroid
+// would, and its verdict names the profile; android14 also with a payload binary
+// name.
+func TestProfileBoots(t *testing.T) {
+	testdata.RequireFUSE(t)
+	for _, tc := range []struct {
+		prof   metadata.Profile
+		binary bool
+	}{{metadata.Android12, false}, {metadata.Android13, false}, {metadata.Android14, false}, {metadata.Android14, true}, {metadata.Android15, false}} {
+		t.Run(fmt.Sprintf("%s binary=%t", tc.prof, tc.binary), func(t *testing.T) {
+			console := filepath.Join(t.TempDir(), "console.txt")
+			args := append([]string{"run-app", "--vmm", "qemu", "--require-verdict", "--console", console, "--timeout", "3m"}, profileArgs(t, tc.prof, tc.binary, guestDir(t))...)
+			r := runVmfs(t, "", args...)
+			out, _ := os.ReadFile(console)
+			if r.code != 0 || !strings.Contains(string(out), `"profile":"`+tc.prof.String()+`"`) {
+				t.Errorf("run-app: exit %d: %s\nconsole:\n%s", r.code, r.stderr, out)
+			}
+		})
+	}
+}
+
+// TestProfileExtraAPKFlipped: one flipped byte in an extra APK fails that extra
+// APK's dm-verity read in the guest.
+func TestProfileExtraAPKFlipped(t *testing.T) {
+	testdata.RequireFUSE(t)
+	dir := t.TempDir()
+	if out, err := exec.Command("cp", "-r", filepath.Dir(testdata.LaterAPKPath())+"/.", dir).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	extra := filepath.Join(dir, filepath.Base(testdata.LaterExtraAPKs()[1].APK))
+	b, err := os.ReadFile(extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/3] ^= 0xff
+	os.WriteFile(extra, b, 0o644)
+	args := []string{"run-app", "--vmm", "qemu", "--require-verdict", "--console", "/dev/null", "--timeout", "3m",
+		"--profile", "android13", "--os-dir", guestDir(t), "--apex-info-list", testdata.LaterAPEXInfoListPath()}
+	for _, e := range testdata.LaterExtraAPKs() {
+		args = append(args, "--extra-idsig", e.Idsig)
+	}
+	args = append(args, filepath.Join(dir, filepath.Base(testdata.LaterAPKPath())), testdata.LaterIdsigPath(), testdata.ConfigPath)
+	r := runVmfs(t, "", args...)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "extra-apk:1") {
+		t.Errorf("exit %d: %s", r.code, r.stderr)
+	}
+}
