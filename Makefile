@@ -3,8 +3,8 @@ GO      ?= go
 BUILD   := build
 VMFS    := $(BUILD)/vmfs
 GUEST   := $(BUILD)/guest
-# ./... skips directories named testdata, so the fixture package is named too.
-PKGS    := ./... ./testdata
+# ./... skips directories named testdata, so the fixture packages are named too.
+PKGS    := ./... ./testdata ./testdata/sampledisk
 # Packages that mount share /dev/fuse and loop devices: one at a time (go-fuse's all.bash).
 TESTFLAGS ?= -count=1 -timeout 20m -p 1
 
@@ -52,8 +52,17 @@ guest:
 
 # demo mounts the sample app, shows the mount, boots it from the mount under QEMU
 # (the guest prints its checks as one VMFS-VERDICT line) and unmounts.
-DEMO_FLAGS := --apex-info-list testdata/apex-info-list.xml --os-dir $(GUEST)
+# PROFILE=android13|android14|android15 boots the Android 13+ sample (two extra APKs).
+PROFILE ?= android12
+ifeq ($(PROFILE),android12)
+DEMO_FLAGS := --apex-info-list testdata/apex-info-list.xml
 DEMO_APP   := testdata/app/sample.apk testdata/app/sample.apk.idsig assets/vm_config.json
+else
+DEMO_FLAGS := --apex-info-list testdata/later/apex-info-list.xml \
+	--extra-idsig testdata/later/extra-0.apk.idsig --extra-idsig testdata/later/extra-1.apk.idsig
+DEMO_APP   := testdata/later/sample.apk testdata/later/sample.apk.idsig assets/vm_config.json
+endif
+DEMO_FLAGS += --profile $(PROFILE) --os-dir $(GUEST)
 demo: deps build guest
 	@mnt=$$(mktemp -d /tmp/vmfs-demo.XXXXXX); \
 	set -x; $(VMFS) mount $(DEMO_FLAGS) $(DEMO_APP) $$mnt || { rmdir $$mnt; exit 1; }; \
