@@ -57,7 +57,7 @@ func newManifest(p *Payload, dir, kind string) *Manifest {
 		Dir:      dir,
 		Profile:  p.Profile.String(),
 		Server:   ManifestServer{Pid: os.Getpid(), Kind: kind},
-		Inputs:   Inputs{APK: p.APK, Idsig: p.Idsig, ConfigPath: p.ConfigPath, Apexes: p.ApexPaths, OSConfig: p.OSConfigPath},
+		Inputs:   Inputs{APK: p.APK, Idsig: p.Idsig, ConfigPath: p.ConfigPath, Apexes: p.ApexPaths(), OSConfig: p.OSConfigPath},
 		VMConfig: filepath.Join(dir, "vm.json"),
 	}
 	for _, d := range p.Disks() {

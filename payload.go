@@ -51,7 +51,7 @@ type Payload struct {
 	OSConfigPath           string
 	OSConfig               *metadata.VMConfig
 	Metadata               *metadata.Metadata
-	ApexPaths              []string
+	Apexes                 []metadata.ApexInfo // in partition order, ModulePath absolute
 	Disk                   *layout.Disk
 	OSDisks                map[int]*layout.Disk // the OS config's partitioned disks, by index
 }
@@ -172,7 +172,8 @@ func (p *Payload) layOutDisk(apexes []metadata.ApexInfo, randomGUIDs bool) error
 		if err != nil {
 			return fmt.Errorf("apex %s: %w", a.ModuleName, err)
 		}
-		p.ApexPaths = append(p.ApexPaths, src.Path)
+		a.ModulePath = src.Path
+		p.Apexes = append(p.Apexes, a)
 		lp.Apexes = append(lp.Apexes, src)
 	}
 	if lp.APK, err = statSource(p.APK); err != nil {
@@ -219,6 +220,15 @@ func (p *Payload) layOutOSDisks(randomGUIDs bool) error {
 		}
 	}
 	return nil
+}
+
+// ApexPaths are the APEX files, in partition order.
+func (p *Payload) ApexPaths() []string {
+	paths := make([]string, len(p.Apexes))
+	for i, a := range p.Apexes {
+		paths[i] = a.ModulePath
+	}
+	return paths
 }
 
 // MetadataBlob is the metadata partition's content before its zero padding.

@@ -41,13 +41,13 @@ func TestResolveFixtures(t *testing.T) {
 	if len(got) != len(want)+2 || got[len(got)-2] != testdata.APKPath() || got[len(got)-1] != testdata.IdsigPath() {
 		t.Errorf("sources %v", got)
 	}
-	for _, path := range p.ApexPaths {
+	for _, path := range p.ApexPaths() {
 		if _, err := os.Stat(path); err != nil {
 			t.Errorf("apex %s: %v", path, err)
 		}
 	}
 	m, err := metadata.DecodeMetadata(bytes.NewReader(p.MetadataBlob()))
-	if err != nil || m.GetPayloadConfigPath() != "/mnt/apk/"+testdata.ConfigPath || len(m.GetApexes()) != len(p.ApexPaths) {
+	if err != nil || m.GetPayloadConfigPath() != "/mnt/apk/"+testdata.ConfigPath || len(m.GetApexes()) != len(p.Apexes) {
 		t.Errorf("metadata %v, %v", m, err)
 	}
 	if p.Disk.Partitions[0].Label != layout.MetadataLabel || len(p.OSDisks) != 1 {

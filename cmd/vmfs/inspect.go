@@ -42,7 +42,7 @@ func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []strin
 			disks[diskName(d.Dir)] = d.Disk.Describe()
 		}
 		out, err := jsonfmt.Indent(map[string]any{
-			"profile": p.Profile.String(), "disks": disks, "vm_config": vm, "os_config": p.OSConfigPath, "apexes": p.ApexPaths,
+			"profile": p.Profile.String(), "disks": disks, "vm_config": vm, "os_config": p.OSConfigPath, "apexes": p.ApexPaths(),
 		})
 		if err != nil {
 			return err

@@ -1,14 +1,13 @@
-// Package sampledisk lays out the payload disk of the committed samples at a profile, the
-// way vmfs puts metadata and layout together: the Android 12 sample (app/) at android12,
-// the Android 13+ one (later/) at the later profiles. Tests of layout, of the test guest
-// and of what serves disks share it, so that they check one disk.
+// Package sampledisk is the payload disk of the committed samples at a profile, laid
+// out by vmfs.Resolve: the Android 12 sample (app/) at android12, the Android 13+ one
+// (later/, with its two extra APKs) at the later profiles. Tests of layout, of the test
+// guest and of what serves disks share it, so that they check one disk.
 package sampledisk
 
 import (
-	"cmp"
-	"fmt"
-	"os"
+	"context"
 
+	"vmfs"
 	"vmfs/layout"
 	"vmfs/metadata"
 	"vmfs/testdata"
@@ -23,7 +22,8 @@ type Options struct {
 	// path (android14+). As Android does then, the config's APEXes and extra APKs are not
 	// read; at android15 the sample's extra APKs are passed as `--extra-apk`.
 	BinaryName bool
-	// Replace reads a source from another file, by the fixture's path: a damaged copy.
+	// Replace reads the APK or a `--extra-apk` from another file, by the fixture's
+	// path: a damaged copy.
 	Replace map[string]string
 }
 
@@ -35,86 +35,42 @@ type Disk struct {
 	ExtraApks int                 // how many extra APKs follow the APK
 }
 
+// Spec is the sample payload with o, as the vmfs command line would name it.
+func Spec(o Options) vmfs.Spec {
+	replaced := func(path string) string {
+		if r, ok := o.Replace[path]; ok {
+			return r
+		}
+		return path
+	}
+	s := vmfs.Spec{
+		Profile: o.Profile, Debug: string(o.Debug), OSDir: testdata.OSDir(), ConfigPath: testdata.ConfigPath,
+		APK: replaced(testdata.APKPath()), Idsig: testdata.IdsigPath(), ApexInfoList: testdata.APEXInfoListPath(),
+	}
+	if o.Profile == metadata.Android12 {
+		return s
+	}
+	s.APK, s.Idsig, s.ApexInfoList = replaced(testdata.LaterAPKPath()), testdata.LaterIdsigPath(), testdata.LaterAPEXInfoListPath()
+	if o.BinaryName {
+		s.ConfigPath, s.PayloadBinaryName = "", testdata.PayloadBinaryName
+	}
+	for _, e := range testdata.LaterExtraAPKs() {
+		switch {
+		case !o.BinaryName:
+			s.ExtraIdsigs = append(s.ExtraIdsigs, e.Idsig)
+		case o.Profile == metadata.Android15:
+			s.ExtraAPKs = append(s.ExtraAPKs, replaced(e.APK))
+			s.ExtraIdsigs = append(s.ExtraIdsigs, e.Idsig)
+		}
+	}
+	return s
+}
+
 // New lays out the sample's payload disk with o.
 func New(o Options) (*Disk, error) {
-	p := o.Profile
-	debug, err := p.ParseDebugLevel(string(o.Debug))
+	p, err := vmfs.Resolve(context.Background(), Spec(o))
 	if err != nil {
 		return nil, err
 	}
-	apk, idsig, list := testdata.LaterAPKPath(), testdata.LaterIdsigPath(), testdata.LaterAPEXInfoListPath()
-	if p == metadata.Android12 {
-		apk, idsig, list = testdata.APKPath(), testdata.IdsigPath(), testdata.APEXInfoListPath()
-	}
-	var extraIdsigs, flagged []string
-	if p != metadata.Android12 {
-		for _, e := range testdata.LaterExtraAPKs() {
-			extraIdsigs = append(extraIdsigs, e.Idsig)
-			flagged = append(flagged, e.APK)
-		}
-	}
-	spec := metadata.PayloadSpec{ConfigPath: testdata.ConfigPath}
-	var cfg *metadata.PayloadConfig
-	var names []string
-	if o.BinaryName {
-		spec = metadata.PayloadSpec{BinaryName: testdata.PayloadBinaryName}
-		if p != metadata.Android15 {
-			flagged, extraIdsigs = nil, nil
-		}
-	} else {
-		if cfg, err = p.ReadPayloadConfig(apk, testdata.ConfigPath); err != nil {
-			return nil, err
-		}
-		for _, a := range cfg.Apexes {
-			names = append(names, a.Name)
-		}
-		flagged = nil
-	}
-	extras, err := p.ExtraApks(apk, cfg, flagged, len(extraIdsigs))
-	if err != nil {
-		return nil, err
-	}
-	entries, err := metadata.ApexResolver{InfoList: list}.Entries(p.ApexNames(names, debug))
-	if err != nil {
-		return nil, err
-	}
-	d := &Disk{}
-	if d.Apexes, err = p.SelectApexes(names, entries, debug); err != nil {
-		return nil, err
-	}
-	d.ExtraApks = len(extras)
-	spec.Apexes, spec.ExtraApks = d.Apexes, d.ExtraApks
-	if d.Metadata, err = p.NewMetadata(spec); err != nil {
-		return nil, err
-	}
-	lp := layout.Payload{Format: layout.Format{MetadataLabel: p.MetadataLabel(), ZeroPadApexes: p.ZeroPadApexes()}}
-	if lp.Metadata, err = metadata.EncodeMetadata(d.Metadata); err != nil {
-		return nil, err
-	}
-	var statErr error
-	source := func(path string) layout.Source {
-		if r, ok := o.Replace[path]; ok {
-			path = r
-		}
-		st, err := os.Stat(path)
-		if err != nil {
-			statErr = cmp.Or(statErr, err)
-			return layout.Source{Path: path}
-		}
-		return layout.Source{Path: path, Size: st.Size()}
-	}
-	for _, a := range d.Apexes {
-		lp.Apexes = append(lp.Apexes, source(a.ModulePath))
-	}
-	lp.APK, lp.Idsig = source(apk), source(idsig)
-	for i, e := range extras {
-		lp.Extra = append(lp.Extra, layout.ExtraAPK{APK: source(e), Idsig: source(extraIdsigs[i])})
-	}
-	if statErr != nil {
-		return nil, statErr
-	}
-	if d.Disk, err = layout.PayloadDisk(lp, layout.Options{}); err != nil {
-		return nil, fmt.Errorf("%s payload disk of %s: %w", p, apk, err)
-	}
-	return d, nil
+	return &Disk{Disk: p.Disk, Metadata: p.Metadata, Apexes: p.Apexes, ExtraApks: len(p.ExtraAPKs)}, nil
 }
