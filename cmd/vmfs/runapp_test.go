@@ -187,7 +187,7 @@ func TestListDuringRunApp(t *testing.T) {
 			line = l
 		}
 	}
-	if f := strings.Fields(line); len(f) < 5 || f[2] != "serving" || f[3] != "run-app" || f[4] != testdata.APKPath() {
+	if f := strings.Fields(line); len(f) < 5 || f[2] != "serving" || f[3] != "run-app" || f[len(f)-1] != testdata.APKPath() {
 		t.Errorf("list shows the run as %q, want serving run-app %s:\n%s", line, testdata.APKPath(), out)
 	}
 	r.cmd.Process.Signal(syscall.SIGTERM)
