@@ -179,6 +179,9 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 		Timeout: o.Timeout,
 	})
 	if err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			return cause // a signal came just before the start: nothing was started
+		}
 		return withKind(ErrVMM, err)
 	}
 	o.Logger.Info("vm started", zap.String("name", o.VM.Name), zap.Int("pid", machine.Pid()), zap.Int("cid", machine.CID()))

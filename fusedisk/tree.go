@@ -3,7 +3,9 @@ package fusedisk
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	iofs "io/fs"
 	"maps"
 	"path"
 	"path/filepath"
@@ -105,6 +107,9 @@ func NewTree(srcs *Sources, o TreeOptions) (fs.InodeEmbedder, error) {
 		}
 	}
 	for name, data := range o.Files {
+		if !iofs.ValidPath(name) || name == "." {
+			return nil, fmt.Errorf("tree: file name %q: want a clean relative path", name)
+		}
 		b.add(name, dataImage(data), nil)
 	}
 	// A node is no more open than the sources it reads; one that reads none

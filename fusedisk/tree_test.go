@@ -93,3 +93,13 @@ func TestNewTreeRefuses(t *testing.T) {
 		t.Logf("%s: %v", name, err)
 	}
 }
+
+// TestNewTreeRefusesBadFileNames: an embedder's file name must be a clean relative
+// path ("/x" once sent the tree builder into endless recursion).
+func TestNewTreeRefusesBadFileNames(t *testing.T) {
+	for _, name := range []string{"/vm.json", "../x", "a//b", ".", ""} {
+		if _, err := NewTree(&Sources{}, TreeOptions{Dir: t.TempDir(), Files: map[string][]byte{name: nil}}); err == nil {
+			t.Errorf("file name %q accepted", name)
+		}
+	}
+}

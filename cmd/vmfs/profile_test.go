@@ -62,8 +62,11 @@ func TestProfileMounts(t *testing.T) {
 				PartitionTable struct{ Partitions []struct{ Name string } }
 			}
 			out, err := exec.Command(sfdisk, "--json", img).Output()
-			if err := json.Unmarshal(out, &table); err != nil {
-				t.Fatalf("sfdisk --json: %v %v", err, out)
+			if err == nil {
+				err = json.Unmarshal(out, &table)
+			}
+			if err != nil {
+				t.Fatalf("sfdisk --json: %v %s", err, out)
 			}
 			var labels []string
 			for _, p := range table.PartitionTable.Partitions {

@@ -297,20 +297,25 @@ func waitsOnFUSE(pid int) bool {
 // holds no command: SIGTERM ends verify, inspect and mount promptly with 143, and
 // mount stops the server it started.
 func TestStuckInputSignals(t *testing.T) {
-	stuck, pid := mountFixture(t)
-	apk := filepath.Join(stuck, "partitions", "microdroid-apk")
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
-	for name, args := range map[string][]string{
-		"verify":  {"verify", apk, testdata.IdsigPath()},
-		"inspect": append([]string{"inspect"}, append(fixtureFlags(), apk, testdata.IdsigPath(), testdata.ConfigPath)...),
-		"mount":   append([]string{"mount"}, append(fixtureFlags(), apk, testdata.IdsigPath(), testdata.ConfigPath, t.TempDir())...),
+	for name, args := range map[string]func(apk string) []string{
+		"verify": func(apk string) []string { return []string{"verify", apk, testdata.IdsigPath()} },
+		"inspect": func(apk string) []string {
+			return append([]string{"inspect"}, append(fixtureFlags(), apk, testdata.IdsigPath(), testdata.ConfigPath)...)
+		},
+		"mount": func(apk string) []string {
+			return append([]string{"mount"}, append(fixtureFlags(), apk, testdata.IdsigPath(), testdata.ConfigPath, t.TempDir())...)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
+			// A stuck server of its own: a lookup left pending by another subtest's
+			// killed process would hold this one's in the dentry cache instead.
+			stuck, pid := mountFixture(t)
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
 			tmp := t.TempDir()
-			r := start(t, tmp, args...)
+			r := start(t, tmp, args(filepath.Join(stuck, "partitions", "microdroid-apk"))...)
 			// Sent once vmfs (or the server it started) waits for the stopped
 			// server: the kernel shows that wait in /proc, with no event to wait on.
 			if !testdata.Eventually(t, time.Minute, func() bool { return waitsOnFUSE(r.cmd.Process.Pid) }) {
