@@ -173,7 +173,7 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 	}
 	watch := &verdictWatcher{}
 	machine, err := launcher.Launch(ctx, vm, o.VM, launcher.RunOptions{
-		Stdout:  io.MultiWriter(console, watch),
+		Stdout:  io.MultiWriter(bestEffort{console}, watch),
 		Stderr:  o.Stderr,
 		Logger:  o.Logger,
 		Timeout: o.Timeout,
@@ -194,6 +194,15 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 		return werr
 	}
 	return watch.result(o.RequireVerdict)
+}
+
+// bestEffort writes to w while w takes it: a console nobody reads any more (a
+// closed pipe) must neither stop the verdict watcher nor stall the VMM's output.
+type bestEffort struct{ w io.Writer }
+
+func (b bestEffort) Write(p []byte) (int, error) {
+	b.w.Write(p)
+	return len(p), nil
 }
 
 // removeMountpoint removes a private mountpoint once it is unmounted.

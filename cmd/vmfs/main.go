@@ -158,6 +158,9 @@ func main() {
 // 143 or 129).
 func signalContext() (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
+	// A closed stdout or stderr (vmfs run-app | head) must fail a write, not
+	// kill vmfs before it cleans up: with SIGPIPE notified, writes get EPIPE.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"os"
 	"os/exec"
@@ -212,5 +213,37 @@ func TestRunAppCleanupError(t *testing.T) {
 	code := r.exit(t, 3*time.Minute)
 	if out := r.output(); code != exitMount || !strings.Contains(out, "on top") {
 		t.Errorf("exit %d, want %d saying the mount is covered:\n%s", code, exitMount, out)
+	}
+}
+
+// TestRunAppOutputClosed: a run whose stdout goes away (vmfs run-app | head)
+// still runs to its end and cleans up; it used to die of SIGPIPE mid-run,
+// leaving its mount behind.
+func TestRunAppOutputClosed(t *testing.T) {
+	testdata.RequireFUSE(t)
+	tmp := t.TempDir()
+	cmd := exec.Command(vmfsBin, guestArgs(t, testdata.APKPath(), "--require-verdict")...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = time.Minute // bounds Wait if something vmfs started holds stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && !strings.Contains(sc.Text(), "vmfs-guest: checking") {
+	}
+	out.Close() // like head: the guest's verdict is still to come
+	err = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit %d (%v), want 0 (the verdict is read all the same): %s", code, err, stderr.String())
+	}
+	if left := leftovers(t, tmp); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }
