@@ -162,7 +162,7 @@ func selectApexes(prof metadata.Profile, r metadata.ApexResolver, names []string
 
 // layOutDisk lays out the payload disk over the metadata and the chosen files.
 func (p *Payload) layOutDisk(apexes []metadata.ApexInfo, randomGUIDs bool) error {
-	lp := layout.Payload{Format: layout.Format{MetadataLabel: p.Profile.MetadataLabel(), ZeroPadApexes: p.Profile.ZeroPadApexes()}}
+	lp := layout.PayloadParts{Format: layout.Format{MetadataLabel: p.Profile.MetadataLabel(), ZeroPadApexes: p.Profile.ZeroPadApexes()}}
 	var err error
 	if lp.Metadata, err = metadata.EncodeMetadata(p.Metadata); err != nil {
 		return err

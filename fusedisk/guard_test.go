@@ -32,7 +32,7 @@ func TestChangeNoticedByRead(t *testing.T) {
 			writeRandom(t, apex, 9000, 1)
 			writeRandom(t, apk, 70000, 2)
 			writeRandom(t, idsig, 3000, 3)
-			d, err := layout.PayloadDisk(layout.Payload{
+			d, err := layout.PayloadDisk(layout.PayloadParts{
 				Metadata: []byte("\x00\x00\x00\x03abc"),
 				Apexes:   []layout.Source{{Path: apex, Size: 9000}, {Path: apex, Size: 9000}},
 				APK:      layout.Source{Path: apk, Size: 70000},

@@ -46,7 +46,7 @@ func writeRandom(t testing.TB, path string, size int64, seed uint64) {
 func newPayload(t testing.TB, apexSizes []int64, apkSize, idsigSize int64) *payload {
 	t.Helper()
 	p := &payload{dir: t.TempDir()}
-	var lp layout.Payload
+	var lp layout.PayloadParts
 	lp.Metadata = []byte("\x00\x00\x00\x03abc")
 	src := func(name string, size int64) layout.Source {
 		path := filepath.Join(p.dir, name)

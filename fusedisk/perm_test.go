@@ -54,7 +54,7 @@ func TestPermissions(t *testing.T) {
 		}
 		srcs = append(srcs, layout.Source{Path: path, Size: 5000})
 	}
-	d, err := layout.PayloadDisk(layout.Payload{Metadata: []byte("\x00\x00\x00\x03abc"), Apexes: srcs[:4], APK: srcs[4], Idsig: srcs[5]}, layout.Options{})
+	d, err := layout.PayloadDisk(layout.PayloadParts{Metadata: []byte("\x00\x00\x00\x03abc"), Apexes: srcs[:4], APK: srcs[4], Idsig: srcs[5]}, layout.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestPermissionsOpen(t *testing.T) {
 		writeRandom(t, path, 5000, uint64(len(srcs)))
 		srcs = append(srcs, layout.Source{Path: path, Size: 5000})
 	}
-	d, err := layout.PayloadDisk(layout.Payload{Metadata: []byte("\x00\x00\x00\x03abc"), Apexes: srcs[:1], APK: srcs[1], Idsig: srcs[2]}, layout.Options{})
+	d, err := layout.PayloadDisk(layout.PayloadParts{Metadata: []byte("\x00\x00\x00\x03abc"), Apexes: srcs[:1], APK: srcs[1], Idsig: srcs[2]}, layout.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

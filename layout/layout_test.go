@@ -48,7 +48,7 @@ func newFormatFixture(t testing.TB, format Format, apexSizes []int64, apkSize, i
 	t.Helper()
 	meta := []byte("\x00\x00\x00\x05hello")
 	f := &fixture{parts: [][]byte{padTo4K(append([]byte{}, meta...))}}
-	p := Payload{Metadata: meta, Format: format}
+	p := PayloadParts{Metadata: meta, Format: format}
 	for i, n := range apexSizes {
 		b := randBytes(uint64(i), n)
 		f.srcs = append(f.srcs, bytes.NewReader(b))
@@ -334,13 +334,13 @@ func TestCompositeProtoc(t *testing.T) {
 // unaligned APEX would make it unreadable: such an APEX is refused.
 func TestZeroPadUnalignedApex(t *testing.T) {
 	for _, n := range []int64{4092, 4097, 1} {
-		p := Payload{Metadata: []byte("m"), Format: format13, Apexes: []Source{{Path: "a.apex", Size: n}},
+		p := PayloadParts{Metadata: []byte("m"), Format: format13, Apexes: []Source{{Path: "a.apex", Size: n}},
 			APK: Source{Path: "apk", Size: 1}, Idsig: Source{Path: "idsig", Size: 1}}
 		if _, err := PayloadDisk(p, Options{}); !errors.Is(err, ErrUnaligned) || !strings.Contains(err.Error(), "a.apex") {
 			t.Errorf("apex of %d bytes: %v, want ErrUnaligned naming a.apex", n, err)
 		}
 	}
-	p := Payload{Metadata: []byte("m"), Format: format13, APK: Source{Path: "apk", Size: 1}, Idsig: Source{Path: "idsig", Size: 1},
+	p := PayloadParts{Metadata: []byte("m"), Format: format13, APK: Source{Path: "apk", Size: 1}, Idsig: Source{Path: "idsig", Size: 1},
 		Extra: []ExtraAPK{{APK: Source{Path: "x.apk", Size: 1}, Idsig: Source{Path: "x.idsig"}}}}
 	if _, err := PayloadDisk(p, Options{}); !errors.Is(err, ErrEmpty) || !strings.Contains(err.Error(), "x.idsig") {
 		t.Errorf("empty extra idsig: %v, want ErrEmpty naming x.idsig", err)

@@ -18,8 +18,8 @@ func ExtraAPKLabel(i int) string { return fmt.Sprintf("extra-apk-%d", i) }
 // ExtraIdsigLabel is the label of the i-th extra APK's idsig partition.
 func ExtraIdsigLabel(i int) string { return fmt.Sprintf("extra-idsig-%d", i) }
 
-// Payload is what the payload disk is made of.
-type Payload struct {
+// PayloadParts are what a payload disk is made of.
+type PayloadParts struct {
 	Metadata []byte   // the framed metadata blob (u32 BE length + protobuf)
 	Apexes   []Source // in partition order
 	APK      Source
@@ -51,7 +51,7 @@ type Format struct {
 // unless p.Format says otherwise), the APK and the idsig, then each extra APK followed
 // by its idsig; every partition is padded with zeros to 4 KiB. Sources are the APEXes,
 // the APK, the idsig and the extra APKs and idsigs, in that order.
-func PayloadDisk(p Payload, o Options) (*Disk, error) {
+func PayloadDisk(p PayloadParts, o Options) (*Disk, error) {
 	label := p.Format.MetadataLabel
 	if label == "" {
 		label = MetadataLabel

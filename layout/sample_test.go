@@ -59,7 +59,7 @@ func TestSampleAndroid12Unchanged(t *testing.T) {
 		}
 		return layout.Source{Path: path, Size: st.Size()}
 	}
-	var p layout.Payload
+	var p layout.PayloadParts
 	var names []string
 	for _, a := range testdata.APEXes() {
 		if a.Active {
