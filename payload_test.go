@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"vmfs/layout"
 	"vmfs/metadata"
 	"vmfs/testdata"
 )
@@ -50,7 +49,7 @@ func TestResolveFixtures(t *testing.T) {
 	if err != nil || m.GetPayloadConfigPath() != "/mnt/apk/"+testdata.ConfigPath || len(m.GetApexes()) != len(p.Apexes) {
 		t.Errorf("metadata %v, %v", m, err)
 	}
-	if p.Disk.Partitions[0].Label != layout.MetadataLabel || len(p.OSDisks) != 1 {
+	if p.Disk.Partitions[0].Label != metadata.Android12.MetadataLabel() || len(p.OSDisks) != 1 {
 		t.Errorf("partition 1 %q, %d OS disks", p.Disk.Partitions[0].Label, len(p.OSDisks))
 	}
 }

@@ -7,9 +7,9 @@ import (
 	"strconv"
 	"testing"
 	"time"
-	"vmfs/testdata"
 
-	"vmfs/layout"
+	"vmfs/metadata"
+	"vmfs/testdata"
 )
 
 // benchAPKSize is the APK of the benchmark payload (random bytes, so no hole tricks).
@@ -55,9 +55,9 @@ func BenchmarkSequentialRead(b *testing.B) {
 		passthrough bool
 	}{
 		{"payload.img", "payload.img", p.paths, false},
-		{"microdroid-apk", "partitions/" + layout.APKLabel, apk, false},
+		{"microdroid-apk", "partitions/" + metadata.APKLabel, apk, false},
 		// The APK is 4 KiB-aligned, so its partition is the file itself.
-		{"microdroid-apk-passthrough", "partitions/" + layout.APKLabel, apk, true},
+		{"microdroid-apk-passthrough", "partitions/" + metadata.APKLabel, apk, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			var direct, cold, hot float64

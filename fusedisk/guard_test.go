@@ -15,6 +15,7 @@ import (
 
 	"vmfs/internal/inputfile"
 	"vmfs/layout"
+	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -47,7 +48,7 @@ func TestChangeNoticedByRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			testdata.WithinOrAbort(t, s.Mountpoint, 10*time.Second, func() {
-				for _, f := range []string{"partitions/" + layout.ApexLabel(0), "partitions/" + layout.ApexLabel(1), "payload.img"} {
+				for _, f := range []string{"partitions/" + metadata.ApexLabel(0), "partitions/" + metadata.ApexLabel(1), "payload.img"} {
 					if _, err := os.ReadFile(filepath.Join(s.Mountpoint, f)); !errors.Is(err, syscall.EIO) {
 						t.Errorf("%s after the change: %v, want EIO", f, err)
 					}

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"vmfs/layout"
+	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -315,7 +316,7 @@ func TestSourceChanged(t *testing.T) {
 					t.Errorf("no error logged naming %s", p.paths[0])
 				}
 			}()
-			part := filepath.Join(s.Mountpoint, "partitions", layout.APKLabel)
+			part := filepath.Join(s.Mountpoint, "partitions", metadata.APKLabel)
 			before, err := os.ReadFile(part) // now also in the page cache
 			if err != nil {
 				t.Fatal(err)
@@ -366,7 +367,7 @@ func TestReadsDoNotChangeSources(t *testing.T) {
 func TestPassthrough(t *testing.T) {
 	p := newPayload(t, edgeApexes[:1], 3*4096, 300)
 	s := mount(t, p.disk, TreeOptions{Passthrough: true})
-	got, err := os.ReadFile(filepath.Join(s.Mountpoint, "partitions", layout.APKLabel))
+	got, err := os.ReadFile(filepath.Join(s.Mountpoint, "partitions", metadata.APKLabel))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"vmfs/layout"
+	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -66,17 +67,17 @@ func TestPermissions(t *testing.T) {
 		perm
 		nobodyReads bool
 	}{
-		"partitions/" + layout.ApexLabel(0):  {perm{0, 0, 0o400}, false},
-		"partitions/" + layout.ApexLabel(1):  {perm{0, 0, 0o400}, false},
-		"partitions/" + layout.ApexLabel(2):  {perm{0, nobody, 0o440}, true},
-		"partitions/" + layout.ApexLabel(3):  {perm{nobody, nobody, 0o400}, true},
-		"partitions/" + layout.APKLabel:      {perm{0, 0, 0o444}, true},
-		"partitions/" + layout.MetadataLabel: {all, false},
-		"payload.img":                        {all, false},
-		"header.img":                         {all, false},
-		"footer.img":                         {all, false},
-		"payload.composite":                  {all, false},
-		"vm.json":                            {all, false},
+		"partitions/" + metadata.ApexLabel(0):              {perm{0, 0, 0o400}, false},
+		"partitions/" + metadata.ApexLabel(1):              {perm{0, 0, 0o400}, false},
+		"partitions/" + metadata.ApexLabel(2):              {perm{0, nobody, 0o440}, true},
+		"partitions/" + metadata.ApexLabel(3):              {perm{nobody, nobody, 0o400}, true},
+		"partitions/" + metadata.APKLabel:                  {perm{0, 0, 0o444}, true},
+		"partitions/" + metadata.Android12.MetadataLabel(): {all, false},
+		"payload.img":       {all, false},
+		"header.img":        {all, false},
+		"footer.img":        {all, false},
+		"payload.composite": {all, false},
+		"vm.json":           {all, false},
 	} {
 		path := filepath.Join(s.Mountpoint, name)
 		st, err := os.Stat(path)
@@ -117,7 +118,7 @@ func TestPermissionsOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := mountAt(t, testdata.PublicDir(t), d, TreeOptions{Files: map[string][]byte{"vm.json": []byte("{}\n")}}, MountOptions{AllowOther: true})
-	for _, name := range []string{"payload.img", "partitions/" + layout.ApexLabel(0), "header.img", "vm.json"} {
+	for _, name := range []string{"payload.img", "partitions/" + metadata.ApexLabel(0), "header.img", "vm.json"} {
 		path := filepath.Join(s.Mountpoint, name)
 		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o444 {
 			t.Errorf("%s: %v, %v, want 0444", name, st.Mode(), err)

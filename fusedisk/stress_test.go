@@ -18,6 +18,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/splice"
 
 	"golang.org/x/sys/unix"
+
 	"vmfs/testdata"
 )
 

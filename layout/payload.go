@@ -1,22 +1,10 @@
 package layout
 
-import "fmt"
+import (
+	"fmt"
 
-// Partition labels of the payload disk (the seed's, mid-2021).
-const (
-	MetadataLabel = "metadata"
-	APKLabel      = "microdroid-apk"
-	IdsigLabel    = "microdroid-apk-idsig"
+	"vmfs/metadata"
 )
-
-// ApexLabel is the label of the i-th APEX partition.
-func ApexLabel(i int) string { return fmt.Sprintf("microdroid-apex-%d", i) }
-
-// ExtraAPKLabel is the label of the i-th extra APK partition (Android 13+).
-func ExtraAPKLabel(i int) string { return fmt.Sprintf("extra-apk-%d", i) }
-
-// ExtraIdsigLabel is the label of the i-th extra APK's idsig partition.
-func ExtraIdsigLabel(i int) string { return fmt.Sprintf("extra-idsig-%d", i) }
 
 // PayloadParts are what a payload disk is made of.
 type PayloadParts struct {
@@ -36,7 +24,7 @@ type ExtraAPK struct {
 // Format is what differs between the payload disks of Android releases (the metadata
 // package's Profile says which). The zero value is the mid-2021 disk.
 type Format struct {
-	// MetadataLabel labels partition 1; empty means MetadataLabel ("metadata"). Android
+	// MetadataLabel labels partition 1; empty means the mid-2021 "metadata". Android
 	// renamed it "payload-metadata" in July 2021.
 	MetadataLabel string
 	// ZeroPadApexes drops the mid-2021 size trailer: each APEX is zero-padded to 4 KiB
@@ -54,7 +42,7 @@ type Format struct {
 func PayloadDisk(p PayloadParts, o Options) (*Disk, error) {
 	label := p.Format.MetadataLabel
 	if label == "" {
-		label = MetadataLabel
+		label = metadata.Android12.MetadataLabel()
 	}
 	parts := []PartSpec{{Label: label, Content: DataContent(p.Metadata)}}
 	var sources []Source
@@ -63,16 +51,16 @@ func PayloadDisk(p PayloadParts, o Options) (*Disk, error) {
 		if err != nil {
 			return nil, fmt.Errorf("apex %s: %w", a.Path, err)
 		}
-		parts = append(parts, PartSpec{Label: ApexLabel(i), Content: c})
+		parts = append(parts, PartSpec{Label: metadata.ApexLabel(i), Content: c})
 		sources = append(sources, a)
 	}
 	type file struct {
 		label string
 		src   Source
 	}
-	files := []file{{APKLabel, p.APK}, {IdsigLabel, p.Idsig}}
+	files := []file{{metadata.APKLabel, p.APK}, {metadata.IdsigLabel, p.Idsig}}
 	for i, e := range p.Extra {
-		files = append(files, file{ExtraAPKLabel(i), e.APK}, file{ExtraIdsigLabel(i), e.Idsig})
+		files = append(files, file{metadata.ExtraAPKLabel(i), e.APK}, file{metadata.ExtraIdsigLabel(i), e.Idsig})
 	}
 	for _, f := range files {
 		if f.src.Size <= 0 {

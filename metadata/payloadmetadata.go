@@ -14,8 +14,6 @@ const maxMetadataSize = 1 << 20
 // Names the guest looks for (formats.md section 3.2, 3.3).
 const (
 	apkName            = "apk"
-	apkPartition       = "microdroid-apk"
-	apkIdsigPartition  = "microdroid-apk-idsig"
 	guestApkMountPoint = "/mnt/apk/"
 )
 
@@ -46,8 +44,8 @@ func (p Profile) NewMetadata(s PayloadSpec) (*Metadata, error) {
 		Version: 1,
 		Apk: &ApkPayload{
 			Name:                 apkName,
-			PayloadPartitionName: apkPartition,
-			IdsigPartitionName:   apkIdsigPartition,
+			PayloadPartitionName: APKLabel,
+			IdsigPartitionName:   IdsigLabel,
 		},
 	}
 	switch {
@@ -76,7 +74,7 @@ func (p Profile) NewMetadata(s PayloadSpec) (*Metadata, error) {
 	for i, a := range s.Apexes {
 		ap := &ApexPayload{Name: a.ModuleName}
 		if f.apexUpdateInfo {
-			ap.PartitionName = fmt.Sprintf("microdroid-apex-%d", i)
+			ap.PartitionName = ApexLabel(i)
 			ap.LastUpdateSeconds = a.LastUpdateSeconds
 			ap.IsFactory = a.IsFactory
 		}

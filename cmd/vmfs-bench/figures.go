@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmfs/layout"
+	"vmfs/metadata"
 )
 
 // results is everything one run measured; latest.json holds it as is.
@@ -205,7 +206,7 @@ type readTarget struct {
 func (b *bench) p2p3(ctx context.Context, pf payloadFile) ([]readRow, []randomRow, error) {
 	buf := make([]byte, readBlock)
 	p := pf.plan
-	apkPart, err := p.partition(layout.APKLabel)
+	apkPart, err := p.partition(metadata.APKLabel)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -215,7 +216,7 @@ func (b *bench) p2p3(ctx context.Context, pf payloadFile) ([]readRow, []randomRo
 	if err != nil {
 		return nil, nil, err
 	}
-	apkOff, apkLen, err := gptPartition(d.disk, layout.APKLabel)
+	apkOff, apkLen, err := gptPartition(d.disk, metadata.APKLabel)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -226,12 +227,12 @@ func (b *bench) p2p3(ctx context.Context, pf payloadFile) ([]readRow, []randomRo
 
 	targets := []readTarget{
 		{file: "payload.img", nbdLen: -1, direct: sourcePaths(p)},
-		{file: "partitions/" + layout.APKLabel, nbdOff: apkOff, nbdLen: apkLen, direct: []string{apk}},
+		{file: "partitions/" + metadata.APKLabel, nbdOff: apkOff, nbdLen: apkLen, direct: []string{apk}},
 	}
 	// Passthrough serves a 4 KiB-aligned whole file from the kernel; the APKs made
 	// here are aligned when their size is.
 	if apkSize%layout.PartitionAlign == 0 {
-		targets = append(targets, readTarget{file: "partitions/" + layout.APKLabel, passthrough: true, nbdOff: apkOff, nbdLen: apkLen, direct: []string{apk}})
+		targets = append(targets, readTarget{file: "partitions/" + metadata.APKLabel, passthrough: true, nbdOff: apkOff, nbdLen: apkLen, direct: []string{apk}})
 	}
 	rows := make([]readRow, 2*len(targets))
 	for i, t := range targets {
@@ -318,7 +319,7 @@ func (b *bench) p2p3(ctx context.Context, pf payloadFile) ([]readRow, []randomRo
 		if err != nil {
 			return nil, nil, err
 		}
-		part := m.path("partitions/" + layout.APKLabel)
+		part := m.path("partitions/" + metadata.APKLabel)
 		if err := b.randomPair(ctx, random, fioJob{path: part, size: apkPart.Size}, buf, func(r *randomRow, v float64) { r.Vmfs = append(r.Vmfs, v) }); err != nil {
 			return nil, nil, err
 		}

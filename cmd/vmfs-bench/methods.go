@@ -19,6 +19,7 @@ import (
 
 	"vmfs/fusedisk"
 	"vmfs/layout"
+	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -239,7 +240,7 @@ func (b *bench) startNBD(p *plan, tuned bool) (*nbdDisk, error) {
 	var files []string
 	for _, part := range p.disk.Partitions {
 		name := filepath.Join(dir, part.Label)
-		if part.Label == layout.MetadataLabel {
+		if part.Label == metadata.Android12.MetadataLabel() {
 			err = os.WriteFile(name, p.metadata, 0o644)
 		} else {
 			err = os.Symlink(p.disk.Sources[part.Extents[0].Source].Path, name)

@@ -5,14 +5,14 @@ import (
 	"os"
 	"strings"
 
+	"vmfs/metadata"
+
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
-
-	"vmfs/layout"
 )
 
 // plotPNG draws three panels of medians: sequential throughput by method, random
@@ -80,7 +80,7 @@ func methodColor(name string) color.Color {
 func readLabels(rows []readRow) []string {
 	var ls []string
 	for _, row := range rows {
-		f := strings.Replace(row.File, "partitions/"+layout.APKLabel, "apk", 1)
+		f := strings.Replace(row.File, "partitions/"+metadata.APKLabel, "apk", 1)
 		f = strings.Replace(f, " (--passthrough)", " pt", 1)
 		ls = append(ls, f+" "+row.Mode)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"vmfs"
 	"vmfs/layout"
+	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -170,7 +171,7 @@ func resolve(in inputs) (*plan, error) {
 
 // apk is the APK source of the disk.
 func (p *plan) apk() layout.Source {
-	part, _ := p.partition(layout.APKLabel) // every payload disk has one
+	part, _ := p.partition(metadata.APKLabel) // every payload disk has one
 	return p.disk.Sources[part.Extents[0].Source]
 }
 

@@ -159,7 +159,7 @@ func TestCheckApex(t *testing.T) {
 		m := diskMetadata(t, d)
 		for i, a := range m.GetApexes() {
 			t.Run(optionsName(o)+"/"+a.GetName(), func(t *testing.T) {
-				b := partitionBytes(t, d.Disk, apexLabel(i))
+				b := partitionBytes(t, d.Disk, metadata.ApexLabel(i))
 				if _, err := checkApex(releaseOf(t, o.Profile), a.GetName(), bytes.NewReader(b), int64(len(b))); err != nil {
 					t.Fatalf("checkApex on vmfs's partition: %v", err)
 				}
@@ -208,7 +208,7 @@ func TestCheckApex(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := diskMetadata(t, tc.disk)
-			b := tc.mangle(partitionBytes(t, tc.disk.Disk, apexLabel(tc.apex)))
+			b := tc.mangle(partitionBytes(t, tc.disk.Disk, metadata.ApexLabel(tc.apex)))
 			name := m.GetApexes()[tc.apex].GetName()
 			if tc.name2 != "" {
 				name = tc.name2

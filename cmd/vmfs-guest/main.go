@@ -128,7 +128,7 @@ func run(r *report) {
 
 	seen := map[string]int{}
 	for i, a := range m.GetApexes() {
-		p := parts[apexLabel(i)]
+		p := parts[metadata.ApexLabel(i)]
 		// Shared-libs APEXes go on the disk in each version: number the repeats.
 		name := "apex:" + a.GetName()
 		if seen[a.GetName()]++; seen[a.GetName()] > 1 {
@@ -162,7 +162,7 @@ func run(r *report) {
 	})
 	for i := range nExtra {
 		r.step(fmt.Sprintf("extra-apk:%d", i), func() (string, error) {
-			return checkExtraAPK(i, parts[extraAPKLabel(i)], parts[extraIdsigLabel(i)])
+			return checkExtraAPK(i, parts[metadata.ExtraAPKLabel(i)], parts[metadata.ExtraIdsigLabel(i)])
 		})
 	}
 }

@@ -30,14 +30,6 @@ const (
 
 func align4K(n int64) int64 { return (n + blockSize - 1) &^ (blockSize - 1) }
 
-// apexLabel is the partition of the i-th APEX.
-func apexLabel(i int) string { return fmt.Sprintf("microdroid-apex-%d", i) }
-
-// extraAPKLabel and extraIdsigLabel are the partitions of the i-th extra APK and its
-// idsig (Android 13+), which microdroid_manager finds by globbing extra-apk-*.
-func extraAPKLabel(i int) string   { return fmt.Sprintf("extra-apk-%d", i) }
-func extraIdsigLabel(i int) string { return fmt.Sprintf("extra-idsig-%d", i) }
-
 // abis maps the guest's architecture to the Android ABI whose lib/<abi>/ directory of
 // the APK holds the payload (the first of ro.product.cpu.abilist in Microdroid).
 var abis = map[string]string{"amd64": "x86_64", "arm64": "arm64-v8a"}
@@ -95,11 +87,11 @@ func describeMetadata(m *metadata.Metadata) string {
 func payloadLabels(m *metadata.Metadata, metaLabel string, nExtra int) []string {
 	labels := []string{metaLabel}
 	for i := range m.GetApexes() {
-		labels = append(labels, apexLabel(i))
+		labels = append(labels, metadata.ApexLabel(i))
 	}
 	labels = append(labels, m.GetApk().GetPayloadPartitionName(), m.GetApk().GetIdsigPartitionName())
 	for i := range nExtra {
-		labels = append(labels, extraAPKLabel(i), extraIdsigLabel(i))
+		labels = append(labels, metadata.ExtraAPKLabel(i), metadata.ExtraIdsigLabel(i))
 	}
 	return labels
 }
@@ -108,7 +100,7 @@ func payloadLabels(m *metadata.Metadata, metaLabel string, nExtra int) []string 
 // by label: extra-apk-0, extra-apk-1, ... up to the first missing one.
 func countExtras(parts map[string]partition, disk string) int {
 	for n := 0; ; n++ {
-		if p, ok := parts[extraAPKLabel(n)]; !ok || p.Disk != disk {
+		if p, ok := parts[metadata.ExtraAPKLabel(n)]; !ok || p.Disk != disk {
 			return n
 		}
 	}

@@ -61,7 +61,7 @@ func (r release) fits(label string, m *metadata.Metadata) error {
 	for i, a := range m.GetApexes() {
 		want := ""
 		if r.apexPartitionNames {
-			want = apexLabel(i)
+			want = metadata.ApexLabel(i)
 		}
 		if a.GetPartitionName() != want {
 			return fmt.Errorf("apex %d (%s) has partition_name %q, %s's host writes %q", i, a.GetName(), a.GetPartitionName(), r.profile, want)

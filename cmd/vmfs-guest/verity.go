@@ -234,7 +234,7 @@ func checkVerity(name string, apk, idsig partition) (string, string, error) {
 // dm-verity device extra-apk-<i> from its idsig, read end to end, then the zip over the
 // verified, zero-padded device, as zipfuse mounts it at /mnt/extra-apk/<i>.
 func checkExtraAPK(i int, apk, idsig partition) (string, error) {
-	reason, node, err := checkVerity(extraAPKLabel(i), apk, idsig)
+	reason, node, err := checkVerity(metadata.ExtraAPKLabel(i), apk, idsig)
 	if err != nil {
 		return "", err
 	}

@@ -21,6 +21,7 @@ import (
 	"vmfs"
 	"vmfs/internal/proc"
 	"vmfs/layout"
+	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -183,7 +184,7 @@ func TestMountLifecycle(t *testing.T) {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
 	}
 	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
-	apk, err := os.ReadFile(filepath.Join(mnt, "partitions", layout.APKLabel))
+	apk, err := os.ReadFile(filepath.Join(mnt, "partitions", metadata.APKLabel))
 	if err != nil {
 		t.Fatal(err)
 	}

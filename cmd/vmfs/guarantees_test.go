@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmfs/internal/inputfile"
-	"vmfs/layout"
+	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -83,7 +83,7 @@ func (p *apexPayload) wantDisk(t *testing.T, mnt string) []byte {
 		return b
 	}
 	pad := func(b []byte) []byte { return append(b, make([]byte, (4096-len(b)%4096)%4096)...) }
-	disk := append(read(filepath.Join(mnt, "header.img")), read(filepath.Join(mnt, "partitions", layout.MetadataLabel))...)
+	disk := append(read(filepath.Join(mnt, "header.img")), read(filepath.Join(mnt, "partitions", metadata.Android12.MetadataLabel()))...)
 	for _, a := range p.apexes {
 		b := read(a)
 		part := pad(append(b, 0, 0, 0, 0))
@@ -157,7 +157,7 @@ func TestGuaranteeChangeNoticedByRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			testdata.WithinOrAbort(t, mnt, 10*time.Second, func() {
-				for _, f := range []string{"partitions/" + layout.ApexLabel(0), "partitions/" + layout.ApexLabel(1), "payload.img"} {
+				for _, f := range []string{"partitions/" + metadata.ApexLabel(0), "partitions/" + metadata.ApexLabel(1), "payload.img"} {
 					if _, err := os.ReadFile(filepath.Join(mnt, f)); !errors.Is(err, syscall.EIO) {
 						t.Errorf("%s after the change: %v, want EIO", f, err)
 					}
@@ -258,7 +258,7 @@ func TestGuaranteePermissions(t *testing.T) {
 	testdata.RequireRoot(t) // to mount for other users and to read as one
 	open := newApexPayload(t, 5000, 6000, 7000)
 	mnt := open.mount(t, "--allow-other")
-	for _, f := range []string{"payload.img", "vm.json", "partitions/" + layout.ApexLabel(0)} {
+	for _, f := range []string{"payload.img", "vm.json", "partitions/" + metadata.ApexLabel(0)} {
 		if _, err := testdata.ReadAs(t, testdata.Nobody, filepath.Join(mnt, f)); err != nil {
 			t.Errorf("world-readable payload: %s as nobody: %v", f, err)
 		}
@@ -280,11 +280,11 @@ func TestGuaranteePermissions(t *testing.T) {
 	}
 	mnt = p.mount(t, "--allow-other")
 	for f, readable := range map[string]bool{
-		"partitions/" + layout.ApexLabel(0): false,
-		"partitions/" + layout.ApexLabel(1): false,
-		"payload.img":                       false,
-		"partitions/" + layout.ApexLabel(2): true,
-		"partitions/" + layout.APKLabel:     true,
+		"partitions/" + metadata.ApexLabel(0): false,
+		"partitions/" + metadata.ApexLabel(1): false,
+		"payload.img":                         false,
+		"partitions/" + metadata.ApexLabel(2): true,
+		"partitions/" + metadata.APKLabel:     true,
 	} {
 		_, err := testdata.ReadAs(t, testdata.Nobody, filepath.Join(mnt, f))
 		if readable && err != nil {

@@ -1,0 +1,21 @@
+package metadata
+
+import "fmt"
+
+// Partition labels of the payload disk, which the metadata names and the guest
+// finds partitions by (formats.md 3.2, 3.3); the metadata partition's label is
+// the profile's (Profile.MetadataLabel).
+const (
+	APKLabel   = "microdroid-apk"
+	IdsigLabel = "microdroid-apk-idsig"
+)
+
+// ApexLabel is the label of the i-th APEX partition.
+func ApexLabel(i int) string { return fmt.Sprintf("microdroid-apex-%d", i) }
+
+// ExtraAPKLabel is the label of the i-th extra APK partition (Android 13+), which
+// microdroid_manager finds by globbing extra-apk-*.
+func ExtraAPKLabel(i int) string { return fmt.Sprintf("extra-apk-%d", i) }
+
+// ExtraIdsigLabel is the label of the i-th extra APK's idsig partition.
+func ExtraIdsigLabel(i int) string { return fmt.Sprintf("extra-idsig-%d", i) }
