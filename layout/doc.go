@@ -5,7 +5,8 @@
 //
 // It is pure: it opens no files (sources are named by index and read through
 // io.ReaderAt by the caller's Reader), takes metadata as bytes rather than types, and
-// imports no other vmfs package, no FUSE and no logger. The same Disk drives every
+// imports of vmfs only metadata's partition labels (one set for the host, the disk
+// and the guest); no FUSE and no logger. The same Disk drives every
 // reader, so NewReader is the reference the zero-copy FUSE paths must equal.
 //
 // # Disk format

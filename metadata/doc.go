@@ -11,7 +11,8 @@
 // (Profile.SelectApexes), what the host writes in the metadata (Profile.NewMetadata), the
 // extra APKs (Profile.ExtraApks) and the facts the disk layout needs
 // (Profile.MetadataLabel, Profile.ZeroPadApexes), which the layout package takes as
-// plain values. The functions without a profile are android12's.
+// plain values. The functions without a profile are android12's. It owns the payload
+// disk's partition labels (labels.go), which the metadata names.
 //
 // It imports no other vmfs package but internal/inputfile (every input is opened
 // through it, so a FIFO or a device never blocks), no go-fuse and no zap; it logs
