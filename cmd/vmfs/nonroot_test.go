@@ -28,7 +28,9 @@ func newNamespace(t *testing.T) *namespace {
 	testdata.RequireRoot(t)
 	unshare := testdata.RequireTool(t, "unshare")
 	ns := &namespace{t: t, nsenter: testdata.RequireTool(t, "nsenter")}
-	ns.holder = exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", "echo ready; exec cat >/dev/null")
+	// cat waits on stdin and writes nowhere: a redirect to /dev/null would race
+	// with the test's own /dev and create a regular file there.
+	ns.holder = exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", "echo ready; exec cat")
 	stdin, err := ns.holder.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
