@@ -69,7 +69,7 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 	if err != nil {
 		return nil, err
 	}
-	srcs, err := fusedisk.OpenSources(p.Disks(), log)
+	srcs, err := fusedisk.OpenFiles(p.Disks(), p.opened(), log)
 	if err != nil {
 		var se *fusedisk.SourceError
 		if errors.As(err, &se) {

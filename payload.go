@@ -28,6 +28,7 @@ type Spec struct {
 	ApexInfoList string
 	OSDir        string // holds <os.name>.json; "" means DefaultOSDir
 	RandomGUIDs  bool   // fresh GUIDs, as Android does; default: derived from the inputs
+	Files        *Files // the APK and idsig already open: read these, never open APK and Idsig
 }
 
 // Payload is a Spec resolved: every input read and checked, every disk laid out,
@@ -41,6 +42,7 @@ type Payload struct {
 	ApexPaths              []string
 	Disk                   *layout.Disk
 	OSDisks                map[int]*layout.Disk // the OS config's partitioned disks, by index
+	files                  *Files               // Spec.Files
 }
 
 // Resolve reads and checks the inputs and lays out every disk, as
@@ -55,19 +57,18 @@ func Resolve(ctx context.Context, spec Spec) (*Payload, error) {
 
 func resolve(spec Spec) (*Payload, error) {
 	var err error
-	p := &Payload{ConfigPath: spec.ConfigPath}
+	p := &Payload{ConfigPath: spec.ConfigPath, files: spec.Files}
 	if p.APK, err = filepath.Abs(spec.APK); err != nil {
 		return nil, err
 	}
 	if p.Idsig, err = filepath.Abs(spec.Idsig); err != nil {
 		return nil, err
 	}
-	// The idsig is parsed (not verified, which reads the whole APK) so that a
-	// garbage file is refused up front.
-	if _, err := metadata.OpenIdsig(p.Idsig); err != nil {
+	apk, idsig := spec.inputs(p.APK, p.Idsig)
+	if err := parseIdsig(idsig); err != nil {
 		return nil, err
 	}
-	if p.Config, err = metadata.ReadPayloadConfig(p.APK, spec.ConfigPath); err != nil {
+	if p.Config, err = readPayloadConfig(apk, spec.ConfigPath); err != nil {
 		return nil, err
 	}
 	osDir := spec.OSDir
@@ -80,14 +81,14 @@ func resolve(spec Spec) (*Payload, error) {
 	if p.OSConfig, err = metadata.LoadVMConfig(p.OSConfigPath); err != nil {
 		return nil, err
 	}
-	if err := p.layOutPayload(spec); err != nil {
+	if err := p.layOutPayload(spec, apk, idsig); err != nil {
 		return nil, err
 	}
 	return p, p.layOutOSDisks(spec.RandomGUIDs)
 }
 
 // layOutPayload finds the APEXes, writes the metadata and lays out the payload disk.
-func (p *Payload) layOutPayload(spec Spec) error {
+func (p *Payload) layOutPayload(spec Spec, apk, idsig input) error {
 	list := spec.ApexInfoList
 	if list == "" {
 		list = metadata.DefaultApexInfoList
@@ -117,10 +118,10 @@ func (p *Payload) layOutPayload(spec Spec) error {
 	if lp.Metadata, err = metadata.EncodeMetadata(p.Metadata); err != nil {
 		return err
 	}
-	if lp.APK, err = statSource(p.APK); err != nil {
+	if lp.APK, err = apk.source(); err != nil {
 		return err
 	}
-	if lp.Idsig, err = statSource(p.Idsig); err != nil {
+	if lp.Idsig, err = idsig.source(); err != nil {
 		return err
 	}
 	if p.Disk, err = layout.PayloadDisk(lp, guids(spec.RandomGUIDs, len(lp.Apexes)+3)); err != nil {

@@ -47,7 +47,7 @@ func RunApp(ctx context.Context, o RunOptions) error {
 	}
 	if !o.SkipVerify && o.DryRun == nil {
 		o.Logger.Debug("phase: pre-flight: verifying the APK against its idsig")
-		if err := Verify(ctx, t.apk, t.idsig); err != nil {
+		if err := t.verify(ctx); err != nil {
 			if context.Cause(ctx) == nil {
 				err = fmt.Errorf("pre-flight: %w (--skip-verify boots anyway)", err)
 			}
@@ -105,6 +105,15 @@ type runTarget struct {
 	flat       map[string]string
 }
 
+// verify checks the APK against its idsig: the payload's own files, or those a
+// mount's manifest names.
+func (t *runTarget) verify(ctx context.Context) error {
+	if t.payload != nil {
+		return t.payload.Verify(ctx)
+	}
+	return Verify(ctx, t.apk, t.idsig)
+}
+
 func target(ctx context.Context, o RunOptions) (*runTarget, error) {
 	if o.Mount != "" {
 		m, err := Open(ctx, o.Mount)
@@ -133,14 +142,7 @@ func target(ctx context.Context, o RunOptions) (*runTarget, error) {
 // cannot be read as an input gives an ErrInput error; a mismatch, another error;
 // when ctx is done first, ctx's cause.
 func Verify(ctx context.Context, apk, idsig string) error {
-	return interruptible(ctx, func() error {
-		err := metadata.VerifyFiles(apk, idsig)
-		var ie *metadata.InputError
-		if errors.As(err, &ie) {
-			return withKind(ErrInput, err)
-		}
-		return err
-	})
+	return verifying(ctx, func() error { return metadata.VerifyFiles(apk, idsig) })
 }
 
 // boot runs the VM to its end, streaming the console and watching for a verdict.

@@ -83,11 +83,17 @@ type Sources struct {
 // source that cannot be served gives a *SourceError. log gets the changes
 // noticed later (nil: nowhere).
 func OpenSources(disks []Disk, log *zap.Logger) (*Sources, error) {
+	return OpenFiles(disks, nil, log)
+}
+
+// OpenFiles is OpenSources taking the files in opened, already open, in place of
+// the names they are laid out under (see Pool.Open).
+func OpenFiles(disks []Disk, opened map[string]*os.File, log *zap.Logger) (*Sources, error) {
 	p, err := NewPool(log)
 	if err != nil {
 		return nil, err
 	}
-	s, err := p.Open(disks, nil)
+	s, err := p.Open(disks, opened)
 	if err != nil {
 		p.Close()
 		return nil, err
