@@ -156,6 +156,16 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 		defer cf.Close()
 		console = cf
 	}
+	machine, watch, err := launch(ctx, vm, o, console)
+	if err != nil {
+		return err
+	}
+	return outcome(ctx, machine, watch, o.RequireVerdict)
+}
+
+// launch starts the VM, its console going to console (nil: nowhere) and to a
+// watcher of the guest's verdict; o.Stdout and o.Console are not used.
+func launch(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.Writer) (*launcher.VM, *verdictWatcher, error) {
 	if console == nil {
 		console = io.Discard
 	}
@@ -167,9 +177,14 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 		Timeout: o.Timeout,
 	})
 	if err != nil {
-		return withKind(ErrVMM, err)
+		return nil, nil, withKind(ErrVMM, err)
 	}
 	o.Logger.Info("vm started", zap.Int("pid", machine.Pid()), zap.Int("cid", machine.CID()))
+	return machine, watch, nil
+}
+
+// outcome waits for the VM launched under ctx to end and says how its run went.
+func outcome(ctx context.Context, machine *launcher.VM, watch *verdictWatcher, requireVerdict bool) error {
 	// Not ctx: when it is done the VM is being stopped, and we wait for that.
 	werr := machine.Wait(context.Background())
 	if cause := context.Cause(ctx); cause != nil {
@@ -178,7 +193,7 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 	if werr != nil {
 		return werr
 	}
-	return watch.result(o.RequireVerdict)
+	return watch.result(requireVerdict)
 }
 
 // removeMountpoint removes a private mountpoint once it is unmounted.
