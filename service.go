@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/user"
@@ -34,6 +35,7 @@ const (
 	replyTimeout       = 30 * time.Second // to take one reply off the socket
 	maxClients         = 256              // connections served at once; more are turned away
 	maxPayloadsPerUser = 1024             // for a user other than root
+	handlerGrace       = 2 * time.Second  // at shutdown, for the requests under way to end
 )
 
 // ServiceOptions configure a Service.
@@ -288,22 +290,29 @@ func (s *Service) shutdown() error {
 	os.Remove(s.o.Socket)
 	s.stopVMs(errShutdown)
 	s.vms.Wait()
+	// The attached clients get their runs' outcomes; a client that is still
+	// to send its request is cut off.
+	handled := make(chan struct{})
+	go func() { s.handlers.Wait(); close(handled) }()
+	select {
+	case <-handled:
+	case <-time.After(handlerGrace):
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-handled
+	}
 	var errs []error
 	s.mu.Lock()
-	left := make([]*served, 0, len(s.payloads))
-	for _, p := range s.payloads {
-		if p != nil {
-			left = append(left, p)
-		}
-	}
-	for c := range s.conns {
-		c.Close()
-	}
+	left := maps.Clone(s.payloads)
 	s.mu.Unlock()
 	for _, p := range left {
-		errs = append(errs, s.drop(p))
+		if p != nil {
+			errs = append(errs, s.drop(p))
+		}
 	}
-	s.handlers.Wait()
 	errs = append(errs, s.unmount(), s.lock.Close())
 	return errors.Join(errs...)
 }

@@ -95,6 +95,10 @@ func (s *Service) prepare(req *request, snt *sent) (*Payload, error) {
 		closeFiles(apk, idsig)
 		return nil, requestf("send the APK and the idsig open: a service opens no path a client names")
 	}
+	if err := errors.Join(s.notOurs(fileAPK, apk), s.notOurs(fileIdsig, idsig)); err != nil {
+		closeFiles(apk, idsig)
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
 	p, err := Resolve(ctx, Spec{
@@ -107,6 +111,19 @@ func (s *Service) prepare(req *request, snt *sent) (*Payload, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// notOurs refuses a file of the service's own mount (kind names it): serving it
+// would have the service wait on itself.
+func (s *Service) notOurs(kind string, f *os.File) error {
+	var ours, st unix.Stat_t
+	if err := unix.Stat(s.dir, &ours); err != nil {
+		return withKind(ErrMount, err)
+	}
+	if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Dev == ours.Dev {
+		return withKind(ErrInput, fmt.Errorf("%s: a file of the service's own mount", kind))
+	}
+	return nil
 }
 
 func closeFiles(fs ...*os.File) {

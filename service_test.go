@@ -184,6 +184,19 @@ func TestServiceRefuses(t *testing.T) {
 			t.Errorf("%s: %+v, want an error saying %q", name, rerr, tc.want)
 		}
 	}
+	// A file of the service's own mount would have it wait on itself.
+	p, err := c.Add(context.Background(), "app", fixturePayload(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := os.Open(filepath.Join(p.Dir, "payload.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	if rerr := ask(&request{Op: opAdd, Files: []string{fileAPK, fileIdsig}, ConfigPath: testdata.ConfigPath}, own, idsig); rerr == nil || !strings.Contains(rerr.Message, "service's own mount") {
+		t.Errorf("a file of the service's mount as the APK: %+v", rerr)
+	}
 	// A length over the limit is refused before anything is read or allocated.
 	nc, err := net.Dial("unix", s.o.Socket)
 	if err != nil {
@@ -199,5 +212,36 @@ func TestServiceRefuses(t *testing.T) {
 	}
 	if _, err := c.List(context.Background()); err != nil {
 		t.Errorf("the service after the refusals: %v", err)
+	}
+}
+
+// TestServiceVerifies: a run whose APK does not match its idsig is refused
+// before anything boots, whether the client sends the payload or added it by
+// mount; the payload made for the run goes, the one added stays.
+func TestServiceVerifies(t *testing.T) {
+	_, c, _ := startService(t)
+	ctx := context.Background()
+	b, err := os.ReadFile(testdata.APKPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[300000] ^= 0xFF // inside the stored native library
+	flipped := filepath.Join(t.TempDir(), "flipped.apk")
+	if err := os.WriteFile(flipped, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec{APK: flipped, Idsig: testdata.IdsigPath(), ConfigPath: testdata.ConfigPath}
+	if _, err := c.RunApp(ctx, RunOptions{Spec: spec}, "", false); err == nil || !strings.Contains(err.Error(), "pre-flight") {
+		t.Errorf("run of a flipped APK: %v, want a pre-flight failure", err)
+	}
+	if _, err := c.Add(ctx, "flipped", spec, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RunApp(ctx, RunOptions{Mount: "flipped"}, "", false); err == nil || !strings.Contains(err.Error(), "pre-flight") {
+		t.Errorf("run of a flipped APK added by mount: %v, want a pre-flight failure", err)
+	}
+	st, err := c.List(ctx)
+	if err != nil || len(st.Payloads) != 1 || st.Payloads[0].Name != "flipped" || len(st.VMs) != 0 {
+		t.Errorf("after the refused runs: %+v, %v", st, err)
 	}
 }

@@ -115,34 +115,39 @@ func (s *Service) runApp(c *client, req *request, snt *sent) (*reply, error) {
 }
 
 // payloadFor is the payload a run boots, made for it or found, with vm marked
-// as booting from it.
+// as booting from it. Its APK is verified against its idsig first, unless the
+// run skips that.
 func (s *Service) payloadFor(c *client, req *request, snt *sent, vm *runningVM) (*served, error) {
 	r := req.Run
-	if r.Payload != "" {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		sv := s.find(c, r.Payload)
-		switch {
-		case sv == nil:
-			return nil, fmt.Errorf("%s: no payload of uid %d by that name", r.Payload, c.uid)
-		case sv.vm != nil:
-			return nil, withKind(ErrMount, fmt.Errorf("%s: VM %d boots from it already", r.Payload, sv.vm.cid))
+	verify := func(p *Payload) error {
+		if r.SkipVerify || r.DryRun {
+			return nil
 		}
-		sv.vm = vm
-		return sv, nil
+		ctx, cancel := context.WithTimeout(s.vmCtx, verifyTimeout)
+		defer cancel()
+		if err := p.Verify(ctx); err != nil {
+			return fmt.Errorf("pre-flight: %w (--skip-verify boots anyway)", err)
+		}
+		return nil
+	}
+	if r.Payload != "" {
+		sv, err := s.claim(c, r.Payload, vm)
+		if err == nil {
+			if err = verify(sv.payload); err != nil {
+				s.ended(sv)
+			}
+		}
+		return sv, err
 	}
 	name, err := s.reserve(c, req.Name, "vm")
 	if err != nil {
 		return nil, err
 	}
 	p, err := s.prepare(req, snt)
-	if err == nil && !r.SkipVerify && !r.DryRun {
-		ctx, cancel := context.WithTimeout(s.vmCtx, verifyTimeout)
-		if err = p.Verify(ctx); err != nil {
+	if err == nil {
+		if err = verify(p); err != nil {
 			p.closeFiles()
-			err = fmt.Errorf("pre-flight: %w (--skip-verify boots anyway)", err)
 		}
-		cancel()
 	}
 	if err != nil {
 		s.unreserve(name)
@@ -155,6 +160,21 @@ func (s *Service) payloadFor(c *client, req *request, snt *sent, vm *runningVM) 
 	s.mu.Lock()
 	sv.vm = vm
 	s.mu.Unlock()
+	return sv, nil
+}
+
+// claim marks vm as booting from c's payload name, added by mount.
+func (s *Service) claim(c *client, name string, vm *runningVM) (*served, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sv := s.find(c, name)
+	switch {
+	case sv == nil:
+		return nil, fmt.Errorf("%s: no payload of uid %d by that name", name, c.uid)
+	case sv.vm != nil:
+		return nil, withKind(ErrMount, fmt.Errorf("%s: VM %d boots from it already", name, sv.vm.cid))
+	}
+	sv.vm = vm
 	return sv, nil
 }
 
