@@ -66,7 +66,7 @@ type subcommand struct {
 var subcommands = []subcommand{
 	{"inspect", "[flags] <apk> <idsig> <config_path>", "print the payload disk's partition table and the VM config, without mounting", runInspect},
 	{"verify", "<apk> <idsig>", "check an APK against its APK Signature Scheme v4 idsig", runVerify},
-	{"mount", "[flags] <apk> <idsig> <config_path> <mountpoint>", "serve the payload disk at mountpoint (in the background)", runMount},
+	{"mount", "[flags] <apk> <idsig> <config_path> <mountpoint>", "serve the payload disk at mountpoint (in the background; through a service: add it there, the mountpoint optional)", runMount},
 	{"unmount", "<mountpoint> | <name> | --dir <service dir>", "stop a vmfs mount and wait for its server (through a service: remove a payload)", runUnmount},
 	{"list", "", "list active vmfs mounts, and a service's payloads and VMs", runList},
 	{"run-app", "[flags] <apk> <idsig> <config_path> | --mount <mountpoint>", "mount the payload on a private mountpoint, boot it (crosvm or QEMU) and clean up", runRunApp},
