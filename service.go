@@ -238,7 +238,8 @@ func (s *Service) listen() (*net.UnixListener, error) {
 	}
 	ln.SetUnlinkOnClose(false) // Serve removes it itself, before the mount
 	if gid >= 0 {
-		if err := os.Chown(path, -1, gid); err == nil {
+		err := os.Chown(path, -1, gid)
+		if err == nil {
 			err = os.Chmod(path, 0o660)
 		}
 		if err != nil {

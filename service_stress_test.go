@@ -86,9 +86,9 @@ func flatOf(t *testing.T, spec Spec) []byte {
 }
 
 // TestServiceStress: 16 readers, each on a payload of its own among 16 that one
-// service serves (sharing their APEXes), read random ranges of payload.img, half
-// with O_DIRECT so that every read reaches the service; no byte may differ from
-// that payload's reference.
+// service serves (sharing their APEXes, each open once), read random ranges of
+// payload.img, half with O_DIRECT so that every read reaches the service; no byte
+// may differ from that payload's reference.
 func TestServiceStress(t *testing.T) {
 	s, c, _ := startService(t)
 	dir := t.TempDir()
@@ -104,6 +104,11 @@ func TestServiceStress(t *testing.T) {
 		dirs[i] = p.Dir
 		spec.ApexInfoList, spec.OSDir = s.o.ApexInfoList, s.o.OSDir
 		want[i] = flatOf(t, spec)
+	}
+	// The service runs in this process: the APEXes all 16 read are open once.
+	apex := testdata.Path(testdata.APEXes()[0].Rel)
+	if n := fdsOn(t, apex); n != 1 {
+		t.Errorf("%s, read by %d payloads, is open %d times, want once", apex, payloads, n)
 	}
 	deadline := time.Now().Add(stressDuration())
 	var reads, wrong atomic.Int64
@@ -141,4 +146,20 @@ func TestServiceStress(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("%d reads over %d payloads, %d wrong", reads.Load(), payloads, wrong.Load())
+}
+
+// fdsOn counts this process's open files that are path.
+func fdsOn(t *testing.T, path string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
+			n++
+		}
+	}
+	return n
 }

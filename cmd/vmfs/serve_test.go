@@ -448,3 +448,22 @@ func TestServeKeptPayload(t *testing.T) {
 		t.Errorf("%s after unmount: %v", dir, err)
 	}
 }
+
+// TestServeClientInterrupt: Ctrl-C in an attached run-app client stops its VM:
+// the client exits 130, the VMM goes, and so does the payload made for the run.
+func TestServeClientInterrupt(t *testing.T) {
+	s := startServe(t)
+	r, _ := s.runApp("interrupted", testdata.APKPath(), testdata.IdsigPath())
+	vmm := vmStarted(t, r)
+	r.cmd.Process.Signal(syscall.SIGINT)
+	if code := r.exit(t, time.Minute); code != 130 {
+		t.Errorf("the interrupted client: exit %d, want 130:\n%s", code, r.output())
+	}
+	if !proc.WaitExit(vmm, time.Minute) {
+		t.Errorf("vmm %d outlived its interrupted client", vmm)
+	}
+	// The service cleans up once it sees the VMM gone, after the client left.
+	if !testdata.Eventually(t, time.Minute, func() bool { return len(s.list()) == 0 }) {
+		t.Errorf("left after the interrupted run: %+v", s.list())
+	}
+}
