@@ -10,6 +10,11 @@
 // up). It parses no format itself, lays out no disk and builds no VMM argv: those
 // stay in metadata, layout, fusedisk and launcher, none of which imports vmfs.
 //
+// Service is the same as one long-running process, as virtualizationservice is:
+// one FUSE mount holding a directory per payload, added and removed at run time,
+// and the VMs booting them. Client talks to it over a Unix socket, handing over
+// the APK and idsig it opened itself (Spec.Files), never their paths.
+//
 // Errors carry a kind an embedder can branch on with errors.Is: ErrInput (a bad or
 // missing input file), ErrMount (the mountpoint or FUSE refused) and ErrVMM (the
 // VMM could not be started); anything else is a failure of verification or of the

@@ -65,11 +65,11 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 		kind = "embedded"
 	}
 	s := &Server{Dir: dir, Manifest: newManifest(p, dir, kind), VMConfig: p.VMConfig(dir), log: log, done: make(chan struct{})}
-	files, err := s.documents(p)
+	files, err := documents(p, s.Manifest, s.VMConfig)
 	if err != nil {
 		return nil, err
 	}
-	srcs, err := fusedisk.OpenSources(p.Disks(), log)
+	srcs, err := fusedisk.OpenFiles(p.Disks(), p.opened(), log)
 	if err != nil {
 		var se *fusedisk.SourceError
 		if errors.As(err, &se) {
@@ -93,8 +93,9 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 	return s, nil
 }
 
-// documents are the files a mount serves beside its disks.
-func (s *Server) documents(p *Payload) (map[string][]byte, error) {
+// documents are the files a mount of p serves beside its disks: its manifest m,
+// the VM config vm to launch from it, the layout and the metadata.
+func documents(p *Payload, m *Manifest, vm *metadata.VMConfig) (map[string][]byte, error) {
 	layouts := map[string]layout.Description{}
 	for _, d := range p.Disks() {
 		name := "payload"
@@ -105,7 +106,7 @@ func (s *Server) documents(p *Payload) (map[string][]byte, error) {
 	}
 	files := map[string][]byte{}
 	var err error
-	for name, v := range map[string]any{ManifestName: s.Manifest, "vm.json": s.VMConfig} {
+	for name, v := range map[string]any{ManifestName: m, "vm.json": vm} {
 		if files[name], err = jsonfmt.Indent(v); err != nil {
 			return nil, err
 		}

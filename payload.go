@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -38,6 +39,7 @@ type Spec struct {
 	ApexInfoList string
 	OSDir        string // holds <os.name>.json; "" means DefaultOSDir
 	RandomGUIDs  bool   // fresh GUIDs, as Android does; default: derived from the inputs
+	Files        *Files // the APK and idsig already open: read these, never open APK and Idsig
 }
 
 // Payload is a Spec resolved: every input read and checked, every disk laid out,
@@ -54,6 +56,7 @@ type Payload struct {
 	Apexes                 []metadata.ApexInfo // in partition order, ModulePath absolute
 	Disk                   *layout.Disk
 	OSDisks                map[int]*layout.Disk // the OS config's partitioned disks, by index
+	files                  *Files               // Spec.Files
 }
 
 // Resolve reads and checks the inputs and lays out every disk, as
@@ -68,21 +71,20 @@ func Resolve(ctx context.Context, spec Spec) (*Payload, error) {
 
 func resolve(spec Spec) (*Payload, error) {
 	var err error
-	p := &Payload{Profile: spec.Profile, ConfigPath: spec.ConfigPath, PayloadBinaryName: spec.PayloadBinaryName, ExtraIdsigs: spec.ExtraIdsigs}
+	p := &Payload{Profile: spec.Profile, ConfigPath: spec.ConfigPath, PayloadBinaryName: spec.PayloadBinaryName, ExtraIdsigs: spec.ExtraIdsigs, files: spec.Files}
 	if p.APK, err = filepath.Abs(spec.APK); err != nil {
 		return nil, err
 	}
 	if p.Idsig, err = filepath.Abs(spec.Idsig); err != nil {
 		return nil, err
 	}
-	// The idsig is parsed (not verified, which reads the whole APK) so that a
-	// garbage file is refused up front.
-	if _, err := metadata.OpenIdsig(p.Idsig); err != nil {
+	apk, idsig := spec.inputs(p.APK, p.Idsig)
+	if err := parseIdsig(idsig); err != nil {
 		return nil, err
 	}
 	osName := "microdroid" // with a binary name, as Android picks it
 	if spec.PayloadBinaryName == "" {
-		if p.Config, err = p.Profile.ReadPayloadConfig(p.APK, spec.ConfigPath); err != nil {
+		if p.Config, err = readPayloadConfig(p.Profile, apk, spec.ConfigPath); err != nil {
 			return nil, err
 		}
 		osName = p.Config.OS.Name
@@ -97,7 +99,7 @@ func resolve(spec Spec) (*Payload, error) {
 	if p.OSConfig, err = metadata.LoadVMConfig(p.OSConfigPath); err != nil {
 		return nil, err
 	}
-	if err := p.layOutPayload(spec); err != nil {
+	if err := p.layOutPayload(spec, apk, idsig); err != nil {
 		return nil, err
 	}
 	return p, p.layOutOSDisks(spec.RandomGUIDs)
@@ -105,7 +107,7 @@ func resolve(spec Spec) (*Payload, error) {
 
 // layOutPayload picks the APEXes and extra APKs as the profile's Android does,
 // writes the metadata and lays out the payload disk.
-func (p *Payload) layOutPayload(spec Spec) error {
+func (p *Payload) layOutPayload(spec Spec, apk, idsig input) error {
 	list := spec.ApexInfoList
 	if list == "" {
 		list = metadata.DefaultApexInfoList
@@ -128,6 +130,10 @@ func (p *Payload) layOutPayload(spec Spec) error {
 	if p.ExtraAPKs, err = prof.ExtraApks(p.APK, p.Config, spec.ExtraAPKs, len(spec.ExtraIdsigs)); err != nil {
 		return err
 	}
+	if len(p.ExtraAPKs) > 0 && p.files != nil {
+		// A service opens no file a client names; extra APKs are not handed over yet.
+		return errors.New("extra APKs are not taken over a service's socket yet; run without the service")
+	}
 	apexes, err := selectApexes(prof, metadata.ApexResolver{InfoList: list, Dirs: spec.ApexDirs}, names, debug)
 	if err != nil {
 		return err
@@ -135,7 +141,7 @@ func (p *Payload) layOutPayload(spec Spec) error {
 	if p.Metadata, err = prof.NewMetadata(metadata.PayloadSpec{ConfigPath: spec.ConfigPath, BinaryName: spec.PayloadBinaryName, Apexes: apexes, ExtraApks: len(p.ExtraAPKs)}); err != nil {
 		return err
 	}
-	return p.layOutDisk(apexes, spec.RandomGUIDs)
+	return p.layOutDisk(apexes, spec.RandomGUIDs, apk, idsig)
 }
 
 // selectApexes finds the APEXes of the payload. The mid-2021 host looks up each
@@ -161,7 +167,7 @@ func selectApexes(prof metadata.Profile, r metadata.ApexResolver, names []string
 }
 
 // layOutDisk lays out the payload disk over the metadata and the chosen files.
-func (p *Payload) layOutDisk(apexes []metadata.ApexInfo, randomGUIDs bool) error {
+func (p *Payload) layOutDisk(apexes []metadata.ApexInfo, randomGUIDs bool, apk, idsig input) error {
 	lp := layout.PayloadParts{Format: layout.Format{MetadataLabel: p.Profile.MetadataLabel(), ZeroPadApexes: p.Profile.ZeroPadApexes()}}
 	var err error
 	if lp.Metadata, err = metadata.EncodeMetadata(p.Metadata); err != nil {
@@ -176,10 +182,10 @@ func (p *Payload) layOutDisk(apexes []metadata.ApexInfo, randomGUIDs bool) error
 		p.Apexes = append(p.Apexes, a)
 		lp.Apexes = append(lp.Apexes, src)
 	}
-	if lp.APK, err = statSource(p.APK); err != nil {
+	if lp.APK, err = apk.source(); err != nil {
 		return err
 	}
-	if lp.Idsig, err = statSource(p.Idsig); err != nil {
+	if lp.Idsig, err = idsig.source(); err != nil {
 		return err
 	}
 	for i, apk := range p.ExtraAPKs {

@@ -47,7 +47,7 @@ func RunApp(ctx context.Context, o RunOptions) error {
 	}
 	if !o.SkipVerify && o.DryRun == nil {
 		o.Logger.Debug("phase: pre-flight: verifying the APK against its idsig")
-		if err := Verify(ctx, t.apk, t.idsig); err != nil {
+		if err := t.verify(ctx); err != nil {
 			if context.Cause(ctx) == nil {
 				err = fmt.Errorf("pre-flight: %w (--skip-verify boots anyway)", err)
 			}
@@ -112,6 +112,15 @@ type runTarget struct {
 	flat       map[string]string
 }
 
+// verify checks the APK against its idsig: the payload's own files, or those a
+// mount's manifest names.
+func (t *runTarget) verify(ctx context.Context) error {
+	if t.payload != nil {
+		return t.payload.Verify(ctx)
+	}
+	return Verify(ctx, t.apk, t.idsig)
+}
+
 func target(ctx context.Context, o RunOptions) (*runTarget, error) {
 	if o.Mount != "" {
 		m, err := Open(ctx, o.Mount)
@@ -140,14 +149,7 @@ func target(ctx context.Context, o RunOptions) (*runTarget, error) {
 // cannot be read as an input gives an ErrInput error; a mismatch, another error;
 // when ctx is done first, ctx's cause.
 func Verify(ctx context.Context, apk, idsig string) error {
-	return interruptible(ctx, func() error {
-		err := metadata.VerifyFiles(apk, idsig)
-		var ie *metadata.InputError
-		if errors.As(err, &ie) {
-			return withKind(ErrInput, err)
-		}
-		return err
-	})
+	return verifying(ctx, func() error { return metadata.VerifyFiles(apk, idsig) })
 }
 
 // CreateIdsig writes the v4 idsig of apk to idsig, as `vm create-idsig` does: the
@@ -168,6 +170,16 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 		defer cf.Close()
 		console = cf
 	}
+	machine, watch, err := launch(ctx, vm, o, console)
+	if err != nil {
+		return err
+	}
+	return outcome(ctx, machine, watch, o.RequireVerdict)
+}
+
+// launch starts the VM, its console going to console (nil: nowhere) and to a
+// watcher of the guest's verdict; o.Stdout and o.Console are not used.
+func launch(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.Writer) (*launcher.VM, *verdictWatcher, error) {
 	if console == nil {
 		console = io.Discard
 	}
@@ -180,11 +192,16 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 	})
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil {
-			return cause // a signal came just before the start: nothing was started
+			return nil, nil, cause // a signal came just before the start: nothing was started
 		}
-		return withKind(ErrVMM, err)
+		return nil, nil, withKind(ErrVMM, err)
 	}
 	o.Logger.Info("vm started", zap.String("name", o.VM.Name), zap.Int("pid", machine.Pid()), zap.Int("cid", machine.CID()))
+	return machine, watch, nil
+}
+
+// outcome waits for the VM launched under ctx to end and says how its run went.
+func outcome(ctx context.Context, machine *launcher.VM, watch *verdictWatcher, requireVerdict bool) error {
 	// Not ctx: when it is done the VM is being stopped, and we wait for that.
 	werr := machine.Wait(context.Background())
 	if cause := context.Cause(ctx); cause != nil {
@@ -193,7 +210,7 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 	if werr != nil {
 		return werr
 	}
-	return watch.result(o.RequireVerdict)
+	return watch.result(requireVerdict)
 }
 
 // bestEffort writes to w while w takes it: a console nobody reads any more (a

@@ -17,6 +17,17 @@
 // its own, since the root puts its files in place when go-fuse adds it. Undoing
 // runs backwards: unmount, and once Server.Wait has returned, Sources.Close.
 //
+// # Many trees in one mount
+//
+// A service serving many payloads mounts a Forest and grafts each payload's tree
+// into it by name (Forest.Add), each tree private to its owner
+// (TreeOptions.Owner). One Pool holds the sources of all: Pool.Open opens a
+// tree's sources, sharing each file with the other trees that read it, and
+// takes files a client already opened in place of names. A tree taken out
+// (Forest.Remove) is forgotten by the kernel at once; Sources.CloseWhenIdle
+// closes its sources once no file of it is open any more, since a process may
+// still be reading one.
+//
 // # Read paths
 //
 // A read inside one file extent is answered with fuse.ReadResultFd (the kernel
@@ -37,9 +48,11 @@
 // a regular file (a FIFO swapped in after the layout was made) is refused, not
 // waited on. A source that cannot be served fails OpenSources with a
 // *SourceError. A file is one source however many names lead to it (two APEX
-// names, a symlink), as inotify gives it one watch. Each source is
-// fingerprinted: every read that reaches vmfs first checks the fingerprint with
-// fstat, and inotify watches for edits, deletion and replacement by rename. A
+// names, a symlink) or trees of a Pool read it, as inotify gives it one watch.
+// Each source is fingerprinted: every read that reaches vmfs first checks the
+// fingerprint with fstat, and inotify watches for edits, deletion and replacement
+// by rename (a name counts as replaced only when it no longer leads to the file,
+// and a file handed over open has no name to replace). A
 // changed source turns every later read of it into EIO and has the kernel drop
 // the cached pages of the nodes opened on it, so no stale or mixed bytes are
 // served; they are dropped from a goroutine of their own, never from inside a
@@ -59,5 +72,6 @@
 // TreeOptions.Files such as vm.json) from all the tree's sources together. Read
 // goes to a class only where every source grants it; write and execute never. A
 // mount has default_permissions: the kernel checks them. Directories are 0555:
-// they show names, not bytes.
+// they show names, not bytes; but a tree with an Owner is 0500, its owner's, and
+// a Forest is 0711, so that no one but root lists the trees in it.
 package fusedisk

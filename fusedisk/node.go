@@ -34,6 +34,7 @@ type fileNode struct {
 	fs.Inode
 	name string // path in the tree, for logs
 	im   *layout.Image
+	set  *Sources  // holds srcs; nil for a file that reads none outside a tree
 	srcs []*source // indexed like the Disk's Sources
 	from []*source // the sources its extents read, each once
 	perm perm      // from the sources it reveals (see NewTree)
@@ -51,6 +52,7 @@ var (
 	_ = (fs.NodeOpener)((*fileNode)(nil))
 	_ = (fs.NodeReader)((*fileNode)(nil))
 	_ = (fs.NodeSetattrer)((*fileNode)(nil))
+	_ = (fs.NodeReleaser)((*fileNode)(nil))
 )
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -68,6 +70,10 @@ func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 	return syscall.EROFS
 }
 
+// handle is an open file. go-fuse tells Release only of opens that returned a
+// handle, and the count of open files needs every Release.
+type handle struct{ n *fileNode }
+
 // passHandle hands the kernel the original file for passthrough reads.
 type passHandle struct{ fd int }
 
@@ -78,6 +84,10 @@ func (h *passHandle) PassthroughFd() (int, bool) { return h.fd, true }
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
+	}
+	// A tree taken out of its mount serves the files open already, and no more.
+	if !n.set.hold() {
+		return nil, 0, syscall.ENOENT
 	}
 	// Only an opened node has cached pages to drop, and only once it is in a
 	// mounted tree can the kernel be told to drop them.
@@ -90,7 +100,14 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		// go-fuse falls back to normal reads when the kernel refuses the backing fd.
 		return &passHandle{fd: n.pass.fd}, fuse.FOPEN_KEEP_CACHE, 0
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return &handle{n}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Release comes once the kernel's last user of an open closed it and every read
+// on it was answered: the sources may go once no file is open (CloseWhenIdle).
+func (n *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	n.set.unhold()
+	return 0
 }
 
 // Read serves [off, off+len(dest)) without copying where it can: one file extent

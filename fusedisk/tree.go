@@ -77,8 +77,14 @@ type TreeOptions struct {
 	// Passthrough lets the kernel read nodes that are exactly one original file
 	// directly (kernel >= 6.9, root); such reads bypass the change guard.
 	Passthrough bool
-	Logger      *zap.Logger // read errors; default zap.NewNop()
+	// Owner, when set, owns the tree's top directory, which only it and root may
+	// enter (0500): a service keeps each user's payloads in one mount so.
+	Owner  *Owner
+	Logger *zap.Logger // read errors; default zap.NewNop()
 }
+
+// Owner is a user and group, as the kernel checks them.
+type Owner struct{ UID, GID uint32 }
 
 // NewTree builds the root of a read-only tree serving o.Disks, whose sources srcs
 // must hold, and o.Files. The root puts its files in place when go-fuse adds it:
@@ -93,7 +99,7 @@ func NewTree(srcs *Sources, o TreeOptions) (fs.InodeEmbedder, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{files: map[string]*fileNode{}, passthrough: o.Passthrough, log: o.Logger, born: time.Now()}
+	b := &builder{set: srcs, files: map[string]*fileNode{}, passthrough: o.Passthrough, log: o.Logger, born: time.Now()}
 	if b.log == nil {
 		b.log = zap.NewNop()
 	}
@@ -121,11 +127,12 @@ func NewTree(srcs *Sources, o TreeOptions) (fs.InodeEmbedder, error) {
 			n.perm = permOf(n.from)
 		}
 	}
-	return &root{dirNode: dirNode{born: b.born}, files: b.files}, nil
+	return &root{dirNode: dirNode{born: b.born}, files: b.files, owner: o.Owner}, nil
 }
 
 // builder makes the files of a tree.
 type builder struct {
+	set         *Sources
 	files       map[string]*fileNode // by path in the tree
 	srcs        []*source            // of every disk, each once
 	passthrough bool
@@ -171,7 +178,7 @@ func (b *builder) add(name string, im *layout.Image, srcs []*source) {
 	for i, src := range srcs {
 		readers[i] = src.f
 	}
-	n := &fileNode{name: name, im: im, srcs: srcs, ref: layout.NewReader(im, readers), log: b.log, born: b.born}
+	n := &fileNode{name: name, im: im, set: b.set, srcs: srcs, ref: layout.NewReader(im, readers), log: b.log, born: b.born}
 	if b.passthrough {
 		n.pass = wholeSource(im, srcs)
 	}
@@ -222,28 +229,46 @@ func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 type root struct {
 	dirNode
 	files map[string]*fileNode // by path in the tree
+	owner *Owner
 }
 
-var _ = (fs.NodeOnAdder)((*root)(nil))
+var (
+	_ = (fs.NodeOnAdder)((*root)(nil))
+	_ = (fs.NodeGetattrer)((*root)(nil))
+)
+
+func (r *root) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	r.dirNode.Getattr(ctx, fh, out)
+	if r.owner != nil {
+		out.Mode = syscall.S_IFDIR | 0o500
+		out.Uid, out.Gid = r.owner.UID, r.owner.GID
+	}
+	return 0
+}
 
 // OnAdd adds every file, making the directories on its path. go-fuse calls it
 // once, whether the root is a mount's or grafted into another tree.
 func (r *root) OnAdd(ctx context.Context) {
-	dirs := map[string]*fs.Inode{".": r.EmbeddedInode()}
+	addFiles(ctx, r.EmbeddedInode(), r.files, r.born)
+}
+
+// addFiles adds files under top, by path, making the directories on their paths.
+func addFiles(ctx context.Context, top *fs.Inode, files map[string]*fileNode, born time.Time) {
+	dirs := map[string]*fs.Inode{".": top}
 	var dir func(p string) *fs.Inode
 	dir = func(p string) *fs.Inode {
 		if d := dirs[p]; d != nil {
 			return d
 		}
 		parent := dir(path.Dir(p))
-		d := parent.NewPersistentInode(ctx, &dirNode{born: r.born}, fs.StableAttr{Mode: syscall.S_IFDIR})
+		d := parent.NewPersistentInode(ctx, &dirNode{born: born}, fs.StableAttr{Mode: syscall.S_IFDIR})
 		parent.AddChild(path.Base(p), d, false)
 		dirs[p] = d
 		return d
 	}
 	// In order, so that the inode numbers are the same in every mount.
-	for _, name := range slices.Sorted(maps.Keys(r.files)) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		parent := dir(path.Dir(name))
-		parent.AddChild(path.Base(name), parent.NewPersistentInode(ctx, r.files[name], fs.StableAttr{Mode: syscall.S_IFREG}), false)
+		parent.AddChild(path.Base(name), parent.NewPersistentInode(ctx, files[name], fs.StableAttr{Mode: syscall.S_IFREG}), false)
 	}
 }

@@ -11,8 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultCIDDir holds one lock file per CID in use by a running vmfs VM.
-const DefaultCIDDir = "/run/vmfs"
+// DefaultCIDDir holds one lock file per CID in use by a running vmfs VM. It is
+// not /run/vmfs, where a vmfs service mounts its payloads.
+const DefaultCIDDir = "/run/vmfs-cid"
 
 // maxCIDs bounds the search for a free CID; far more VMs than a host runs.
 const maxCIDs = 1 << 16

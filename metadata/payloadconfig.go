@@ -207,21 +207,38 @@ func ReadPayloadConfig(apkPath, configPath string) (*PayloadConfig, error) {
 }
 
 // ReadPayloadConfig reads the payload config at configPath inside the APK (a zip) and
-// parses it at profile p. configPath must be a clean relative path naming a file entry, such as
-// "assets/vm_config.json". A missing entry gives an error wrapping ErrNotFound.
+// parses it at profile p. configPath must be a clean relative path naming a file entry,
+// such as "assets/vm_config.json". A missing entry gives an error wrapping ErrNotFound.
 func (p Profile) ReadPayloadConfig(apkPath, configPath string) (*PayloadConfig, error) {
-	// The config path is repeated in errors cut: it may come from an input file (the
-	// guest reads it from the payload metadata).
-	cp := inputfile.Quote(configPath)
-	if !fs.ValidPath(configPath) || configPath == "." {
-		return nil, fmt.Errorf("apk %s: config path %q must be a clean relative path without '..'", apkPath, cp)
+	if err := checkConfigPath(apkPath, configPath); err != nil {
+		return nil, err
 	}
 	f, size, err := openRegular(apkPath, "apk")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	zr, err := zip.NewReader(f, size)
+	return p.ReadPayloadConfigFrom(apkPath, f, size, configPath)
+}
+
+// checkConfigPath refuses a config path that is not a clean relative path. It is
+// repeated in errors cut: it may come from an input file (the guest reads it from
+// the payload metadata).
+func checkConfigPath(apkPath, configPath string) error {
+	if !fs.ValidPath(configPath) || configPath == "." {
+		return fmt.Errorf("apk %s: config path %q must be a clean relative path without '..'", apkPath, inputfile.Quote(configPath))
+	}
+	return nil
+}
+
+// ReadPayloadConfigFrom is ReadPayloadConfig for an APK already open: r, of size
+// bytes, which apkPath names in errors.
+func (p Profile) ReadPayloadConfigFrom(apkPath string, r io.ReaderAt, size int64, configPath string) (*PayloadConfig, error) {
+	if err := checkConfigPath(apkPath, configPath); err != nil {
+		return nil, err
+	}
+	cp := inputfile.Quote(configPath)
+	zr, err := zip.NewReader(r, size)
 	if err != nil {
 		return nil, fmt.Errorf("open apk %s: %w", apkPath, err)
 	}

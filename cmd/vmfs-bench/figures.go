@@ -16,12 +16,13 @@ import (
 
 // results is everything one run measured; latest.json holds it as is.
 type results struct {
-	Env    env          `json:"env"`
-	Ready  []readyRow   `json:"p1_ready"`
-	Reads  []readRow    `json:"p2_p3_sequential"`
-	Random []randomRow  `json:"p3_random"`
-	Stream streamResult `json:"p4_stream"`
-	Boot   bootResult   `json:"p5_boot"`
+	Env     env           `json:"env"`
+	Ready   []readyRow    `json:"p1_ready"`
+	Reads   []readRow     `json:"p2_p3_sequential"`
+	Random  []randomRow   `json:"p3_random"`
+	Stream  streamResult  `json:"p4_stream"`
+	Boot    bootResult    `json:"p5_boot"`
+	Service serviceResult `json:"p6_service"`
 }
 
 // readyRow is P1 for one payload size: milliseconds until the disk is readable.

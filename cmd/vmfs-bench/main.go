@@ -246,6 +246,9 @@ func (b *bench) measure(ctx context.Context) (*results, error) {
 	if res.Boot, err = b.p5(ctx); err != nil {
 		return nil, fmt.Errorf("P5: %w", err)
 	}
+	if res.Service, err = b.p6(ctx, payloads[nearestGiB(b.cfg.sizes)]); err != nil {
+		return nil, fmt.Errorf("P6: %w", err)
+	}
 	return res, nil
 }
 

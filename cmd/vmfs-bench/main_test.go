@@ -75,6 +75,8 @@ func TestSmoke(t *testing.T) {
 		{"P2/P3 sequential rows", len(res.Reads), 6},
 		{"P3 random rows", len(res.Random), 2},
 		{"P4 samples", len(res.Stream.PeakRSSKiB), 1},
+		{"P6 add samples", len(res.Service.Add) + len(res.Service.AddCLI) + len(res.Service.Mount) + len(res.Service.Copy), 4},
+		{"P6 many-payload samples", len(res.Service.ServiceRSSKiB) + len(res.Service.MountsRSSKiB) + len(res.Service.ServiceFDs) + len(res.Service.MountsAllMs), 4},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %d, want %d", c.name, c.got, c.want)
@@ -101,7 +103,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []string{"## Targets", "## P1", "## P2", "## P3", "## P4", "## P5", "latest.png"} {
+	for _, h := range []string{"## Targets", "## P1", "## P2", "## P3", "## P4", "## P5", "## P6", "latest.png"} {
 		if !bytes.Contains(md, []byte(h)) {
 			t.Errorf("latest.md has no %q", h)
 		}

@@ -29,11 +29,17 @@ import (
 var vmfsBin string
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], rawClientArg) {
+		os.Exit(rawClient(strings.TrimPrefix(os.Args[1], rawClientArg)))
+	}
 	dir, err := os.MkdirTemp("", "vmfs-cli-test")
 	if err != nil {
 		panic(err)
 	}
 	vmfsBin = filepath.Join(dir, "vmfs")
+	// No service answers here: the commands the tests run work on their own,
+	// whatever service this machine runs, unless a test names one.
+	os.Setenv("VMFS_SOCKET", filepath.Join(dir, "no-service.sock"))
 	if out, err := exec.Command("go", "build", "-o", vmfsBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build vmfs: %v\n%s", err, out)
 		os.Exit(1)

@@ -22,6 +22,8 @@ import (
 // mountFlags are the flags of `vmfs mount`.
 type mountFlags struct {
 	specFlags
+	service     serviceFlags
+	name        string
 	foreground  bool
 	allowOther  bool
 	passthrough bool
@@ -37,6 +39,8 @@ func (f *mountFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.logFile, "log", "", "where the background server logs (default: nowhere)")
 	fs.IntVar(&f.readyFd, "ready-fd", 0, "internal: report readiness on this fd")
 	fs.MarkHidden("ready-fd")
+	f.service.register(fs)
+	fs.StringVar(&f.name, "name", "", "through a vmfs service: the payload's name (default: one the service makes); the mountpoint is optional then")
 }
 
 const readyTimeout = 60 * time.Second
@@ -46,6 +50,19 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 	f.register(fs)
 	raw := args
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	// The background server is the command's own: it never asks a service.
+	if f.readyFd == 0 && !f.foreground {
+		cl, err := f.service.client(ctx, c.log)
+		if err != nil {
+			return err
+		}
+		if cl != nil {
+			return f.mountThrough(c, ctx, cl, fs)
+		}
+	}
+	if err := needsService(fs, "name"); err != nil {
 		return err
 	}
 	args, err := positional(fs, f.payloadArgs()+1) // and the mountpoint
@@ -71,6 +88,32 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 		return err
 	}
 	return startServer(ctx, f.logFile, mnt, raw)
+}
+
+// mountThrough adds the payload to the service cl, exposed at the mountpoint
+// when one is given, and prints its directory in the service's mount.
+func (f *mountFlags) mountThrough(c *command, ctx context.Context, cl *vmfs.Client, fs *pflag.FlagSet) error {
+	if err := notThroughService(fs, "allow-other", "passthrough", "log"); err != nil {
+		return err
+	}
+	if fs.NArg() != 3 && fs.NArg() != 4 {
+		return usagef("%s: want 3 or 4 arguments through a service, got %d (see --help)", fs.Name(), fs.NArg())
+	}
+	args := fs.Args()
+	spec, err := f.clientSpec(args[0], args[1], args[2])
+	if err != nil {
+		return err
+	}
+	mnt := ""
+	if len(args) == 4 {
+		mnt = args[3]
+	}
+	p, err := cl.Add(ctx, f.name, spec, mnt)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(c.stdout, p.Dir)
+	return err
 }
 
 // mount resolves the payload and serves it at the mountpoint.
@@ -221,9 +264,24 @@ func serve(ctx context.Context, log *zap.Logger, srv *vmfs.Server) error {
 }
 
 func runUnmount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
+	var sf serviceFlags
+	sf.register(fs)
+	serviceDir := fs.Bool("dir", false, "the argument is a killed vmfs service's directory: remove its mount and every mount exposing its payloads")
 	args, err := parse(fs, args, 1)
 	if err != nil {
 		return err
+	}
+	if *serviceDir {
+		return unmountService(c, ctx, args[0])
+	}
+	cl, err := sf.client(ctx, c.log)
+	if err != nil {
+		return err
+	}
+	if cl != nil {
+		if handled, err := unmountThrough(ctx, cl, args[0]); handled {
+			return err
+		}
 	}
 	u, err := vmfs.UnmountDir(ctx, args[0])
 	switch {
@@ -245,12 +303,37 @@ var listStates = map[string]string{
 }
 
 func runList(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
+	var sf serviceFlags
+	sf.register(fs)
 	if _, err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	ms, err := vmfs.List(ctx)
+	cl, err := sf.client(ctx, c.log)
 	if err != nil {
 		return err
+	}
+	servicePid := 0
+	if cl != nil {
+		if servicePid, err = listService(c, ctx, cl); err != nil {
+			return err
+		}
+	}
+	all, err := vmfs.List(ctx)
+	if err != nil {
+		return err
+	}
+	// The service's mount and the mounts exposing its payloads are listed above.
+	var ms []vmfs.MountStatus
+	for _, m := range all {
+		if m.Pid != servicePid || servicePid == 0 {
+			ms = append(ms, m)
+		}
+	}
+	if cl != nil {
+		if len(ms) == 0 {
+			return nil
+		}
+		fmt.Fprintln(c.stdout)
 	}
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "MOUNTPOINT\tPID\tSTATE\tKIND\tPROFILE\tAPK")

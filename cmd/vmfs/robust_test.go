@@ -61,8 +61,8 @@ func start(t *testing.T, tmp string, args ...string) *running {
 	return r
 }
 
-// waitFor waits for a line containing s.
-func (r *running) waitFor(t *testing.T, s string) {
+// waitFor waits for a line containing s and returns it.
+func (r *running) waitFor(t *testing.T, s string) string {
 	t.Helper()
 	deadline := time.After(3 * time.Minute)
 	for {
@@ -72,7 +72,7 @@ func (r *running) waitFor(t *testing.T, s string) {
 				t.Fatalf("vmfs exited before printing %q:\n%s", s, r.output())
 			}
 			if strings.Contains(line, s) {
-				return
+				return line
 			}
 		case <-deadline:
 			t.Fatalf("no %q in 3 minutes:\n%s", s, r.output())

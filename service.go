@@ -1,0 +1,516 @@
+package vmfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"vmfs/fusedisk"
+	"vmfs/internal/jsonfmt"
+	"vmfs/internal/wire"
+	"vmfs/launcher"
+)
+
+// Where a service lives unless told otherwise; clients look for it at DefaultSocket.
+const (
+	DefaultServiceDir = "/run/vmfs"
+	DefaultSocket     = "/run/vmfs.sock"
+)
+
+// Bounds on what a client can make a service wait for or hold.
+const (
+	requestTimeout     = 10 * time.Second // to send its request once connected
+	replyTimeout       = 30 * time.Second // to take one reply off the socket
+	maxClients         = 256              // connections served at once; more are turned away
+	maxPayloadsPerUser = 1024             // for a user other than root
+	handlerGrace       = 2 * time.Second  // at shutdown, for the requests under way to end
+)
+
+// ServiceOptions configure a Service.
+type ServiceOptions struct {
+	Dir    string // the mount holding one directory per payload; "" means DefaultServiceDir
+	Socket string // the control socket; "" means DefaultSocket
+	// Group, a group name or id, may use the socket too (mode 0660); "" leaves
+	// it root's (0600).
+	Group string
+	// The service's own sources of APEXes and OS configs, as in Spec: clients
+	// send their APK and idsig, never these.
+	ApexDirs     []string
+	ApexInfoList string
+	OSDir        string
+	// VM are the VMM defaults and binaries; a client picks only the VMM, the
+	// accelerator, memory and CPUs. VM.CIDDir locks the CIDs of the VMs.
+	VM     launcher.Options
+	Logger *zap.Logger
+}
+
+// Service is vmfs as a service, as virtualizationservice is: one process and
+// one FUSE mount serving many payloads, each a directory of the mount added and
+// removed at run time, and the VMs that boot them. Clients talk to it over a
+// Unix socket (see Client); the uid the kernel gives for a client owns what it
+// creates.
+type Service struct {
+	o      ServiceOptions
+	dir    string // absolute
+	fsName string
+	log    *zap.Logger
+	pool   *fusedisk.Pool
+	forest *fusedisk.Forest
+	srv    *fusedisk.Server
+	ln     *net.UnixListener
+	lock   *os.File // held while the service owns its socket
+	// vmCtx bounds every VM: Serve cancels it to stop them all.
+	vmCtx    context.Context
+	stopVMs  context.CancelCauseFunc
+	vms      sync.WaitGroup // the VMs' supervisors
+	handlers sync.WaitGroup
+	clients  chan struct{} // a slot per client served
+	// mu guards payloads, vms, conns, seq and closing.
+	mu       sync.Mutex
+	payloads map[string]*served  // by name; nil for a name being set up
+	running  map[int]*runningVM  // by CID
+	conns    map[*wire.Conn]bool // open connections, closed at shutdown
+	seq      int
+	closing  bool
+}
+
+// errShutdown is why the VMs stop when the service does.
+var errShutdown = errors.New("the vmfs service is stopping")
+
+// NewService mounts the service's directory, takes its socket (removing one a
+// killed service left) and returns once clients can connect; Serve answers
+// them. Another live service on the socket is an ErrMount error, as is a
+// directory that is not empty or still holds a killed service's mount
+// (`vmfs unmount --dir` recovers it).
+func NewService(o ServiceOptions) (*Service, error) {
+	s := &Service{o: o, fsName: fsName(os.Getpid()), log: o.Logger, clients: make(chan struct{}, maxClients),
+		payloads: map[string]*served{}, running: map[int]*runningVM{}, conns: map[*wire.Conn]bool{}}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	s.o.Dir, s.o.Socket = orDefault(o.Dir, DefaultServiceDir), orDefault(o.Socket, DefaultSocket)
+	var err error
+	if s.dir, err = filepath.Abs(s.o.Dir); err != nil {
+		return nil, err
+	}
+	if err := s.checkCIDDir(); err != nil {
+		return nil, err
+	}
+	if s.lock, err = lockSocket(s.o.Socket); err != nil {
+		return nil, err
+	}
+	if err := s.mount(); err != nil {
+		s.lock.Close()
+		return nil, err
+	}
+	if s.ln, err = s.listen(); err != nil {
+		s.unmount()
+		s.lock.Close()
+		return nil, err
+	}
+	s.vmCtx, s.stopVMs = context.WithCancelCause(context.Background())
+	return s, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Dir is where the service's mount is: each payload is a directory in it.
+func (s *Service) Dir() string { return s.dir }
+
+// checkCIDDir refuses a CID lock directory inside the mount, where no lock file
+// can be made.
+func (s *Service) checkCIDDir() error {
+	cids, err := filepath.Abs(orDefault(s.o.VM.CIDDir, launcher.DefaultCIDDir))
+	if err != nil {
+		return err
+	}
+	if rel, err := filepath.Rel(s.dir, cids); err == nil && filepath.IsLocal(rel) || cids == s.dir {
+		return withKind(ErrMount, fmt.Errorf("cid lock directory %s is inside the service's mount %s", cids, s.dir))
+	}
+	return nil
+}
+
+// lockSocket takes <socket>.lock for the service's life. Holding it, a service
+// knows no other one owns the socket, so one that is there was left by a
+// killed service and may be removed.
+func lockSocket(socket string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
+		return nil, withKind(ErrMount, err)
+	}
+	f, err := os.OpenFile(socket+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, withKind(ErrMount, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			err = errors.New("another vmfs service serves there")
+		}
+		return nil, withKind(ErrMount, fmt.Errorf("socket %s: %w", socket, err))
+	}
+	return f, nil
+}
+
+// mount mounts an empty forest at the service's directory, made if need be.
+func (s *Service) mount() error {
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return withKind(ErrMount, err)
+	}
+	if _, err := CheckMountpoint(s.dir, false); err != nil {
+		return fmt.Errorf("%w (a killed service's mount: vmfs unmount --dir %s)", err, s.dir)
+	}
+	manifest, err := jsonfmt.Indent(&Manifest{Schema: ManifestSchema, Dir: s.dir, Server: ManifestServer{Pid: os.Getpid(), Kind: "serve"}})
+	if err != nil {
+		return err
+	}
+	if s.pool, err = fusedisk.NewPool(s.log); err != nil {
+		return withKind(ErrMount, err)
+	}
+	s.forest = fusedisk.NewForest(map[string][]byte{ManifestName: manifest})
+	// Clients are other users: they read through allow_other what their own
+	// directories and their sources let them. Only root may mount so directly.
+	s.srv, err = fusedisk.Mount(s.dir, s.forest, fusedisk.MountOptions{FsName: s.fsName, AllowOther: os.Geteuid() == 0, Logger: s.log})
+	if err != nil {
+		s.pool.Close()
+		return withKind(ErrMount, err)
+	}
+	return nil
+}
+
+// unmount removes the service's mount, lazily when busy, and closes the pool
+// once it is gone.
+func (s *Service) unmount() error {
+	err := s.srv.Unmount()
+	if errors.Is(err, fusedisk.ErrBusy) {
+		s.log.Warn("mount busy; detaching it lazily", zap.String("dir", s.dir))
+		if err = s.srv.Detach(); err == nil {
+			return nil // the pool stays open for the readers left; the process exit closes it
+		}
+	}
+	if err != nil && !errors.Is(err, fusedisk.ErrNotMounted) {
+		return withKind(ErrMount, err)
+	}
+	s.srv.Wait()
+	return s.pool.Close()
+}
+
+// listen makes the socket, removing a stale one, open to root or the group only.
+func (s *Service) listen() (*net.UnixListener, error) {
+	path := s.o.Socket
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != os.ModeSocket {
+			return nil, withKind(ErrMount, fmt.Errorf("socket %s: exists and is not a socket", path))
+		}
+		s.log.Info("removing the socket a killed service left", zap.String("socket", path))
+		os.Remove(path)
+	}
+	gid := -1
+	if s.o.Group != "" {
+		var err error
+		if gid, err = lookupGroup(s.o.Group); err != nil {
+			return nil, withKind(ErrRequest, err)
+		}
+	}
+	// The socket is made 0600, never briefly more open: umask is the process's,
+	// and nothing else runs yet.
+	old := unix.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, withKind(ErrMount, err)
+	}
+	ln.SetUnlinkOnClose(false) // Serve removes it itself, before the mount
+	if gid >= 0 {
+		err := os.Chown(path, -1, gid)
+		if err == nil {
+			err = os.Chmod(path, 0o660)
+		}
+		if err != nil {
+			ln.Close()
+			os.Remove(path)
+			return nil, withKind(ErrMount, err)
+		}
+	}
+	return ln, nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, err
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// Serve answers clients until ctx is done or the service's mount is taken away.
+// Then it stops taking clients, stops every VM, removes every payload,
+// unmounts, and removes the socket. It returns nil when ctx ended it.
+func (s *Service) Serve(ctx context.Context) error {
+	s.log.Info("serving", zap.String("dir", s.dir), zap.String("socket", s.o.Socket))
+	go s.accept()
+	gone := make(chan struct{})
+	go func() { s.srv.Wait(); close(gone) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-gone:
+		err = withKind(ErrMount, fmt.Errorf("the service's mount at %s was taken away", s.dir))
+	}
+	return errors.Join(err, s.shutdown())
+}
+
+// shutdown ends the service in order: no new clients, the VMs (whose
+// supervisors remove their payloads), the other payloads, the connections left,
+// the mount, the socket.
+func (s *Service) shutdown() error {
+	s.log.Info("stopping: every VM, every payload, the mount")
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.ln.Close()
+	os.Remove(s.o.Socket)
+	s.stopVMs(errShutdown)
+	s.vms.Wait()
+	// The attached clients get their runs' outcomes; a client that is still
+	// to send its request is cut off.
+	handled := make(chan struct{})
+	go func() { s.handlers.Wait(); close(handled) }()
+	select {
+	case <-handled:
+	case <-time.After(handlerGrace):
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-handled
+	}
+	var errs []error
+	s.mu.Lock()
+	left := maps.Clone(s.payloads)
+	s.mu.Unlock()
+	for _, p := range left {
+		if p != nil {
+			errs = append(errs, s.drop(p))
+		}
+	}
+	errs = append(errs, s.unmount(), s.lock.Close())
+	return errors.Join(errs...)
+}
+
+func (s *Service) accept() {
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			return // closed by shutdown
+		}
+		conn := wire.New(c)
+		select {
+		case s.clients <- struct{}{}:
+		default:
+			go func() {
+				conn.Send(reply{Event: replyError, Error: toReplyErr(fmt.Errorf("the service serves %d clients already; try again", maxClients))}, nil, time.Second)
+				conn.Close()
+			}()
+			continue
+		}
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			conn.Close()
+			<-s.clients
+			continue
+		}
+		s.conns[conn] = true
+		s.handlers.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, conn)
+				s.mu.Unlock()
+				conn.Close()
+				<-s.clients
+				s.handlers.Done()
+			}()
+			s.handle(conn)
+		}()
+	}
+}
+
+// client is the peer of a connection, as the kernel tells it (SO_PEERCRED).
+type client struct {
+	conn     *wire.Conn
+	uid, gid uint32
+	pid      int32
+}
+
+func (c *client) root() bool { return c.uid == 0 }
+
+// may reports whether c may see and act on what owner made.
+func (c *client) may(owner uint32) bool { return c.root() || c.uid == owner }
+
+// handle answers one request. Whatever the request, a failure is a reply to
+// this client, never the service's: each handler runs on its own and returns.
+func (s *Service) handle(conn *wire.Conn) {
+	cred, err := conn.Peer()
+	if err != nil {
+		s.log.Warn("peer credentials", zap.Error(err))
+		return
+	}
+	c := &client{conn: conn, uid: cred.Uid, gid: cred.Gid, pid: cred.Pid}
+	log := s.log.With(zap.Uint32("uid", c.uid), zap.Int32("pid", c.pid))
+	var req request
+	files, err := conn.Receive(&req, requestTimeout)
+	if errors.Is(err, io.EOF) {
+		return // a client checking that the service answers
+	}
+	if err != nil {
+		log.Info("bad request", zap.Error(err))
+		s.reply(c, nil, withKind(ErrRequest, err))
+		return
+	}
+	snt, err := sortFiles(req.Files, files)
+	if err != nil {
+		s.reply(c, nil, err)
+		return
+	}
+	defer snt.close()
+	log.Debug("request", zap.String("op", req.Op), zap.String("name", req.Name), zap.Strings("files", req.Files))
+	var rep *reply
+	switch req.Op {
+	case opAdd:
+		rep, err = s.add(c, &req, snt)
+	case opRemove:
+		err = s.remove(c, req.Name)
+	case opList:
+		rep = &reply{Status: s.status(c)}
+	case opStop:
+		rep, err = s.stop(c, req.Name)
+	case opRunApp:
+		rep, err = s.runApp(c, &req, snt)
+	case opRun:
+		rep, err = s.runConfig(c, &req, snt)
+	default:
+		err = requestf("unknown request %q", req.Op)
+	}
+	if err != nil {
+		log.Info("request failed", zap.String("op", req.Op), zap.Error(err))
+	}
+	s.reply(c, rep, err)
+}
+
+// reply sends rep as the final reply ("ok"), or err's.
+func (s *Service) reply(c *client, rep *reply, err error) {
+	if rep == nil {
+		rep = &reply{}
+	}
+	rep.Event = replyOK
+	if err != nil {
+		rep = &reply{Event: replyError, Error: toReplyErr(err)}
+	}
+	if err := c.conn.Send(rep, nil, replyTimeout); err != nil {
+		s.log.Debug("reply not delivered", zap.Error(err))
+	}
+}
+
+// sent are the files of a request by what they are. A handler takes those it
+// keeps; the rest are closed with the request.
+type sent struct {
+	files map[string][]*os.File
+	held  []*os.File // taken for a VM: open until it ends (handOver)
+}
+
+// knownFiles are what a request's files may be, and how many of each.
+var knownFiles = map[string]int{
+	fileAPK: 1, fileIdsig: 1, fileMountpoint: 1, fileConsole: 1, fileLog: 1,
+	fileKernel: 1, fileInitrd: 1, fileBootloader: 1, fileDisk: wire.MaxFiles,
+}
+
+func sortFiles(names []string, files []*os.File) (*sent, error) {
+	s := &sent{files: map[string][]*os.File{}}
+	for i, f := range files {
+		if i < len(names) {
+			s.files[names[i]] = append(s.files[names[i]], f)
+		} else {
+			f.Close()
+		}
+	}
+	if len(names) != len(files) {
+		s.close()
+		return nil, requestf("%d files sent, %d named", len(files), len(names))
+	}
+	for name, fs := range s.files {
+		if len(fs) > knownFiles[name] {
+			s.close()
+			return nil, requestf("file %q: %d sent, at most %d may be", name, len(fs), knownFiles[name])
+		}
+	}
+	return s, nil
+}
+
+// take hands over the file named so, or nil when none was sent.
+func (s *sent) take(name string) *os.File {
+	fs := s.files[name]
+	if len(fs) == 0 {
+		return nil
+	}
+	s.files[name] = fs[1:]
+	return fs[0]
+}
+
+// hold keeps f, taken, open with the request until handOver.
+func (s *sent) hold(f *os.File) { s.held = append(s.held, f) }
+
+// handOver gives the files held to the VM that uses them, to close when it ends.
+func (s *sent) handOver() []*os.File {
+	held := s.held
+	s.held = nil
+	return held
+}
+
+func (s *sent) close() {
+	for _, fs := range s.files {
+		closeFiles(fs...)
+	}
+	closeFiles(s.held...)
+	s.files, s.held = nil, nil
+}
+
+// status is what c may see of the service.
+func (s *Service) status(c *client) *ServiceStatus {
+	st := &ServiceStatus{Pid: os.Getpid(), Dir: s.dir, Payloads: []PayloadStatus{}, VMs: []VMStatus{}}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.payloads {
+		if p != nil && c.may(p.owner.UID) {
+			st.Payloads = append(st.Payloads, p.status())
+		}
+	}
+	for _, vm := range s.running {
+		if c.may(vm.owner) {
+			st.VMs = append(st.VMs, vm.status())
+		}
+	}
+	return st
+}

@@ -1,0 +1,311 @@
+package vmfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"vmfs/fusedisk"
+	"vmfs/metadata"
+)
+
+// resolveTimeout bounds the reading of a client's payload: its files may sit
+// on a stuck filesystem.
+const resolveTimeout = time.Minute
+
+// served is a payload the service serves: a directory of its mount, which only
+// its owner (and root) may enter.
+type served struct {
+	name, dir  string
+	owner      fusedisk.Owner
+	payload    *Payload
+	manifest   *Manifest
+	vmConfig   *metadata.VMConfig // to launch from dir
+	srcs       *fusedisk.Sources
+	kept       bool   // added by mount: it stays when a VM booting it ends
+	mountpoint string // where it is exposed as well, or ""
+	added      time.Time
+	vm         *runningVM // the VM that boots from it; guarded by Service.mu
+}
+
+func (p *served) status() PayloadStatus {
+	return PayloadStatus{Name: p.name, Dir: p.dir, Owner: int(p.owner.UID), APK: p.payload.APK, Mountpoint: p.mountpoint, Kept: p.kept, Added: p.added}
+}
+
+// nameRE is what a payload may be called: a directory name, never hidden, that
+// needs no quoting.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// reserve claims name for a payload of c, or makes one up from prefix.
+func (s *Service) reserve(c *client, name, prefix string) (string, error) {
+	if name != "" && !nameRE.MatchString(name) {
+		return "", requestf("payload name %q: want 1 to 64 letters, digits, '.', '_' or '-', not starting with a '.', '_' or '-'", name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return "", errShutdown
+	}
+	if !c.root() {
+		n := 0
+		for _, p := range s.payloads {
+			if p != nil && p.owner.UID == c.uid {
+				n++
+			}
+		}
+		if n >= maxPayloadsPerUser {
+			return "", requestf("uid %d serves %d payloads already, the most one user may", c.uid, n)
+		}
+	}
+	for name == "" {
+		s.seq++
+		if _, taken := s.payloads[fmt.Sprintf("%s-%d", prefix, s.seq)]; !taken {
+			name = fmt.Sprintf("%s-%d", prefix, s.seq)
+		}
+	}
+	if _, taken := s.payloads[name]; taken {
+		return "", requestf("payload name %q is taken", name)
+	}
+	s.payloads[name] = nil
+	return name, nil
+}
+
+// unreserve frees a name claimed for a payload that did not come to be.
+func (s *Service) unreserve(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.payloads[name] == nil {
+		delete(s.payloads, name)
+	}
+}
+
+// prepare resolves the payload a request sends: its APK and idsig come open
+// from the client, the APEXes and the OS config from the service's own sources.
+// The payload holds the files from then on (Payload.files).
+func (s *Service) prepare(req *request, snt *sent) (*Payload, error) {
+	apk, idsig := snt.take(fileAPK), snt.take(fileIdsig)
+	if apk == nil || idsig == nil {
+		closeFiles(apk, idsig)
+		return nil, requestf("send the APK and the idsig open: a service opens no path a client names")
+	}
+	if err := errors.Join(s.notOurs(fileAPK, apk), s.notOurs(fileIdsig, idsig)); err != nil {
+		closeFiles(apk, idsig)
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	p, err := Resolve(ctx, Spec{
+		APK: req.APK, Idsig: req.Idsig, ConfigPath: req.ConfigPath, RandomGUIDs: req.RandomGUIDs,
+		ApexDirs: s.o.ApexDirs, ApexInfoList: s.o.ApexInfoList, OSDir: s.o.OSDir,
+		Files: &Files{APK: apk, Idsig: idsig},
+	})
+	if err != nil {
+		closeFiles(apk, idsig)
+		return nil, err
+	}
+	return p, nil
+}
+
+// notOurs refuses a file of the service's own mount (kind names it): serving it
+// would have the service wait on itself.
+func (s *Service) notOurs(kind string, f *os.File) error {
+	var ours, st unix.Stat_t
+	if err := unix.Stat(s.dir, &ours); err != nil {
+		return withKind(ErrMount, err)
+	}
+	if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Dev == ours.Dev {
+		return withKind(ErrInput, fmt.Errorf("%s: a file of the service's own mount", kind))
+	}
+	return nil
+}
+
+func closeFiles(fs ...*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// closeFiles closes the files the client handed over for p.
+func (p *Payload) closeFiles() {
+	if p.files != nil {
+		closeFiles(p.files.APK, p.files.Idsig)
+	}
+}
+
+// graft serves p as the reserved name, c's alone, and exposes it at the
+// directory mp as well when given. On failure the name is freed and p's files
+// closed.
+func (s *Service) graft(c *client, name string, p *Payload, kept bool, mp *os.File) (*served, error) {
+	sv, err := s.makeServed(c, name, p, kept)
+	if err == nil && mp != nil {
+		if sv.mountpoint, err = s.bind(sv.dir, mp, c); err != nil {
+			s.forest.Remove(name)
+			sv.srcs.CloseWhenIdle()
+		}
+	}
+	closeFiles(mp)
+	if err != nil {
+		p.closeFiles()
+		s.unreserve(name)
+		return nil, err
+	}
+	s.mu.Lock()
+	s.payloads[name] = sv
+	s.mu.Unlock()
+	return sv, nil
+}
+
+// makeServed builds p's tree and adds it to the forest as name.
+func (s *Service) makeServed(c *client, name string, p *Payload, kept bool) (*served, error) {
+	dir := filepath.Join(s.dir, name)
+	sv := &served{name: name, dir: dir, owner: fusedisk.Owner{UID: c.uid, GID: c.gid}, payload: p, kept: kept, added: time.Now()}
+	sv.manifest, sv.vmConfig = newManifest(p, dir, "serve"), p.VMConfig(dir)
+	docs, err := documents(p, sv.manifest, sv.vmConfig)
+	if err != nil {
+		return nil, err
+	}
+	if sv.srcs, err = s.pool.Open(p.Disks(), p.opened()); err != nil {
+		var se *fusedisk.SourceError
+		if errors.As(err, &se) {
+			return nil, withKind(ErrInput, err)
+		}
+		return nil, withKind(ErrMount, err)
+	}
+	tree, err := fusedisk.NewTree(sv.srcs, fusedisk.TreeOptions{Disks: p.Disks(), Files: docs, Dir: dir, Owner: &sv.owner, Logger: s.log})
+	if err == nil && !s.forest.Add(context.Background(), name, tree) {
+		err = fmt.Errorf("payload name %q is in the mount already", name)
+	}
+	if err != nil {
+		sv.srcs.Close()
+		return nil, withKind(ErrMount, err)
+	}
+	return sv, nil
+}
+
+// bind exposes the payload directory dir at mp, a directory the client opened,
+// and returns where that is. The client must own the directory (root any): the
+// service mounts on exactly the directory opened, never on a path.
+func (s *Service) bind(dir string, mp *os.File, c *client) (string, error) {
+	if os.Geteuid() != 0 {
+		return "", withKind(ErrMount, errors.New("mountpoint: only a service running as root can expose a payload at one"))
+	}
+	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", mp.Fd()))
+	if err != nil {
+		return "", withKind(ErrMount, fmt.Errorf("mountpoint: %w", err))
+	}
+	var st, ours unix.Stat_t
+	if err := unix.Fstat(int(mp.Fd()), &st); err != nil {
+		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
+	}
+	if err := unix.Stat(s.dir, &ours); err != nil {
+		return "", withKind(ErrMount, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: not a directory", path))
+	case !c.may(st.Uid):
+		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: owned by uid %d, not by the client", path, st.Uid))
+	case st.Dev == ours.Dev:
+		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: inside the service's own mount", path))
+	}
+	if m, _ := fusedisk.MountAt(path); m != nil && m.FSType == fusedisk.FSType {
+		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: already a vmfs mount", path))
+	}
+	if names, err := mp.Readdirnames(1); len(names) > 0 || err != nil && !errors.Is(err, io.EOF) {
+		if err == nil {
+			err = errors.New("not empty")
+		}
+		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
+	}
+	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return "", withKind(ErrMount, &os.PathError{Op: "open_tree", Path: dir, Err: err})
+	}
+	defer unix.Close(tree)
+	if err := unix.MoveMount(tree, "", int(mp.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return "", withKind(ErrMount, &os.PathError{Op: "move_mount", Path: path, Err: err})
+	}
+	return path, nil
+}
+
+// add serves the payload a client sends, as `vmfs mount` asks.
+func (s *Service) add(c *client, req *request, snt *sent) (*reply, error) {
+	name, err := s.reserve(c, req.Name, "payload")
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.prepare(req, snt)
+	if err != nil {
+		s.unreserve(name)
+		return nil, err
+	}
+	sv, err := s.graft(c, name, p, true, snt.take(fileMountpoint))
+	if err != nil {
+		return nil, err
+	}
+	st := sv.status()
+	return &reply{Payload: &st}, nil
+}
+
+// find returns the payload named target, or exposed at target, if c may see it.
+// Preconditions: s.mu is held.
+func (s *Service) find(c *client, target string) *served {
+	for _, p := range s.payloads {
+		if p != nil && (p.name == target || p.mountpoint != "" && p.mountpoint == target) && c.may(p.owner.UID) {
+			return p
+		}
+	}
+	return nil
+}
+
+// remove stops serving the payload target names for c, as `vmfs unmount` asks.
+// A payload a VM boots from stays until the VM ends.
+func (s *Service) remove(c *client, target string) error {
+	s.mu.Lock()
+	p := s.find(c, target)
+	switch {
+	case p == nil:
+		s.mu.Unlock()
+		return fmt.Errorf("%s: no payload of uid %d by that name or mountpoint", target, c.uid)
+	case p.vm != nil:
+		s.mu.Unlock()
+		return withKind(ErrMount, fmt.Errorf("%s: VM %d boots from it; vmfs stop %d first", target, p.vm.cid, p.vm.cid))
+	}
+	delete(s.payloads, p.name)
+	s.mu.Unlock()
+	if err := s.drop(p); err != nil {
+		s.mu.Lock()
+		s.payloads[p.name] = p
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// drop takes p, no longer among the payloads, out of the mount: its mountpoint
+// first (a mount covering it refuses, and p stays), then its directory; its
+// sources close once no file of it is open.
+func (s *Service) drop(p *served) error {
+	if p.mountpoint != "" {
+		err := fusedisk.Unmount(p.mountpoint, s.fsName, false)
+		if errors.Is(err, fusedisk.ErrBusy) {
+			err = fusedisk.Unmount(p.mountpoint, s.fsName, true)
+		}
+		if err != nil && !errors.Is(err, fusedisk.ErrNotMounted) {
+			return withKind(ErrMount, err)
+		}
+	}
+	s.forest.Remove(p.name)
+	p.srcs.CloseWhenIdle()
+	p.payload.closeFiles()
+	return nil
+}
