@@ -46,7 +46,7 @@ func (f *specFlags) registerSources(fs *pflag.FlagSet) {
 
 // clientSpec is the payload the command line names for a service, which finds
 // APEXes and OS configs in its own sources: naming them here is a usage error.
-func (f *specFlags) clientSpec(apk, idsig, configPath string) (vmfs.Spec, error) {
+func (f *specFlags) clientSpec(args []string) (vmfs.Spec, error) {
 	for _, name := range sourceFlags {
 		if f.flags.Changed(name) {
 			return vmfs.Spec{}, usagef("--%s: a vmfs service finds APEXes and OS configs in its own sources (vmfs serve --%s)", name, name)
@@ -57,7 +57,7 @@ func (f *specFlags) clientSpec(apk, idsig, configPath string) (vmfs.Spec, error)
 			return vmfs.Spec{}, usagef("--%s: a vmfs service builds android12 payloads only so far; run the command without a service", name)
 		}
 	}
-	return vmfs.Spec{APK: apk, Idsig: idsig, ConfigPath: configPath, RandomGUIDs: f.randomGUIDs}, nil
+	return vmfs.Spec{APK: args[0], Idsig: args[1], ConfigPath: args[2], RandomGUIDs: f.randomGUIDs}, nil
 }
 
 // payloadArgs is how many positional arguments name the payload: the APK, the

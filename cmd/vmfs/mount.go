@@ -100,7 +100,7 @@ func (f *mountFlags) mountThrough(c *command, ctx context.Context, cl *vmfs.Clie
 		return usagef("%s: want 3 or 4 arguments through a service, got %d (see --help)", fs.Name(), fs.NArg())
 	}
 	args := fs.Args()
-	spec, err := f.clientSpec(args[0], args[1], args[2])
+	spec, err := f.clientSpec(args)
 	if err != nil {
 		return err
 	}

@@ -194,7 +194,7 @@ func (f *runFlags) runThrough(c *command, ctx context.Context, fs *pflag.FlagSet
 	}
 	o.Mount, o.SkipVerify, o.VM.Name = payload, f.skipVerify, f.name
 	if payload == "" {
-		if o.Spec, err = f.clientSpec(args[0], args[1], args[2]); err != nil {
+		if o.Spec, err = f.clientSpec(args); err != nil {
 			return err
 		}
 	}
