@@ -107,7 +107,7 @@ func TestServiceStress(t *testing.T) {
 	}
 	// The service runs in this process: the APEXes all 16 read are open once.
 	apex := testdata.Path(testdata.APEXes()[0].Rel)
-	if n := fdsOn(t, apex); n != 1 {
+	if n := testdata.FDsOn(t, apex); n != 1 {
 		t.Errorf("%s, read by %d payloads, is open %d times, want once", apex, payloads, n)
 	}
 	deadline := time.Now().Add(stressDuration())
@@ -146,20 +146,4 @@ func TestServiceStress(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("%d reads over %d payloads, %d wrong", reads.Load(), payloads, wrong.Load())
-}
-
-// fdsOn counts this process's open files that are path.
-func fdsOn(t *testing.T, path string) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
-			n++
-		}
-	}
-	return n
 }

@@ -58,22 +58,6 @@ func flat(t *testing.T, d *layout.Disk) []byte {
 	return b
 }
 
-// fdsOn counts this process's open files that are path.
-func fdsOn(t *testing.T, path string) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, fd := range fds {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
-			n++
-		}
-	}
-	return n
-}
-
 // TestForest grafts two payloads' trees into one mounted forest and takes them
 // out again: each is its owner's alone, a file both read is open once, a removed
 // tree is gone from the kernel at once but serves a file still open in it, and
@@ -132,7 +116,7 @@ func TestForest(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(mnt, "two", "payload.img")); !bytes.Equal(got, flat(t, two)) {
 		t.Errorf("two's payload.img differs from its reference: %v", err)
 	}
-	if n := fdsOn(t, apex); n != 1 {
+	if n := testdata.FDsOn(t, apex); n != 1 {
 		t.Errorf("the APEX both payloads read is open %d times, want once", n)
 	}
 
@@ -153,19 +137,19 @@ func TestForest(t *testing.T) {
 	if _, err := held.ReadAt(b, 0); err != nil || !bytes.Equal(b, orig) {
 		t.Errorf("a file open in a removed tree: %v, or not the APK", err)
 	}
-	if fdsOn(t, apk1) != 1 {
+	if testdata.FDsOn(t, apk1) != 1 {
 		t.Error("one's APK was closed while a file of its tree is open")
 	}
 	held.Close()
-	if !testdata.Eventually(t, 10*time.Second, func() bool { return fdsOn(t, apk1) == 0 }) {
+	if !testdata.Eventually(t, 10*time.Second, func() bool { return testdata.FDsOn(t, apk1) == 0 }) {
 		t.Error("one's APK still open after its last file was closed")
 	}
-	if n := fdsOn(t, apex); n != 1 {
+	if n := testdata.FDsOn(t, apex); n != 1 {
 		t.Errorf("the shared APEX is open %d times while two reads it, want once", n)
 	}
 	forest.Remove("two")
 	srcs2.CloseWhenIdle()
-	if n := fdsOn(t, apex) + fdsOn(t, apk2); n != 0 {
+	if n := testdata.FDsOn(t, apex) + testdata.FDsOn(t, apk2); n != 0 {
 		t.Errorf("%d sources still open once both trees are gone", n)
 	}
 	if _, err := os.Stat(filepath.Join(mnt, "two", "payload.img")); !errors.Is(err, fs.ErrNotExist) {
@@ -217,7 +201,7 @@ func TestPoolOpened(t *testing.T) {
 		t.Errorf("opened source named %q with names %v, want its own path and no name to watch", s.path, s.names)
 	}
 	srcs.Close()
-	if fdsOn(t, apk+".old") != 1 {
+	if testdata.FDsOn(t, apk+".old") != 1 {
 		t.Error("closing the Sources closed the caller's file, or kept its own")
 	}
 	if _, err := pool.Open([]Disk{{Disk: d}}, map[string]*os.File{apk: os.Stdin}); err == nil {
