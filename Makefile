@@ -84,4 +84,4 @@ clean:
 # 16 readers on one mount, then 16 readers on 16 payloads of one service.
 stress:
 	VMFS_STRESS_SECONDS=60 $(GO) test -count=1 -run TestStress -v ./fusedisk
-	VMFS_STRESS_SECONDS=60 $(GO) test -count=1 -run TestServiceStress -v .
+	VMFS_STRESS_SECONDS=60 $(GO) test -count=1 -run TestServiceStress -v ./service

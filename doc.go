@@ -7,13 +7,12 @@
 // Payload), Mount (fusedisk: a Payload served at a directory, with its manifest
 // vmfs.json), Open and List (existing mounts, from their manifests), and RunApp
 // (verify, mount privately, launch with launcher, watch the guest's verdict, clean
-// up). It parses no format itself, lays out no disk and builds no VMM argv: those
-// stay in metadata, layout, fusedisk and launcher, none of which imports vmfs.
-//
-// Service is the same as one long-running process, as virtualizationservice is:
-// one FUSE mount holding a directory per payload, added and removed at run time,
-// and the VMs booting them. Client talks to it over a Unix socket, handing over
-// the APK and idsig it opened itself (Spec.Files), never their paths.
+// up), and the pieces a long-running server of many payloads builds on: NewTree
+// (a payload's files, to graft into a mount of its own), Start (a VM and the
+// watcher of its verdict). It parses no format itself, lays out no disk and
+// builds no VMM argv: those stay in metadata, layout, fusedisk and launcher, none
+// of which imports vmfs. Package service, a user of this library, is vmfs as a
+// service.
 //
 // Errors carry a kind an embedder can branch on with errors.Is: ErrInput (a bad or
 // missing input file), ErrMount (the mountpoint or FUSE refused) and ErrVMM (the

@@ -16,8 +16,8 @@ func (e *kindError) Error() string        { return e.err.Error() }
 func (e *kindError) Unwrap() error        { return e.err }
 func (e *kindError) Is(target error) bool { return target == e.kind }
 
-// withKind marks err as of kind; nil stays nil.
-func withKind(kind, err error) error {
+// WithKind marks err as of kind, for errors.Is; nil stays nil.
+func WithKind(kind, err error) error {
 	if err == nil || errors.Is(err, kind) {
 		return err
 	}

@@ -2,20 +2,18 @@ package vmfs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"vmfs/fusedisk"
-	"vmfs/internal/jsonfmt"
-	"vmfs/layout"
 	"vmfs/metadata"
 )
 
@@ -60,65 +58,22 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 	if _, err := CheckMountpoint(dir, o.AllowOther); err != nil {
 		return nil, err
 	}
-	kind := o.Kind
-	if kind == "" {
-		kind = "embedded"
-	}
-	s := &Server{Dir: dir, Manifest: newManifest(p, dir, kind), VMConfig: p.VMConfig(dir), log: log, done: make(chan struct{})}
-	files, err := documents(p, s.Manifest, s.VMConfig)
+	t, err := NewTree(p, dir, nil, TreeOptions{Kind: o.Kind, Passthrough: o.Passthrough, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	srcs, err := fusedisk.OpenFiles(p.Disks(), p.opened(), log)
+	s := &Server{Dir: dir, Manifest: t.Manifest, VMConfig: t.VMConfig, log: log, done: make(chan struct{})}
+	s.srv, err = fusedisk.Mount(dir, t.Root, fusedisk.MountOptions{FsName: FSName(os.Getpid()), AllowOther: o.AllowOther, Logger: log})
 	if err != nil {
-		var se *fusedisk.SourceError
-		if errors.As(err, &se) {
-			return nil, withKind(ErrInput, err) // a source that cannot be served is a bad input
-		}
-		return nil, withKind(ErrMount, err)
-	}
-	root, err := fusedisk.NewTree(srcs, fusedisk.TreeOptions{Disks: p.Disks(), Files: files, Dir: dir, Passthrough: o.Passthrough, Logger: log})
-	if err == nil {
-		s.srv, err = fusedisk.Mount(dir, root, fusedisk.MountOptions{FsName: fsName(os.Getpid()), AllowOther: o.AllowOther, Logger: log})
-	}
-	if err != nil {
-		srcs.Close()
-		return nil, withKind(ErrMount, err)
+		t.Sources.Close()
+		return nil, WithKind(ErrMount, err)
 	}
 	go func() {
 		s.srv.Wait()
-		srcs.Close()
+		t.Sources.Close()
 		close(s.done)
 	}()
 	return s, nil
-}
-
-// documents are the files a mount of p serves beside its disks: its manifest m,
-// the VM config vm to launch from it, the layout and the metadata.
-func documents(p *Payload, m *Manifest, vm *metadata.VMConfig) (map[string][]byte, error) {
-	layouts := map[string]layout.Description{}
-	for _, d := range p.Disks() {
-		name := "payload"
-		if d.Dir != "" {
-			name = d.Dir + "/disk"
-		}
-		layouts[name] = d.Disk.Describe()
-	}
-	files := map[string][]byte{}
-	var err error
-	for name, v := range map[string]any{ManifestName: m, "vm.json": vm} {
-		if files[name], err = jsonfmt.Indent(v); err != nil {
-			return nil, err
-		}
-	}
-	if files["layout.json"], err = json.MarshalIndent(layouts, "", "  "); err != nil {
-		return nil, err
-	}
-	files["layout.json"] = append(files["layout.json"], '\n')
-	if files["metadata.json"], err = p.MetadataJSON(); err != nil {
-		return nil, err
-	}
-	return files, nil
 }
 
 // Wait blocks until the mount is gone (unmounted here or from outside) and its
@@ -135,7 +90,7 @@ func (s *Server) Unmount() (detached bool, err error) {
 		detached, err = true, s.srv.Detach()
 	}
 	if err != nil {
-		return false, withKind(ErrMount, err)
+		return false, WithKind(ErrMount, err)
 	}
 	if !detached {
 		s.Wait()
@@ -143,16 +98,18 @@ func (s *Server) Unmount() (detached bool, err error) {
 	return detached, nil
 }
 
-// fsName is the mount source a server with this pid gives its mount; it names
-// the server in /proc/self/mountinfo.
-func fsName(pid int) string { return fmt.Sprintf("vmfs:%d", pid) }
+// FSName is the mount source a server with this pid gives its mount; it names
+// the server in /proc/self/mountinfo (List reads it back).
+func FSName(pid int) string { return fsNamePrefix + strconv.Itoa(pid) }
+
+const fsNamePrefix = "vmfs:"
 
 // CheckMountpoint returns the absolute mountpoint after checking that it is an
 // existing empty directory that is not already a vmfs mount, and that FUSE can
 // mount there for this user. Its errors are of kind ErrMount.
 func CheckMountpoint(path string, allowOther bool) (string, error) {
 	dir, err := checkMountpoint(path, allowOther)
-	return dir, withKind(ErrMount, err)
+	return dir, WithKind(ErrMount, err)
 }
 
 func checkMountpoint(path string, allowOther bool) (string, error) {
@@ -189,11 +146,11 @@ func checkMountpoint(path string, allowOther bool) (string, error) {
 func lockMountpoint(dir string) (unlock func(), err error) {
 	d, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, withKind(ErrMount, fmt.Errorf("mountpoint %s: %w", dir, errors.Unwrap(err)))
+		return nil, WithKind(ErrMount, fmt.Errorf("mountpoint %s: %w", dir, errors.Unwrap(err)))
 	}
 	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
 		d.Close()
-		return nil, withKind(ErrMount, fmt.Errorf("lock mountpoint %s: %w", dir, err))
+		return nil, WithKind(ErrMount, fmt.Errorf("lock mountpoint %s: %w", dir, err))
 	}
 	return func() { d.Close() }, nil
 }

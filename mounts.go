@@ -28,7 +28,7 @@ type MountStatus struct {
 	Pid      int    // the serving process, from the mount's source name
 	State    string // one of the State constants
 	Manifest *Manifest
-	source   string
+	Source   string // the mount's source, naming its server (FSName)
 }
 
 // answerTimeout bounds the wait for a server's manifest.
@@ -79,7 +79,7 @@ func Open(ctx context.Context, dir string) (*Manifest, error) {
 		if st != nil {
 			why = "its server is " + st.State
 		}
-		return nil, withKind(ErrMount, fmt.Errorf("%s: not a live vmfs mount: %s", dir, why))
+		return nil, WithKind(ErrMount, fmt.Errorf("%s: not a live vmfs mount: %s", dir, why))
 	}
 	return st.Manifest, nil
 }
@@ -87,8 +87,8 @@ func Open(ctx context.Context, dir string) (*Manifest, error) {
 // status tells how the server of m is: from /proc first, then, when it runs,
 // from whether it serves its own manifest in time.
 func status(ctx context.Context, m fusedisk.MountInfo) MountStatus {
-	st := MountStatus{Dir: m.Point, source: m.Source}
-	if pid, ok := strings.CutPrefix(m.Source, "vmfs:"); ok {
+	st := MountStatus{Dir: m.Point, Source: m.Source}
+	if pid, ok := strings.CutPrefix(m.Source, fsNamePrefix); ok {
 		st.Pid, _ = strconv.Atoi(pid)
 	}
 	switch proc.State(st.Pid) {
@@ -138,19 +138,19 @@ func UnmountDir(ctx context.Context, dir string) (Unmounted, error) {
 		return Unmounted{}, err
 	}
 	if st == nil {
-		return Unmounted{}, withKind(ErrMount, fmt.Errorf("%s: not a vmfs mount", dir))
+		return Unmounted{}, WithKind(ErrMount, fmt.Errorf("%s: not a vmfs mount", dir))
 	}
 	u := Unmounted{Pid: st.Pid, State: st.State}
-	err = fusedisk.Unmount(st.Dir, st.source, false)
+	err = fusedisk.Unmount(st.Dir, st.Source, false)
 	if errors.Is(err, fusedisk.ErrBusy) {
-		err = fusedisk.Unmount(st.Dir, st.source, true)
+		err = fusedisk.Unmount(st.Dir, st.Source, true)
 		u.Detached = err == nil
 	}
 	if err != nil {
-		return u, withKind(ErrMount, err)
+		return u, WithKind(ErrMount, err)
 	}
 	if st.State == StateServing && !u.Detached && !proc.WaitExit(st.Pid, serverExitTimeout) {
-		return u, withKind(ErrMount, fmt.Errorf("unmounted %s, but its server %d is still running after %v", st.Dir, st.Pid, serverExitTimeout))
+		return u, WithKind(ErrMount, fmt.Errorf("unmounted %s, but its server %d is still running after %v", st.Dir, st.Pid, serverExitTimeout))
 	}
 	return u, nil
 }

@@ -100,6 +100,15 @@ func (p *Payload) opened() map[string]*os.File {
 	return map[string]*os.File{openedKey(p.files.APK): p.files.APK, openedKey(p.files.Idsig): p.files.Idsig}
 }
 
+// CloseFiles closes the APK and idsig the caller handed over open (Spec.Files),
+// which the payload holds from Resolve on; its trees keep their own sources.
+func (p *Payload) CloseFiles() {
+	if p.files != nil {
+		p.files.APK.Close()
+		p.files.Idsig.Close()
+	}
+}
+
 // Verify checks the payload's APK against its idsig, as the package function
 // Verify does, reading the files the caller opened when it did.
 func (p *Payload) Verify(ctx context.Context) error {
@@ -131,7 +140,7 @@ func verifying(ctx context.Context, verify func() error) error {
 		err := verify()
 		var ie *metadata.InputError
 		if errors.As(err, &ie) {
-			return withKind(ErrInput, err)
+			return WithKind(ErrInput, err)
 		}
 		return err
 	})

@@ -65,7 +65,7 @@ type Payload struct {
 // when ctx is done first (an input on a stuck filesystem), ctx's cause.
 func Resolve(ctx context.Context, spec Spec) (*Payload, error) {
 	var p *Payload
-	err := interruptible(ctx, func() (err error) { p, err = resolve(spec); return withKind(ErrInput, err) })
+	err := interruptible(ctx, func() (err error) { p, err = resolve(spec); return WithKind(ErrInput, err) })
 	return p, err
 }
 

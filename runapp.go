@@ -96,7 +96,7 @@ func launchOrPrint(ctx context.Context, t *runTarget, o RunOptions) error {
 		vm.Params = strings.TrimSpace(vm.Params + " vmfs.profile=" + t.profile)
 	}
 	if o.DryRun != nil {
-		return printCommand(o.DryRun, &vm, o.VM)
+		return PrintCommand(o.DryRun, &vm, o.VM)
 	}
 	return boot(ctx, &vm, o)
 }
@@ -129,10 +129,10 @@ func target(ctx context.Context, o RunOptions) (*runTarget, error) {
 		}
 		vm, err := metadata.LoadVMConfig(m.VMConfig)
 		if err != nil {
-			return nil, withKind(ErrMount, err)
+			return nil, WithKind(ErrMount, err)
 		}
 		t := &runTarget{vm: vm, profile: m.Profile, apk: m.Inputs.APK, idsig: m.Inputs.Idsig, flat: m.FlatImages()}
-		return t, withKind(ErrInput, launcher.CheckBootFiles(vm))
+		return t, WithKind(ErrInput, launcher.CheckBootFiles(vm))
 	}
 	o.Logger.Debug("phase: resolving the payload")
 	p, err := Resolve(ctx, o.Spec)
@@ -140,7 +140,7 @@ func target(ctx context.Context, o RunOptions) (*runTarget, error) {
 		return nil, err
 	}
 	if err := launcher.CheckBootFiles(p.OSConfig); err != nil {
-		return nil, withKind(ErrInput, fmt.Errorf("vm config %s: %w", p.OSConfigPath, err))
+		return nil, WithKind(ErrInput, fmt.Errorf("vm config %s: %w", p.OSConfigPath, err))
 	}
 	return &runTarget{profile: p.Profile.String(), apk: p.APK, idsig: p.Idsig, payload: p}, nil
 }
@@ -156,7 +156,7 @@ func Verify(ctx context.Context, apk, idsig string) error {
 // merkle tree and root hash of the APK, no signing info. A file that cannot be
 // read or written is an ErrInput error.
 func CreateIdsig(ctx context.Context, apk, idsig string) error {
-	return interruptible(ctx, func() error { return withKind(ErrInput, metadata.CreateIdsig(apk, idsig)) })
+	return interruptible(ctx, func() error { return WithKind(ErrInput, metadata.CreateIdsig(apk, idsig)) })
 }
 
 // boot runs the VM to its end, streaming the console and watching for a verdict.
@@ -170,16 +170,29 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 		defer cf.Close()
 		console = cf
 	}
-	machine, watch, err := launch(ctx, vm, o, console)
+	m, err := Start(ctx, vm, o, console)
 	if err != nil {
 		return err
 	}
-	return outcome(ctx, machine, watch, o.RequireVerdict)
+	return m.Outcome(ctx, o.RequireVerdict)
 }
 
-// launch starts the VM, its console going to console (nil: nowhere) and to a
-// watcher of the guest's verdict; o.Stdout and o.Console are not used.
-func launch(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.Writer) (*launcher.VM, *verdictWatcher, error) {
+// Machine is a VM started by Start: its VMM, and the watcher of its guest's
+// verdict on the console.
+type Machine struct {
+	VM    *launcher.VM
+	watch *verdictWatcher
+}
+
+// Start starts the VM vm describes under ctx (see launcher.Start), its console
+// going to console (nil: nowhere) and to a watcher of the guest's verdict;
+// o.Stdout, o.Console, o.Spec and o.Mount are not used. A VMM that cannot start
+// is an ErrVMM error; when ctx is done first, nothing starts and ctx's cause is
+// returned.
+func Start(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.Writer) (*Machine, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
 	if console == nil {
 		console = io.Discard
 	}
@@ -192,25 +205,27 @@ func launch(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io
 	})
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil {
-			return nil, nil, cause // a signal came just before the start: nothing was started
+			return nil, cause // a signal came just before the start: nothing was started
 		}
-		return nil, nil, withKind(ErrVMM, err)
+		return nil, WithKind(ErrVMM, err)
 	}
 	o.Logger.Info("vm started", zap.String("name", o.VM.Name), zap.Int("pid", machine.Pid()), zap.Int("cid", machine.CID()))
-	return machine, watch, nil
+	return &Machine{VM: machine, watch: watch}, nil
 }
 
-// outcome waits for the VM launched under ctx to end and says how its run went.
-func outcome(ctx context.Context, machine *launcher.VM, watch *verdictWatcher, requireVerdict bool) error {
+// Outcome waits for the VM, started under ctx, to end and says how its run
+// went: ctx's cause when ctx stopped it, the VMM's failure, or, when
+// requireVerdict is set, the guest's verdict unless it passed.
+func (m *Machine) Outcome(ctx context.Context, requireVerdict bool) error {
 	// Not ctx: when it is done the VM is being stopped, and we wait for that.
-	werr := machine.Wait(context.Background())
+	werr := m.VM.Wait(context.Background())
 	if cause := context.Cause(ctx); cause != nil {
 		return cause
 	}
 	if werr != nil {
 		return werr
 	}
-	return watch.result(requireVerdict)
+	return m.watch.result(requireVerdict)
 }
 
 // bestEffort writes to w while w takes it: a console nobody reads any more (a
@@ -230,11 +245,12 @@ func removeMountpoint(dir string) error {
 	return nil
 }
 
-// printCommand prints the VMM command line, one shell-quoted word at a time.
-func printCommand(w io.Writer, vm *metadata.VMConfig, o launcher.Options) error {
+// PrintCommand prints the VMM command line for vm, one shell-quoted word at a
+// time; a VMM that cannot be found is an ErrVMM error.
+func PrintCommand(w io.Writer, vm *metadata.VMConfig, o launcher.Options) error {
 	_, bin, args, err := launcher.Command(vm, o)
 	if err != nil {
-		return withKind(ErrVMM, err)
+		return WithKind(ErrVMM, err)
 	}
 	words := []string{shellQuote(bin)}
 	for _, a := range args {

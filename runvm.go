@@ -20,13 +20,13 @@ func RunVM(ctx context.Context, path string, o RunOptions) error {
 	}
 	cfg, err := metadata.LoadVMConfig(path)
 	if err != nil {
-		return withKind(ErrInput, err)
+		return WithKind(ErrInput, err)
 	}
 	if err := launcher.CheckBootFiles(cfg); err != nil {
-		return withKind(ErrInput, fmt.Errorf("vm config %s: %w", path, err))
+		return WithKind(ErrInput, fmt.Errorf("vm config %s: %w", path, err))
 	}
 	if o.DryRun != nil {
-		return printCommand(o.DryRun, cfg, o.VM)
+		return PrintCommand(o.DryRun, cfg, o.VM)
 	}
 	return boot(ctx, cfg, o)
 }

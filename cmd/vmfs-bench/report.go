@@ -131,7 +131,7 @@ func targets(r *results) []target {
 			value: scale(s.Written, 1.0/(64<<10)), why: "see P4"})
 	}
 	if sv := r.Service; len(sv.Add) > 0 {
-		ts = append(ts, target{figure: "P6", what: fmt.Sprintf("copying the flat image ÷ adding the payload through the service (vmfs.Client), %s payload", size(sv.APKSize)),
+		ts = append(ts, target{figure: "P6", what: fmt.Sprintf("copying the flat image ÷ adding the payload through the service (service.Client), %s payload", size(sv.APKSize)),
 			goal: 100, value: ratio(sv.Copy, sv.Add),
 			why: fmt.Sprintf("the copy takes %s ms here; `vmfs mount` through the service takes %s ms, most of it starting the vmfs binary once", sig(sv.Copy.median()), sig(sv.AddCLI.median()))})
 		limit := float64(64<<10 + sv.Payloads*512) // KiB: 64 MiB plus 0.5 MiB per payload
@@ -267,7 +267,7 @@ func report(r *results, cfg config) string {
 	}
 	sv := r.Service
 	p("\n## P6: one `vmfs serve` for many payloads\n\n")
-	p("Time until the first 4 KiB of payload.img has been read, in ms. **service add**: `vmfs.Client.Add` from this process " +
+	p("Time until the first 4 KiB of payload.img has been read, in ms. **service add**: `service.Client.Add` from this process " +
 		"(the client opens the APK and idsig and hands them over; the service lays the payload out and grafts it into its mount). " +
 		"**vmfs mount through the service**: the command as a client (`vmfs mount --socket`), which starts the vmfs binary once. " +
 		"**standalone vmfs mount**: as in P1, a server of its own. **copy**: as in P1.\n\n")

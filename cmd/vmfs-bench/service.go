@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"vmfs"
+	"vmfs/service"
 	"vmfs/testdata"
 )
 
@@ -22,7 +23,7 @@ import (
 type serviceResult struct {
 	APKSize  int64  `json:"apk_bytes"` // the payload of the add figures
 	DiskSize int64  `json:"disk_bytes"`
-	Add      series `json:"service_add_ms"`      // vmfs.Client.Add in this process, then the first 4 KiB read
+	Add      series `json:"service_add_ms"`      // service.Client.Add in this process, then the first 4 KiB read
 	AddCLI   series `json:"service_mount_ms"`    // `vmfs mount --socket`, then the read
 	Mount    series `json:"standalone_mount_ms"` // `vmfs mount` with its own server, then the read
 	Copy     series `json:"copy_ms"`             // resolve and copy the flat image, then the read
@@ -42,7 +43,7 @@ type serviceResult struct {
 type vmfsService struct {
 	pid         int
 	dir, socket string
-	client      *vmfs.Client
+	client      *service.Client
 	close       *closer
 }
 
@@ -103,7 +104,7 @@ func (b *bench) startService() (*vmfsService, error) {
 		s.close.Close()
 		return nil, fmt.Errorf("vmfs serve not serving after %v", serveTimeout)
 	}
-	s.client = &vmfs.Client{Socket: s.socket}
+	s.client = &service.Client{Socket: s.socket}
 	return s, nil
 }
 

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
-	"vmfs"
+	"vmfs/service"
 )
 
 // serviceFlags pick the vmfs service a command is a client of.
@@ -21,21 +21,21 @@ func (f *serviceFlags) register(fs *pflag.FlagSet) {
 	f.flags = fs
 	def := os.Getenv("VMFS_SOCKET")
 	if def == "" {
-		def = vmfs.DefaultSocket
+		def = service.DefaultSocket
 	}
-	fs.StringVar(&f.socket, "socket", def, "a vmfs service's control socket (default $VMFS_SOCKET, else "+vmfs.DefaultSocket+"); with none answering at the default, the command runs on its own")
+	fs.StringVar(&f.socket, "socket", def, "a vmfs service's control socket (default $VMFS_SOCKET, else "+service.DefaultSocket+"); with none answering at the default, the command runs on its own")
 }
 
 // client is a client of the service at --socket, or nil when none answers at
 // the default one: the command then runs on its own. A socket named with
 // --socket must answer.
-func (f *serviceFlags) client(ctx context.Context, log *zap.Logger) (*vmfs.Client, error) {
-	c, err := vmfs.Dial(ctx, f.socket)
+func (f *serviceFlags) client(ctx context.Context, log *zap.Logger) (*service.Client, error) {
+	c, err := service.Dial(ctx, f.socket)
 	switch {
 	case err == nil:
 		c.Logger = log
 		return c, nil
-	case errors.Is(err, vmfs.ErrNoService) && !f.flags.Changed("socket"):
+	case errors.Is(err, service.ErrNoService) && !f.flags.Changed("socket"):
 		return nil, nil
 	}
 	return nil, err

@@ -21,6 +21,7 @@ import (
 
 	"vmfs"
 	"vmfs/launcher"
+	"vmfs/service"
 )
 
 // Exit codes, one per failure class (scripts branch on them).
@@ -210,7 +211,7 @@ func exitCodeFor(err error) int {
 		return exitMount
 	case errors.Is(err, vmfs.ErrVMM):
 		return exitVMM
-	case errors.Is(err, vmfs.ErrRequest):
+	case errors.Is(err, service.ErrRequest):
 		return exitUsage
 	}
 	return exitFailure

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"vmfs"
+	"vmfs/service"
 )
 
 // mountFlags are the flags of `vmfs mount`.
@@ -92,7 +93,7 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 
 // mountThrough adds the payload to the service cl, exposed at the mountpoint
 // when one is given, and prints its directory in the service's mount.
-func (f *mountFlags) mountThrough(c *command, ctx context.Context, cl *vmfs.Client, fs *pflag.FlagSet) error {
+func (f *mountFlags) mountThrough(c *command, ctx context.Context, cl *service.Client, fs *pflag.FlagSet) error {
 	if err := notThroughService(fs, "allow-other", "passthrough", "log"); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"vmfs"
 	"vmfs/launcher"
+	"vmfs/service"
 )
 
 // vmFlags are the flags of a command that boots a VM, in `vm run`'s idiom.
@@ -101,7 +102,7 @@ func (f *vmFlags) options(c *command, fs *pflag.FlagSet, throughService bool) (v
 }
 
 // started prints a detached VM as `vm run -d` does: its name and CID.
-func started(c *command, vm *vmfs.VMStatus, err error) error {
+func started(c *command, vm *service.VMStatus, err error) error {
 	if err == nil && vm != nil {
 		_, err = fmt.Fprintf(c.stdout, "%s %d\n", vm.Name, vm.CID)
 	}
@@ -171,7 +172,7 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 // servicePayload is the payload of the service cl that --mount names: a name,
 // or a directory (a payload's, or where one is exposed). ok is false for a
 // mount of a server of its own, which the command runs from itself.
-func servicePayload(ctx context.Context, cl *vmfs.Client, mount string) (name string, ok bool, err error) {
+func servicePayload(ctx context.Context, cl *service.Client, mount string) (name string, ok bool, err error) {
 	if !strings.Contains(mount, "/") {
 		return mount, true, nil
 	}
@@ -187,7 +188,7 @@ func servicePayload(ctx context.Context, cl *vmfs.Client, mount string) (name st
 }
 
 // runThrough asks the service cl to boot the payload.
-func (f *runFlags) runThrough(c *command, ctx context.Context, fs *pflag.FlagSet, cl *vmfs.Client, payload string, args []string) error {
+func (f *runFlags) runThrough(c *command, ctx context.Context, fs *pflag.FlagSet, cl *service.Client, payload string, args []string) error {
 	o, err := f.options(c, fs, true)
 	if err != nil {
 		return err

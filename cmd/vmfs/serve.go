@@ -13,15 +13,16 @@ import (
 
 	"vmfs"
 	"vmfs/launcher"
+	"vmfs/service"
 )
 
 // runServe is `vmfs serve`: the service, in the foreground (for systemd).
 func runServe(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
 	var sf specFlags
 	sf.registerSources(fs)
-	o := vmfs.ServiceOptions{Logger: c.log}
-	fs.StringVar(&o.Dir, "dir", vmfs.DefaultServiceDir, "the mount holding one directory per payload")
-	fs.StringVar(&o.Socket, "socket", vmfs.DefaultSocket, "the control socket")
+	o := service.Options{Logger: c.log}
+	fs.StringVar(&o.Dir, "dir", service.DefaultDir, "the mount holding one directory per payload")
+	fs.StringVar(&o.Socket, "socket", service.DefaultSocket, "the control socket")
 	fs.StringVar(&o.Group, "group", "", "a group (name or id) that may use the socket too (default: root alone, mode 0600)")
 	registerVMM(fs, &o.VM)
 	fs.StringVar(&o.VM.CIDDir, "cid-dir", launcher.DefaultCIDDir, "where the VMs' CIDs are locked")
@@ -32,7 +33,7 @@ func runServe(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 	if sf.flags.Changed("apex-info-list") { // the default is used where it exists
 		o.ApexInfoList = sf.apexInfoList
 	}
-	s, err := vmfs.NewService(o)
+	s, err := service.New(o)
 	if err != nil {
 		return err
 	}
@@ -66,7 +67,7 @@ func runStop(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) 
 	if err != nil {
 		return err
 	}
-	cl, err := vmfs.Dial(ctx, sf.socket)
+	cl, err := service.Dial(ctx, sf.socket)
 	if err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func runStop(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) 
 
 // unmountThrough removes target (a payload's name or mountpoint) from the
 // service cl; handled is false when target is a mount of a server of its own.
-func unmountThrough(ctx context.Context, cl *vmfs.Client, target string) (handled bool, err error) {
+func unmountThrough(ctx context.Context, cl *service.Client, target string) (handled bool, err error) {
 	st, err := cl.List(ctx)
 	if err != nil {
 		return true, err
@@ -93,7 +94,7 @@ func unmountThrough(ctx context.Context, cl *vmfs.Client, target string) (handle
 
 // unmountService is `vmfs unmount --dir`: recover the mount a killed service left.
 func unmountService(c *command, ctx context.Context, dir string) error {
-	gone, err := vmfs.UnmountService(ctx, dir)
+	gone, err := service.UnmountDir(ctx, dir)
 	for _, d := range gone {
 		fmt.Fprintf(c.stderr, "vmfs: unmounted %s\n", d)
 	}
@@ -102,7 +103,7 @@ func unmountService(c *command, ctx context.Context, dir string) error {
 
 // listService prints what the service cl shows this user: a line per VM and
 // per payload no VM boots from.
-func listService(c *command, ctx context.Context, cl *vmfs.Client) (pid int, err error) {
+func listService(c *command, ctx context.Context, cl *service.Client) (pid int, err error) {
 	st, err := cl.List(ctx)
 	if err != nil {
 		return 0, err

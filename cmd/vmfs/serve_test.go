@@ -24,29 +24,30 @@ import (
 	"vmfs/internal/proc"
 	"vmfs/internal/wire"
 	"vmfs/metadata"
+	"vmfs/service"
 	"vmfs/testdata"
 )
 
-// service is a `vmfs serve` the test runs, over the fixtures' APEXes and the
+// serveProc is a `vmfs serve` the test runs, over the fixtures' APEXes and the
 // test guest, in a directory every user may search.
-type service struct {
+type serveProc struct {
 	t              *testing.T
 	dir, mnt, sock string
 	r              *running
 	stopped        bool
 }
 
-func startServe(t *testing.T, extra ...string) *service {
+func startServe(t *testing.T, extra ...string) *serveProc {
 	t.Helper()
 	return startServeIn(t, testdata.PublicDir(t), extra...)
 }
 
 // startServeIn starts a service in dir, its mount at dir/mnt and its socket at
 // dir/vmfs.sock, and returns once it serves. It is stopped with the test.
-func startServeIn(t *testing.T, dir string, extra ...string) *service {
+func startServeIn(t *testing.T, dir string, extra ...string) *serveProc {
 	t.Helper()
 	testdata.RequireRoot(t) // a service mounts for every user
-	s := &service{t: t, dir: dir, mnt: filepath.Join(dir, "mnt"), sock: filepath.Join(dir, "vmfs.sock")}
+	s := &serveProc{t: t, dir: dir, mnt: filepath.Join(dir, "mnt"), sock: filepath.Join(dir, "vmfs.sock")}
 	args := append([]string{"serve", "--dir", s.mnt, "--socket", s.sock, "--apex-info-list", testdata.APEXInfoListPath(),
 		"--os-dir", guestDir(t), "--vmm", "qemu", "--cid-dir", filepath.Join(dir, "cids")}, extra...)
 	s.r = start(t, "", args...)
@@ -61,7 +62,7 @@ func startServeIn(t *testing.T, dir string, extra ...string) *service {
 }
 
 // stop sends the service sig and returns its exit code.
-func (s *service) stop(sig syscall.Signal) int {
+func (s *serveProc) stop(sig syscall.Signal) int {
 	s.t.Helper()
 	s.stopped = true
 	s.r.cmd.Process.Signal(sig)
@@ -69,7 +70,7 @@ func (s *service) stop(sig syscall.Signal) int {
 }
 
 // vmfs runs a command as a client of the service.
-func (s *service) vmfs(args ...string) result {
+func (s *serveProc) vmfs(args ...string) result {
 	s.t.Helper()
 	return runVmfs(s.t, "", append(args, "--socket", s.sock)...)
 }
@@ -77,7 +78,7 @@ func (s *service) vmfs(args ...string) result {
 // runApp starts a run-app client of the service that boots the payload of apk
 // and idsig as name, requiring a passing verdict; the console goes to the file
 // returned.
-func (s *service) runApp(name, apk, idsig string) (*running, string) {
+func (s *serveProc) runApp(name, apk, idsig string) (*running, string) {
 	s.t.Helper()
 	console := filepath.Join(s.t.TempDir(), name+".console")
 	return start(s.t, "", "run-app", "--socket", s.sock, "--name", name, "--require-verdict", "--console", console,
@@ -91,7 +92,7 @@ type listed struct {
 }
 
 // list runs `vmfs list` through the service and returns its rows by name.
-func (s *service) list() map[string]listed {
+func (s *serveProc) list() map[string]listed {
 	s.t.Helper()
 	r := s.vmfs("list")
 	if r.code != 0 {
@@ -182,7 +183,7 @@ func TestServeConcurrentRunApps(t *testing.T) {
 	hold(t, pa, pb)
 	rows := s.list()
 	if ra, rb := rows["a"], rows["b"]; ra.pid != pa || rb.pid != pb || ra.cid < 10 || rb.cid < 10 || ra.cid == rb.cid ||
-		ra.state != vmfs.VMRunning || rb.apk != apk2 {
+		ra.state != service.VMRunning || rb.apk != apk2 {
 		t.Errorf("list while both run: %+v", rows)
 	}
 	release(pa, pb)

@@ -1,4 +1,4 @@
-package vmfs
+package service
 
 import (
 	"context"
@@ -13,13 +13,14 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"vmfs"
 	"vmfs/internal/inputfile"
 	"vmfs/internal/wire"
 	"vmfs/metadata"
 )
 
 // ErrNoService is wrapped by the error of a client that finds no service: no
-// socket, a dead one, or one this user may not use. It is of kind ErrMount.
+// socket, a dead one, or one this user may not use. It is of kind vmfs.ErrMount.
 var ErrNoService = errors.New("no vmfs service answers")
 
 const dialTimeout = 5 * time.Second
@@ -56,7 +57,7 @@ func (c *Client) connect(ctx context.Context) (*wire.Conn, error) {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.EACCES) {
 			err = fmt.Errorf("%w at %s: %w", ErrNoService, c.Socket, err)
 		}
-		return nil, withKind(ErrMount, err)
+		return nil, vmfs.WithKind(vmfs.ErrMount, err)
 	}
 	return wire.New(nc.(*net.UnixConn)), nil
 }
@@ -82,7 +83,7 @@ func (c *Client) do(ctx context.Context, req *request, files []*os.File, on func
 		if cause := context.Cause(ctx); cause != nil {
 			return cause
 		}
-		return withKind(ErrMount, fmt.Errorf("the service at %s: %w", c.Socket, err))
+		return vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("the service at %s: %w", c.Socket, err))
 	}
 	if err := conn.Send(req, files, replyTimeout); err != nil {
 		return nil, failed(err)
@@ -114,7 +115,7 @@ func (c *Client) do(ctx context.Context, req *request, files []*os.File, on func
 
 // refuseOwnSources refuses a spec that names APEXes or OS configs: a service
 // uses its own.
-func refuseOwnSources(spec Spec) error {
+func refuseOwnSources(spec vmfs.Spec) error {
 	if len(spec.ApexDirs) > 0 || spec.ApexInfoList != "" || spec.OSDir != "" {
 		return requestf("a service uses its own APEXes and OS configs (vmfs serve --apex-dir, --apex-info-list, --os-dir)")
 	}
@@ -123,7 +124,7 @@ func refuseOwnSources(spec Spec) error {
 
 // payloadRequest fills req with spec's payload and returns the APK and idsig,
 // opened here.
-func payloadRequest(req *request, spec Spec) ([]*os.File, error) {
+func payloadRequest(req *request, spec vmfs.Spec) ([]*os.File, error) {
 	if err := refuseOwnSources(spec); err != nil {
 		return nil, err
 	}
@@ -138,7 +139,7 @@ func payloadRequest(req *request, spec Spec) ([]*os.File, error) {
 			}
 		}
 		closeFiles(files...)
-		return nil, withKind(ErrInput, &metadata.InputError{Kind: in.kind, Err: err})
+		return nil, vmfs.WithKind(vmfs.ErrInput, &metadata.InputError{Kind: in.kind, Err: err})
 	}
 	req.APK, req.Idsig = files[0].Name(), files[1].Name()
 	req.ConfigPath, req.RandomGUIDs = spec.ConfigPath, spec.RandomGUIDs
@@ -149,7 +150,7 @@ func payloadRequest(req *request, spec Spec) ([]*os.File, error) {
 // it) and, given a mountpoint (an empty directory of this user's), to expose it
 // there as well. spec names the APK, the idsig and the config path: the APEXes
 // and the OS config are the service's.
-func (c *Client) Add(ctx context.Context, name string, spec Spec, mountpoint string) (*PayloadStatus, error) {
+func (c *Client) Add(ctx context.Context, name string, spec vmfs.Spec, mountpoint string) (*PayloadStatus, error) {
 	req := &request{Op: opAdd, Name: name}
 	files, err := payloadRequest(req, spec)
 	if err != nil {
@@ -159,7 +160,7 @@ func (c *Client) Add(ctx context.Context, name string, spec Spec, mountpoint str
 	if mountpoint != "" {
 		d, err := os.OpenFile(mountpoint, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return nil, withKind(ErrMount, fmt.Errorf("mountpoint %s: %w", mountpoint, errors.Unwrap(err)))
+			return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: %w", mountpoint, errors.Unwrap(err)))
 		}
 		defer d.Close()
 		files, req.Files = append(files, d), append(req.Files, fileMountpoint)
@@ -183,7 +184,7 @@ func (c *Client) Remove(ctx context.Context, target string) error {
 
 // List is what the service shows this user: its own payloads and VMs, or all
 // of them to root.
-func (c *Client) List(ctx context.Context) (*ServiceStatus, error) {
+func (c *Client) List(ctx context.Context) (*Status, error) {
 	rep, err := c.do(ctx, &request{Op: opList}, nil, nil)
 	if err != nil {
 		return nil, err
@@ -206,7 +207,7 @@ func (c *Client) Stop(ctx context.Context, target string) (*VMStatus, error) {
 // o.Stderr (or the files o.Console and o.VM.Log, which are opened here), it
 // returns how the run went, and ctx's end stops the VM. The VMM binaries are the
 // service's; o.VM names only the VMM, the accelerator, memory and CPUs.
-func (c *Client) RunApp(ctx context.Context, o RunOptions, name string, detach bool) (*VMStatus, error) {
+func (c *Client) RunApp(ctx context.Context, o vmfs.RunOptions, name string, detach bool) (*VMStatus, error) {
 	req := &request{Op: opRunApp, Name: name, Run: runRequestOf(o, detach)}
 	req.Run.Payload = o.Mount
 	var files []*os.File
@@ -222,10 +223,10 @@ func (c *Client) RunApp(ctx context.Context, o RunOptions, name string, detach b
 // RunVM asks the service to boot the VM config at path, as `vm run` does: the
 // kernel, initrd, bootloader and disk images it names are opened here (a
 // writable disk for writing) and sent. See RunApp for the rest.
-func (c *Client) RunVM(ctx context.Context, path string, o RunOptions, detach bool) (*VMStatus, error) {
+func (c *Client) RunVM(ctx context.Context, path string, o vmfs.RunOptions, detach bool) (*VMStatus, error) {
 	cfg, err := metadata.LoadVMConfig(path)
 	if err != nil {
-		return nil, withKind(ErrInput, err)
+		return nil, vmfs.WithKind(vmfs.ErrInput, err)
 	}
 	req := &request{Op: opRun, VM: cfg, Run: runRequestOf(o, detach)}
 	var files []*os.File
@@ -239,7 +240,7 @@ func (c *Client) RunVM(ctx context.Context, path string, o RunOptions, detach bo
 			f, err = os.OpenFile(file, os.O_RDWR|unix.O_CLOEXEC, 0)
 		}
 		if err != nil {
-			return withKind(ErrInput, fmt.Errorf("vm config %s: %s: %w", path, what, err))
+			return vmfs.WithKind(vmfs.ErrInput, fmt.Errorf("vm config %s: %s: %w", path, what, err))
 		}
 		files, req.Files = append(files, f), append(req.Files, what)
 		return nil
@@ -247,7 +248,7 @@ func (c *Client) RunVM(ctx context.Context, path string, o RunOptions, detach bo
 	err = errors.Join(open(fileKernel, cfg.Kernel, false), open(fileInitrd, cfg.Initrd, false), open(fileBootloader, cfg.Bootloader, false))
 	for i, d := range cfg.Disks {
 		if err == nil && len(d.Partitions) > 0 {
-			err = withKind(ErrInput, fmt.Errorf("vm config %s: disk %d has partitions: vmfs run takes disk images only", path, i))
+			err = vmfs.WithKind(vmfs.ErrInput, fmt.Errorf("vm config %s: disk %d has partitions: vmfs run takes disk images only", path, i))
 		}
 		if err == nil {
 			err = open(fileDisk, d.Image, d.Writable)
@@ -260,7 +261,7 @@ func (c *Client) RunVM(ctx context.Context, path string, o RunOptions, detach bo
 	return c.run(ctx, req, files, o)
 }
 
-func runRequestOf(o RunOptions, detach bool) *runRequest {
+func runRequestOf(o vmfs.RunOptions, detach bool) *runRequest {
 	return &runRequest{
 		Detach: detach, DryRun: o.DryRun != nil, SkipVerify: o.SkipVerify, RequireVerdict: o.RequireVerdict, Timeout: o.Timeout,
 		VMM: o.VM.VMM, Accel: o.VM.Accel, MemMiB: o.VM.MemMiB, CPUs: o.VM.CPUs,
@@ -269,7 +270,7 @@ func runRequestOf(o RunOptions, detach bool) *runRequest {
 
 // run sends a run request with the console and log files o names, and streams
 // the VM's output to o's writers.
-func (c *Client) run(ctx context.Context, req *request, files []*os.File, o RunOptions) (*VMStatus, error) {
+func (c *Client) run(ctx context.Context, req *request, files []*os.File, o vmfs.RunOptions) (*VMStatus, error) {
 	defer func() { closeFiles(files...) }()
 	if o.VM.Crosvm != "" || o.VM.Qemu != "" {
 		return nil, requestf("a service runs its own VMM binaries (vmfs serve --crosvm, --qemu)")

@@ -1,4 +1,4 @@
-package vmfs
+package service
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vmfs"
 	"vmfs/fusedisk"
 	"vmfs/metadata"
 )
@@ -25,8 +26,8 @@ const resolveTimeout = time.Minute
 type served struct {
 	name, dir  string
 	owner      fusedisk.Owner
-	payload    *Payload
-	manifest   *Manifest
+	payload    *vmfs.Payload
+	manifest   *vmfs.Manifest
 	vmConfig   *metadata.VMConfig // to launch from dir
 	srcs       *fusedisk.Sources
 	kept       bool   // added by mount: it stays when a VM booting it ends
@@ -88,8 +89,8 @@ func (s *Service) unreserve(name string) {
 
 // prepare resolves the payload a request sends: its APK and idsig come open
 // from the client, the APEXes and the OS config from the service's own sources.
-// The payload holds the files from then on (Payload.files).
-func (s *Service) prepare(req *request, snt *sent) (*Payload, error) {
+// The payload holds the files from then on (Spec.Files).
+func (s *Service) prepare(req *request, snt *sent) (*vmfs.Payload, error) {
 	apk, idsig := snt.take(fileAPK), snt.take(fileIdsig)
 	if apk == nil || idsig == nil {
 		closeFiles(apk, idsig)
@@ -101,10 +102,10 @@ func (s *Service) prepare(req *request, snt *sent) (*Payload, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
-	p, err := Resolve(ctx, Spec{
+	p, err := vmfs.Resolve(ctx, vmfs.Spec{
 		APK: req.APK, Idsig: req.Idsig, ConfigPath: req.ConfigPath, RandomGUIDs: req.RandomGUIDs,
 		ApexDirs: s.o.ApexDirs, ApexInfoList: s.o.ApexInfoList, OSDir: s.o.OSDir,
-		Files: &Files{APK: apk, Idsig: idsig},
+		Files: &vmfs.Files{APK: apk, Idsig: idsig},
 	})
 	if err != nil {
 		closeFiles(apk, idsig)
@@ -118,10 +119,10 @@ func (s *Service) prepare(req *request, snt *sent) (*Payload, error) {
 func (s *Service) notOurs(kind string, f *os.File) error {
 	var ours, st unix.Stat_t
 	if err := unix.Stat(s.dir, &ours); err != nil {
-		return withKind(ErrMount, err)
+		return vmfs.WithKind(vmfs.ErrMount, err)
 	}
 	if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Dev == ours.Dev {
-		return withKind(ErrInput, fmt.Errorf("%s: a file of the service's own mount", kind))
+		return vmfs.WithKind(vmfs.ErrInput, fmt.Errorf("%s: a file of the service's own mount", kind))
 	}
 	return nil
 }
@@ -134,17 +135,10 @@ func closeFiles(fs ...*os.File) {
 	}
 }
 
-// closeFiles closes the files the client handed over for p.
-func (p *Payload) closeFiles() {
-	if p.files != nil {
-		closeFiles(p.files.APK, p.files.Idsig)
-	}
-}
-
 // graft serves p as the reserved name, c's alone, and exposes it at the
 // directory mp as well when given. On failure the name is freed and p's files
 // closed.
-func (s *Service) graft(c *client, name string, p *Payload, kept bool, mp *os.File) (*served, error) {
+func (s *Service) graft(c *client, name string, p *vmfs.Payload, kept bool, mp *os.File) (*served, error) {
 	sv, err := s.makeServed(c, name, p, kept)
 	if err == nil && mp != nil {
 		if sv.mountpoint, err = s.bind(sv.dir, mp, c); err != nil {
@@ -154,7 +148,7 @@ func (s *Service) graft(c *client, name string, p *Payload, kept bool, mp *os.Fi
 	}
 	closeFiles(mp)
 	if err != nil {
-		p.closeFiles()
+		p.CloseFiles()
 		s.unreserve(name)
 		return nil, err
 	}
@@ -165,28 +159,17 @@ func (s *Service) graft(c *client, name string, p *Payload, kept bool, mp *os.Fi
 }
 
 // makeServed builds p's tree and adds it to the forest as name.
-func (s *Service) makeServed(c *client, name string, p *Payload, kept bool) (*served, error) {
+func (s *Service) makeServed(c *client, name string, p *vmfs.Payload, kept bool) (*served, error) {
 	dir := filepath.Join(s.dir, name)
 	sv := &served{name: name, dir: dir, owner: fusedisk.Owner{UID: c.uid, GID: c.gid}, payload: p, kept: kept, added: time.Now()}
-	sv.manifest, sv.vmConfig = newManifest(p, dir, "serve"), p.VMConfig(dir)
-	docs, err := documents(p, sv.manifest, sv.vmConfig)
+	t, err := vmfs.NewTree(p, dir, s.pool, vmfs.TreeOptions{Kind: "serve", Owner: &sv.owner, Logger: s.log})
 	if err != nil {
 		return nil, err
 	}
-	if sv.srcs, err = s.pool.Open(p.Disks(), p.opened()); err != nil {
-		var se *fusedisk.SourceError
-		if errors.As(err, &se) {
-			return nil, withKind(ErrInput, err)
-		}
-		return nil, withKind(ErrMount, err)
-	}
-	tree, err := fusedisk.NewTree(sv.srcs, fusedisk.TreeOptions{Disks: p.Disks(), Files: docs, Dir: dir, Owner: &sv.owner, Logger: s.log})
-	if err == nil && !s.forest.Add(context.Background(), name, tree) {
-		err = fmt.Errorf("payload name %q is in the mount already", name)
-	}
-	if err != nil {
+	sv.manifest, sv.vmConfig, sv.srcs = t.Manifest, t.VMConfig, t.Sources
+	if !s.forest.Add(context.Background(), name, t.Root) {
 		sv.srcs.Close()
-		return nil, withKind(ErrMount, err)
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("payload name %q is in the mount already", name))
 	}
 	return sv, nil
 }
@@ -196,43 +179,43 @@ func (s *Service) makeServed(c *client, name string, p *Payload, kept bool) (*se
 // service mounts on exactly the directory opened, never on a path.
 func (s *Service) bind(dir string, mp *os.File, c *client) (string, error) {
 	if os.Geteuid() != 0 {
-		return "", withKind(ErrMount, errors.New("mountpoint: only a service running as root can expose a payload at one"))
+		return "", vmfs.WithKind(vmfs.ErrMount, errors.New("mountpoint: only a service running as root can expose a payload at one"))
 	}
 	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", mp.Fd()))
 	if err != nil {
-		return "", withKind(ErrMount, fmt.Errorf("mountpoint: %w", err))
+		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint: %w", err))
 	}
 	var st, ours unix.Stat_t
 	if err := unix.Fstat(int(mp.Fd()), &st); err != nil {
-		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
+		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
 	}
 	if err := unix.Stat(s.dir, &ours); err != nil {
-		return "", withKind(ErrMount, err)
+		return "", vmfs.WithKind(vmfs.ErrMount, err)
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: not a directory", path))
+		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: not a directory", path))
 	case !c.may(st.Uid):
-		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: owned by uid %d, not by the client", path, st.Uid))
+		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: owned by uid %d, not by the client", path, st.Uid))
 	case st.Dev == ours.Dev:
-		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: inside the service's own mount", path))
+		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: inside the service's own mount", path))
 	}
 	if m, _ := fusedisk.MountAt(path); m != nil && m.FSType == fusedisk.FSType {
-		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: already a vmfs mount", path))
+		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: already a vmfs mount", path))
 	}
 	if names, err := mp.Readdirnames(1); len(names) > 0 || err != nil && !errors.Is(err, io.EOF) {
 		if err == nil {
 			err = errors.New("not empty")
 		}
-		return "", withKind(ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
+		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
 	}
 	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
-		return "", withKind(ErrMount, &os.PathError{Op: "open_tree", Path: dir, Err: err})
+		return "", vmfs.WithKind(vmfs.ErrMount, &os.PathError{Op: "open_tree", Path: dir, Err: err})
 	}
 	defer unix.Close(tree)
 	if err := unix.MoveMount(tree, "", int(mp.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
-		return "", withKind(ErrMount, &os.PathError{Op: "move_mount", Path: path, Err: err})
+		return "", vmfs.WithKind(vmfs.ErrMount, &os.PathError{Op: "move_mount", Path: path, Err: err})
 	}
 	return path, nil
 }
@@ -278,7 +261,7 @@ func (s *Service) remove(c *client, target string) error {
 		return fmt.Errorf("%s: no payload of uid %d by that name or mountpoint", target, c.uid)
 	case p.vm != nil:
 		s.mu.Unlock()
-		return withKind(ErrMount, fmt.Errorf("%s: VM %d boots from it; vmfs stop %d first", target, p.vm.cid, p.vm.cid))
+		return vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("%s: VM %d boots from it; vmfs stop %d first", target, p.vm.cid, p.vm.cid))
 	}
 	delete(s.payloads, p.name)
 	s.mu.Unlock()
@@ -301,11 +284,11 @@ func (s *Service) drop(p *served) error {
 			err = fusedisk.Unmount(p.mountpoint, s.fsName, true)
 		}
 		if err != nil && !errors.Is(err, fusedisk.ErrNotMounted) {
-			return withKind(ErrMount, err)
+			return vmfs.WithKind(vmfs.ErrMount, err)
 		}
 	}
 	s.forest.Remove(p.name)
 	p.srcs.CloseWhenIdle()
-	p.payload.closeFiles()
+	p.payload.CloseFiles()
 	return nil
 }

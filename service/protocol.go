@@ -1,4 +1,4 @@
-package vmfs
+package service
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"vmfs"
 	"vmfs/launcher"
 	"vmfs/metadata"
 )
@@ -86,7 +87,7 @@ type reply struct {
 	Error   *replyErr      `json:"error,omitempty"`
 	Payload *PayloadStatus `json:"payload,omitempty"`
 	VM      *VMStatus      `json:"vm,omitempty"`
-	Status  *ServiceStatus `json:"status,omitempty"`
+	Status  *Status        `json:"status,omitempty"`
 	Data    []byte         `json:"data,omitempty"`
 	Command string         `json:"command,omitempty"`
 }
@@ -107,13 +108,13 @@ var ErrRequest = errors.New("bad request")
 
 // requestf is an ErrRequest error.
 func requestf(format string, args ...any) error {
-	return withKind(ErrRequest, fmt.Errorf(format, args...))
+	return vmfs.WithKind(ErrRequest, fmt.Errorf(format, args...))
 }
 
 var errKinds = []struct {
 	kind string
 	err  error
-}{{"input", ErrInput}, {"mount", ErrMount}, {"vmm", ErrVMM}, {"request", ErrRequest}}
+}{{"input", vmfs.ErrInput}, {"mount", vmfs.ErrMount}, {"vmm", vmfs.ErrVMM}, {"request", ErrRequest}}
 
 func toReplyErr(err error) *replyErr {
 	r := &replyErr{Message: err.Error()}
@@ -139,7 +140,7 @@ func (r *replyErr) err() error {
 	err := errors.New(r.Message)
 	for _, k := range errKinds {
 		if r.Kind == k.kind {
-			return withKind(k.err, err)
+			return vmfs.WithKind(k.err, err)
 		}
 	}
 	return err
@@ -173,9 +174,9 @@ const (
 	VMEnded   = "ended"
 )
 
-// ServiceStatus is what a client of a service may see: its own payloads and
+// Status is what a client of a service may see: its own payloads and
 // VMs, or all of them for root.
-type ServiceStatus struct {
+type Status struct {
 	Pid      int             `json:"pid"`
 	Dir      string          `json:"dir"`
 	Payloads []PayloadStatus `json:"payloads"`

@@ -1,4 +1,4 @@
-package vmfs
+package service
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"vmfs"
 	"vmfs/launcher"
 	"vmfs/metadata"
 )
@@ -34,7 +35,7 @@ type runningVM struct {
 	owner   uint32
 	apk     string
 	started time.Time
-	machine *launcher.VM
+	machine *vmfs.Machine
 	stop    context.CancelCauseFunc // stops the VM, telling why
 	done    chan struct{}           // closed once it ended and was cleaned up after
 	result  error                   // how it ended, once done
@@ -43,7 +44,7 @@ type runningVM struct {
 func (vm *runningVM) status() VMStatus {
 	st := VMStatus{Name: vm.name, CID: vm.cid, State: VMRunning, Owner: int(vm.owner), APK: vm.apk, Started: vm.started}
 	if vm.machine != nil {
-		st.Pid = vm.machine.Pid()
+		st.Pid = vm.machine.VM.Pid()
 	}
 	select {
 	case <-vm.done:
@@ -96,7 +97,7 @@ func (s *Service) runApp(c *client, req *request, snt *sent) (*reply, error) {
 	}
 	cid, release, err := launcher.AllocateCID(opts.CIDDir)
 	if err != nil {
-		return nil, withKind(ErrVMM, err)
+		return nil, vmfs.WithKind(vmfs.ErrVMM, err)
 	}
 	vm := &runningVM{cid: cid, owner: c.uid, done: make(chan struct{})}
 	sv, err := s.payloadFor(c, req, snt, vm)
@@ -119,7 +120,7 @@ func (s *Service) runApp(c *client, req *request, snt *sent) (*reply, error) {
 // run skips that.
 func (s *Service) payloadFor(c *client, req *request, snt *sent, vm *runningVM) (*served, error) {
 	r := req.Run
-	verify := func(p *Payload) error {
+	verify := func(p *vmfs.Payload) error {
 		if r.SkipVerify || r.DryRun {
 			return nil
 		}
@@ -146,7 +147,7 @@ func (s *Service) payloadFor(c *client, req *request, snt *sent, vm *runningVM) 
 	p, err := s.prepare(req, snt)
 	if err == nil {
 		if err = verify(p); err != nil {
-			p.closeFiles()
+			p.CloseFiles()
 		}
 	}
 	if err != nil {
@@ -172,7 +173,7 @@ func (s *Service) claim(c *client, name string, vm *runningVM) (*served, error) 
 	case sv == nil:
 		return nil, fmt.Errorf("%s: no payload of uid %d by that name", name, c.uid)
 	case sv.vm != nil:
-		return nil, withKind(ErrMount, fmt.Errorf("%s: VM %d boots from it already", name, sv.vm.cid))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("%s: VM %d boots from it already", name, sv.vm.cid))
 	}
 	sv.vm = vm
 	return sv, nil
@@ -197,7 +198,7 @@ func (s *Service) ended(sv *served) {
 
 func dryRun(vm *metadata.VMConfig, opts launcher.Options) (*reply, error) {
 	var b bytes.Buffer
-	if err := printCommand(&b, vm, opts); err != nil {
+	if err := vmfs.PrintCommand(&b, vm, opts); err != nil {
 		return nil, err
 	}
 	return &reply{Command: b.String()}, nil
@@ -221,7 +222,7 @@ func (s *Service) runConfig(c *client, req *request, snt *sent) (*reply, error) 
 	}
 	cid, release, err := launcher.AllocateCID(opts.CIDDir)
 	if err != nil {
-		return nil, withKind(ErrVMM, err)
+		return nil, vmfs.WithKind(vmfs.ErrVMM, err)
 	}
 	opts.CID = cid
 	vm := &runningVM{cid: cid, name: "run-" + strconv.Itoa(cid), owner: c.uid, done: make(chan struct{})}
@@ -342,8 +343,8 @@ func (s *Service) boot(c *client, vm *runningVM, cfg *metadata.VMConfig, opts la
 		end()
 		return nil, err
 	}
-	ro := RunOptions{VM: opts, Stderr: stderr, Timeout: r.Timeout, Logger: s.log.With(zap.Int("cid", vm.cid), zap.String("name", vm.name))}
-	machine, watch, err := launch(ctx, cfg, ro, console)
+	ro := vmfs.RunOptions{VM: opts, Stderr: stderr, Timeout: r.Timeout, Logger: s.log.With(zap.Int("cid", vm.cid), zap.String("name", vm.name))}
+	machine, err := vmfs.Start(ctx, cfg, ro, console)
 	if err != nil {
 		stop(nil)
 		end()
@@ -357,7 +358,7 @@ func (s *Service) boot(c *client, vm *runningVM, cfg *metadata.VMConfig, opts la
 	kept := snt.handOver()
 	go func() {
 		defer s.vms.Done()
-		vm.result = outcome(ctx, machine, watch, r.RequireVerdict)
+		vm.result = machine.Outcome(ctx, r.RequireVerdict)
 		stop(nil)
 		s.mu.Lock()
 		delete(s.running, vm.cid)

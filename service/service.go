@@ -1,4 +1,4 @@
-package vmfs
+package service
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"vmfs"
 	"vmfs/fusedisk"
 	"vmfs/internal/jsonfmt"
 	"vmfs/internal/wire"
@@ -25,8 +26,8 @@ import (
 
 // Where a service lives unless told otherwise; clients look for it at DefaultSocket.
 const (
-	DefaultServiceDir = "/run/vmfs"
-	DefaultSocket     = "/run/vmfs.sock"
+	DefaultDir    = "/run/vmfs"
+	DefaultSocket = "/run/vmfs.sock"
 )
 
 // Bounds on what a client can make a service wait for or hold.
@@ -38,14 +39,14 @@ const (
 	handlerGrace       = 2 * time.Second  // at shutdown, for the requests under way to end
 )
 
-// ServiceOptions configure a Service.
-type ServiceOptions struct {
-	Dir    string // the mount holding one directory per payload; "" means DefaultServiceDir
+// Options configure a Service.
+type Options struct {
+	Dir    string // the mount holding one directory per payload; "" means DefaultDir
 	Socket string // the control socket; "" means DefaultSocket
 	// Group, a group name or id, may use the socket too (mode 0660); "" leaves
 	// it root's (0600).
 	Group string
-	// The service's own sources of APEXes and OS configs, as in Spec: clients
+	// The service's own sources of APEXes and OS configs, as in vmfs.Spec: clients
 	// send their APK and idsig, never these.
 	ApexDirs     []string
 	ApexInfoList string
@@ -62,7 +63,7 @@ type ServiceOptions struct {
 // Unix socket (see Client); the uid the kernel gives for a client owns what it
 // creates.
 type Service struct {
-	o      ServiceOptions
+	o      Options
 	dir    string // absolute
 	fsName string
 	log    *zap.Logger
@@ -89,18 +90,18 @@ type Service struct {
 // errShutdown is why the VMs stop when the service does.
 var errShutdown = errors.New("the vmfs service is stopping")
 
-// NewService mounts the service's directory, takes its socket (removing one a
+// New mounts the service's directory, takes its socket (removing one a
 // killed service left) and returns once clients can connect; Serve answers
-// them. Another live service on the socket is an ErrMount error, as is a
+// them. Another live service on the socket is an vmfs.ErrMount error, as is a
 // directory that is not empty or still holds a killed service's mount
 // (`vmfs unmount --dir` recovers it).
-func NewService(o ServiceOptions) (*Service, error) {
-	s := &Service{o: o, fsName: fsName(os.Getpid()), log: o.Logger, clients: make(chan struct{}, maxClients),
+func New(o Options) (*Service, error) {
+	s := &Service{o: o, fsName: vmfs.FSName(os.Getpid()), log: o.Logger, clients: make(chan struct{}, maxClients),
 		payloads: map[string]*served{}, running: map[int]*runningVM{}, conns: map[*wire.Conn]bool{}}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
-	s.o.Dir, s.o.Socket = orDefault(o.Dir, DefaultServiceDir), orDefault(o.Socket, DefaultSocket)
+	s.o.Dir, s.o.Socket = orDefault(o.Dir, DefaultDir), orDefault(o.Socket, DefaultSocket)
 	var err error
 	if s.dir, err = filepath.Abs(s.o.Dir); err != nil {
 		return nil, err
@@ -142,7 +143,7 @@ func (s *Service) checkCIDDir() error {
 		return err
 	}
 	if rel, err := filepath.Rel(s.dir, cids); err == nil && filepath.IsLocal(rel) || cids == s.dir {
-		return withKind(ErrMount, fmt.Errorf("cid lock directory %s is inside the service's mount %s", cids, s.dir))
+		return vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("cid lock directory %s is inside the service's mount %s", cids, s.dir))
 	}
 	return nil
 }
@@ -152,18 +153,18 @@ func (s *Service) checkCIDDir() error {
 // killed service and may be removed.
 func lockSocket(socket string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
-		return nil, withKind(ErrMount, err)
+		return nil, vmfs.WithKind(vmfs.ErrMount, err)
 	}
 	f, err := os.OpenFile(socket+".lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, withKind(ErrMount, err)
+		return nil, vmfs.WithKind(vmfs.ErrMount, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			err = errors.New("another vmfs service serves there")
 		}
-		return nil, withKind(ErrMount, fmt.Errorf("socket %s: %w", socket, err))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("socket %s: %w", socket, err))
 	}
 	return f, nil
 }
@@ -171,25 +172,25 @@ func lockSocket(socket string) (*os.File, error) {
 // mount mounts an empty forest at the service's directory, made if need be.
 func (s *Service) mount() error {
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
-		return withKind(ErrMount, err)
+		return vmfs.WithKind(vmfs.ErrMount, err)
 	}
-	if _, err := CheckMountpoint(s.dir, false); err != nil {
+	if _, err := vmfs.CheckMountpoint(s.dir, false); err != nil {
 		return fmt.Errorf("%w (a killed service's mount: vmfs unmount --dir %s)", err, s.dir)
 	}
-	manifest, err := jsonfmt.Indent(&Manifest{Schema: ManifestSchema, Dir: s.dir, Server: ManifestServer{Pid: os.Getpid(), Kind: "serve"}})
+	manifest, err := jsonfmt.Indent(&vmfs.Manifest{Schema: vmfs.ManifestSchema, Dir: s.dir, Server: vmfs.ManifestServer{Pid: os.Getpid(), Kind: "serve"}})
 	if err != nil {
 		return err
 	}
 	if s.pool, err = fusedisk.NewPool(s.log); err != nil {
-		return withKind(ErrMount, err)
+		return vmfs.WithKind(vmfs.ErrMount, err)
 	}
-	s.forest = fusedisk.NewForest(map[string][]byte{ManifestName: manifest})
+	s.forest = fusedisk.NewForest(map[string][]byte{vmfs.ManifestName: manifest})
 	// Clients are other users: they read through allow_other what their own
 	// directories and their sources let them. Only root may mount so directly.
 	s.srv, err = fusedisk.Mount(s.dir, s.forest, fusedisk.MountOptions{FsName: s.fsName, AllowOther: os.Geteuid() == 0, Logger: s.log})
 	if err != nil {
 		s.pool.Close()
-		return withKind(ErrMount, err)
+		return vmfs.WithKind(vmfs.ErrMount, err)
 	}
 	return nil
 }
@@ -205,7 +206,7 @@ func (s *Service) unmount() error {
 		}
 	}
 	if err != nil && !errors.Is(err, fusedisk.ErrNotMounted) {
-		return withKind(ErrMount, err)
+		return vmfs.WithKind(vmfs.ErrMount, err)
 	}
 	s.srv.Wait()
 	return s.pool.Close()
@@ -216,7 +217,7 @@ func (s *Service) listen() (*net.UnixListener, error) {
 	path := s.o.Socket
 	if st, err := os.Lstat(path); err == nil {
 		if st.Mode().Type() != os.ModeSocket {
-			return nil, withKind(ErrMount, fmt.Errorf("socket %s: exists and is not a socket", path))
+			return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("socket %s: exists and is not a socket", path))
 		}
 		s.log.Info("removing the socket a killed service left", zap.String("socket", path))
 		os.Remove(path)
@@ -225,7 +226,7 @@ func (s *Service) listen() (*net.UnixListener, error) {
 	if s.o.Group != "" {
 		var err error
 		if gid, err = lookupGroup(s.o.Group); err != nil {
-			return nil, withKind(ErrRequest, err)
+			return nil, vmfs.WithKind(ErrRequest, err)
 		}
 	}
 	// The socket is made 0600, never briefly more open: umask is the process's,
@@ -234,7 +235,7 @@ func (s *Service) listen() (*net.UnixListener, error) {
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	unix.Umask(old)
 	if err != nil {
-		return nil, withKind(ErrMount, err)
+		return nil, vmfs.WithKind(vmfs.ErrMount, err)
 	}
 	ln.SetUnlinkOnClose(false) // Serve removes it itself, before the mount
 	if gid >= 0 {
@@ -245,7 +246,7 @@ func (s *Service) listen() (*net.UnixListener, error) {
 		if err != nil {
 			ln.Close()
 			os.Remove(path)
-			return nil, withKind(ErrMount, err)
+			return nil, vmfs.WithKind(vmfs.ErrMount, err)
 		}
 	}
 	return ln, nil
@@ -274,7 +275,7 @@ func (s *Service) Serve(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case <-gone:
-		err = withKind(ErrMount, fmt.Errorf("the service's mount at %s was taken away", s.dir))
+		err = vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("the service's mount at %s was taken away", s.dir))
 	}
 	return errors.Join(err, s.shutdown())
 }
@@ -387,7 +388,7 @@ func (s *Service) handle(conn *wire.Conn) {
 	}
 	if err != nil {
 		log.Info("bad request", zap.Error(err))
-		s.reply(c, nil, withKind(ErrRequest, err))
+		s.reply(c, nil, vmfs.WithKind(ErrRequest, err))
 		return
 	}
 	snt, err := sortFiles(req.Files, files)
@@ -498,8 +499,8 @@ func (s *sent) close() {
 }
 
 // status is what c may see of the service.
-func (s *Service) status(c *client) *ServiceStatus {
-	st := &ServiceStatus{Pid: os.Getpid(), Dir: s.dir, Payloads: []PayloadStatus{}, VMs: []VMStatus{}}
+func (s *Service) status(c *client) *Status {
+	st := &Status{Pid: os.Getpid(), Dir: s.dir, Payloads: []PayloadStatus{}, VMs: []VMStatus{}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.payloads {

@@ -1,4 +1,4 @@
-package vmfs
+package service
 
 import (
 	"archive/zip"
@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"vmfs"
 	"vmfs/layout"
 	"vmfs/testdata"
 )
@@ -63,9 +64,9 @@ func randomAPK(t *testing.T, path string, size int, seed uint64) {
 
 // flatOf is the reference bytes of a payload's flat disk: the layout read over
 // plain files.
-func flatOf(t *testing.T, spec Spec) []byte {
+func flatOf(t *testing.T, spec vmfs.Spec) []byte {
 	t.Helper()
-	p, err := Resolve(context.Background(), spec)
+	p, err := vmfs.Resolve(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func TestServiceStress(t *testing.T) {
 	const payloads = 16
 	dirs, want := make([]string, payloads), make([][]byte, payloads)
 	for i := range payloads {
-		spec := Spec{APK: filepath.Join(dir, fmt.Sprintf("app%d.apk", i)), Idsig: testdata.IdsigPath(), ConfigPath: testdata.ConfigPath}
+		spec := vmfs.Spec{APK: filepath.Join(dir, fmt.Sprintf("app%d.apk", i)), Idsig: testdata.IdsigPath(), ConfigPath: testdata.ConfigPath}
 		randomAPK(t, spec.APK, 1<<20+i*12289, uint64(i))
 		p, err := c.Add(context.Background(), "", spec, "")
 		if err != nil {

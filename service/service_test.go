@@ -1,4 +1,4 @@
-package vmfs
+package service
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vmfs"
 	"vmfs/fusedisk"
 	"vmfs/internal/wire"
 	"vmfs/launcher"
@@ -29,7 +30,7 @@ func startService(t *testing.T) (*Service, *Client, <-chan error) {
 	t.Helper()
 	testdata.RequireRoot(t) // a service mounts for every user
 	dir := t.TempDir()
-	s, err := NewService(ServiceOptions{
+	s, err := New(Options{
 		Dir: filepath.Join(dir, "mnt"), Socket: filepath.Join(dir, "vmfs.sock"),
 		ApexInfoList: testdata.APEXInfoListPath(), OSDir: testdata.OSDir(),
 		VM: launcher.Options{CIDDir: filepath.Join(dir, "cids")},
@@ -51,8 +52,8 @@ func startService(t *testing.T) (*Service, *Client, <-chan error) {
 	return s, c, served
 }
 
-func fixturePayload() Spec {
-	return Spec{APK: testdata.APKPath(), Idsig: testdata.IdsigPath(), ConfigPath: testdata.ConfigPath}
+func fixturePayload() vmfs.Spec {
+	return vmfs.Spec{APK: testdata.APKPath(), Idsig: testdata.IdsigPath(), ConfigPath: testdata.ConfigPath}
 }
 
 // TestServiceAddRemove adds a payload through the socket, reads it from the
@@ -72,7 +73,7 @@ func TestServiceAddRemove(t *testing.T) {
 	if err != nil || !bytes.HasPrefix(got, want) {
 		t.Errorf("the APK partition: %v", err)
 	}
-	m, err := ReadManifest(p.Dir)
+	m, err := vmfs.ReadManifest(p.Dir)
 	if err != nil || m.Inputs.APK != testdata.APKPath() || m.Server.Pid != os.Getpid() || m.Server.Kind != "serve" {
 		t.Errorf("manifest %+v, %v", m, err)
 	}
@@ -99,15 +100,15 @@ func TestServiceAddRemove(t *testing.T) {
 func TestServiceLifecycle(t *testing.T) {
 	testdata.RequireRoot(t)
 	dir := t.TempDir()
-	o := ServiceOptions{Dir: filepath.Join(dir, "mnt"), Socket: filepath.Join(dir, "vmfs.sock"), ApexInfoList: testdata.APEXInfoListPath(), OSDir: testdata.OSDir(), VM: launcher.Options{CIDDir: filepath.Join(dir, "cids")}}
-	s, err := NewService(o)
+	o := Options{Dir: filepath.Join(dir, "mnt"), Socket: filepath.Join(dir, "vmfs.sock"), ApexInfoList: testdata.APEXInfoListPath(), OSDir: testdata.OSDir(), VM: launcher.Options{CIDDir: filepath.Join(dir, "cids")}}
+	s, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ctx) }()
-	if _, err := NewService(o); !errors.Is(err, ErrMount) {
+	if _, err := New(o); !errors.Is(err, vmfs.ErrMount) {
 		t.Errorf("a second service on the socket: %v", err)
 	}
 	c := &Client{Socket: o.Socket}
@@ -230,14 +231,14 @@ func TestServiceVerifies(t *testing.T) {
 	if err := os.WriteFile(flipped, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	spec := Spec{APK: flipped, Idsig: testdata.IdsigPath(), ConfigPath: testdata.ConfigPath}
-	if _, err := c.RunApp(ctx, RunOptions{Spec: spec}, "", false); err == nil || !strings.Contains(err.Error(), "pre-flight") {
+	spec := vmfs.Spec{APK: flipped, Idsig: testdata.IdsigPath(), ConfigPath: testdata.ConfigPath}
+	if _, err := c.RunApp(ctx, vmfs.RunOptions{Spec: spec}, "", false); err == nil || !strings.Contains(err.Error(), "pre-flight") {
 		t.Errorf("run of a flipped APK: %v, want a pre-flight failure", err)
 	}
 	if _, err := c.Add(ctx, "flipped", spec, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.RunApp(ctx, RunOptions{Mount: "flipped"}, "", false); err == nil || !strings.Contains(err.Error(), "pre-flight") {
+	if _, err := c.RunApp(ctx, vmfs.RunOptions{Mount: "flipped"}, "", false); err == nil || !strings.Contains(err.Error(), "pre-flight") {
 		t.Errorf("run of a flipped APK added by mount: %v, want a pre-flight failure", err)
 	}
 	st, err := c.List(ctx)
