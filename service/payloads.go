@@ -14,6 +14,7 @@ import (
 
 	"vmfs"
 	"vmfs/fusedisk"
+	"vmfs/internal/inputfile"
 	"vmfs/metadata"
 )
 
@@ -96,7 +97,7 @@ func (s *Service) prepare(req *request, snt *sent) (*vmfs.Payload, error) {
 		closeFiles(apk, idsig)
 		return nil, requestf("send the APK and the idsig open: a service opens no path a client names")
 	}
-	if err := errors.Join(s.notOurs(fileAPK, apk), s.notOurs(fileIdsig, idsig)); err != nil {
+	if err := errors.Join(s.check("apk "+inputfile.Quote(req.APK), apk, useRead), s.check("idsig "+inputfile.Quote(req.Idsig), idsig, useRead)); err != nil {
 		closeFiles(apk, idsig)
 		return nil, err
 	}
@@ -112,19 +113,6 @@ func (s *Service) prepare(req *request, snt *sent) (*vmfs.Payload, error) {
 		return nil, err
 	}
 	return p, nil
-}
-
-// notOurs refuses a file of the service's own mount (kind names it): serving it
-// would have the service wait on itself.
-func (s *Service) notOurs(kind string, f *os.File) error {
-	var ours, st unix.Stat_t
-	if err := unix.Stat(s.dir, &ours); err != nil {
-		return vmfs.WithKind(vmfs.ErrMount, err)
-	}
-	if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Dev == ours.Dev {
-		return vmfs.WithKind(vmfs.ErrInput, fmt.Errorf("%s: a file of the service's own mount", kind))
-	}
-	return nil
 }
 
 func closeFiles(fs ...*os.File) {

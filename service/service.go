@@ -65,6 +65,7 @@ type Options struct {
 type Service struct {
 	o      Options
 	dir    string // absolute
+	dev    uint64 // its mount's device: files on it are the service's own
 	fsName string
 	log    *zap.Logger
 	pool   *fusedisk.Pool
@@ -192,6 +193,12 @@ func (s *Service) mount() error {
 		s.pool.Close()
 		return vmfs.WithKind(vmfs.ErrMount, err)
 	}
+	var st unix.Stat_t
+	if err := unix.Stat(s.dir, &st); err != nil {
+		s.unmount()
+		return vmfs.WithKind(vmfs.ErrMount, err)
+	}
+	s.dev = st.Dev
 	return nil
 }
 
@@ -433,69 +440,6 @@ func (s *Service) reply(c *client, rep *reply, err error) {
 	if err := c.conn.Send(rep, nil, replyTimeout); err != nil {
 		s.log.Debug("reply not delivered", zap.Error(err))
 	}
-}
-
-// sent are the files of a request by what they are. A handler takes those it
-// keeps; the rest are closed with the request.
-type sent struct {
-	files map[string][]*os.File
-	held  []*os.File // taken for a VM: open until it ends (handOver)
-}
-
-// knownFiles are what a request's files may be, and how many of each.
-var knownFiles = map[string]int{
-	fileAPK: 1, fileIdsig: 1, fileMountpoint: 1, fileConsole: 1, fileLog: 1,
-	fileKernel: 1, fileInitrd: 1, fileBootloader: 1, fileDisk: wire.MaxFiles,
-}
-
-func sortFiles(names []string, files []*os.File) (*sent, error) {
-	s := &sent{files: map[string][]*os.File{}}
-	for i, f := range files {
-		if i < len(names) {
-			s.files[names[i]] = append(s.files[names[i]], f)
-		} else {
-			f.Close()
-		}
-	}
-	if len(names) != len(files) {
-		s.close()
-		return nil, requestf("%d files sent, %d named", len(files), len(names))
-	}
-	for name, fs := range s.files {
-		if len(fs) > knownFiles[name] {
-			s.close()
-			return nil, requestf("file %q: %d sent, at most %d may be", name, len(fs), knownFiles[name])
-		}
-	}
-	return s, nil
-}
-
-// take hands over the file named so, or nil when none was sent.
-func (s *sent) take(name string) *os.File {
-	fs := s.files[name]
-	if len(fs) == 0 {
-		return nil
-	}
-	s.files[name] = fs[1:]
-	return fs[0]
-}
-
-// hold keeps f, taken, open with the request until handOver.
-func (s *sent) hold(f *os.File) { s.held = append(s.held, f) }
-
-// handOver gives the files held to the VM that uses them, to close when it ends.
-func (s *sent) handOver() []*os.File {
-	held := s.held
-	s.held = nil
-	return held
-}
-
-func (s *sent) close() {
-	for _, fs := range s.files {
-		closeFiles(fs...)
-	}
-	closeFiles(s.held...)
-	s.files, s.held = nil, nil
 }
 
 // status is what c may see of the service.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -72,8 +73,11 @@ func (s *Service) vmOptions(r *runRequest) (launcher.Options, error) {
 	default:
 		return o, requestf("accel %q: want tcg or kvm", r.Accel)
 	}
-	if r.CPUs < 0 || r.CPUs > 256 || r.MemMiB > 1<<20 || r.Timeout < 0 {
-		return o, requestf("cpus %d, memory %d MiB, timeout %v: out of range", r.CPUs, r.MemMiB, r.Timeout)
+	if err := s.checkSize(r.MemMiB, r.CPUs); err != nil {
+		return o, err
+	}
+	if r.Timeout < 0 {
+		return o, requestf("timeout %v: out of range", r.Timeout)
 	}
 	if r.CPUs > 0 {
 		o.CPUs = r.CPUs
@@ -82,6 +86,21 @@ func (s *Service) vmOptions(r *runRequest) (launcher.Options, error) {
 		o.MemMiB = r.MemMiB
 	}
 	return o, nil
+}
+
+// checkSize refuses a VM larger than this machine: more memory than it has,
+// more vCPUs than it runs (0 leaves the VMM's default). A client may not make
+// the VMM allocate what would take the host down.
+func (s *Service) checkSize(memMiB uint32, cpus int) error {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return err
+	}
+	hostMiB := uint64(si.Totalram) * uint64(si.Unit) >> 20
+	if uint64(memMiB) > hostMiB || cpus < 0 || cpus > runtime.NumCPU() {
+		return requestf("memory %d MiB, %d vCPUs: this machine has %d MiB and %d CPUs", memMiB, cpus, hostMiB, runtime.NumCPU())
+	}
+	return nil
 }
 
 // runApp boots a payload, as `vmfs run-app` asks: the one the client sends, or
@@ -212,8 +231,11 @@ func (s *Service) runConfig(c *client, req *request, snt *sent) (*reply, error) 
 	if r == nil || req.VM == nil {
 		return nil, requestf("run without a VM config or run options")
 	}
-	cfg, err := configOfFiles(req.VM, snt)
+	cfg, err := s.configOfFiles(req.VM, snt)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.checkSize(cfg.MemoryMiB, 0); err != nil {
 		return nil, err
 	}
 	opts, err := s.vmOptions(r)
@@ -237,7 +259,7 @@ func (s *Service) runConfig(c *client, req *request, snt *sent) (*reply, error) 
 // configOfFiles is cfg with each file it names replaced by the file sent for
 // it. A writable disk must have been opened for writing: the VMM opens what it
 // is given as root, and must not write what the client could not.
-func configOfFiles(cfg *metadata.VMConfig, snt *sent) (*metadata.VMConfig, error) {
+func (s *Service) configOfFiles(cfg *metadata.VMConfig, snt *sent) (*metadata.VMConfig, error) {
 	out := *cfg
 	out.Disks = nil
 	use := func(what, path string, write bool) (string, error) {
@@ -251,7 +273,11 @@ func configOfFiles(cfg *metadata.VMConfig, snt *sent) (*metadata.VMConfig, error
 			return "", requestf("a %s was sent that the config does not name", what)
 		}
 		snt.hold(f)
-		if err := checkAccess(what, f, write); err != nil {
+		u := useRead
+		if write {
+			u = useWrite
+		}
+		if err := s.check(what, f, u); err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd()), nil
@@ -282,33 +308,13 @@ func configOfFiles(cfg *metadata.VMConfig, snt *sent) (*metadata.VMConfig, error
 	return &out, nil
 }
 
-// checkAccess refuses a file sent open that does not grant what it is used for:
-// reading (an O_PATH descriptor reads nothing), and writing when write is set.
-func checkAccess(what string, f *os.File, write bool) error {
-	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
-	if err != nil {
-		return requestf("%s: %v", what, err)
-	}
-	mode := fl & unix.O_ACCMODE
-	switch {
-	case fl&unix.O_PATH != 0:
-		return requestf("%s: sent as O_PATH; open it", what)
-	case write && mode != unix.O_RDWR:
-		return requestf("%s: writable, but not opened for reading and writing", what)
-	case !write && mode == unix.O_WRONLY:
-		return requestf("%s: not opened for reading", what)
-	}
-	return nil
-}
-
 // output is where one stream of a VM goes: a file the client sent, the client
 // itself (attached), or nowhere.
 func (s *Service) output(c *client, what, event string, r *runRequest, snt *sent, gone func()) (io.Writer, error) {
 	if f := snt.take(what); f != nil {
 		snt.hold(f)
-		fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
-		if err != nil || fl&unix.O_PATH != 0 || fl&unix.O_ACCMODE == unix.O_RDONLY {
-			return nil, requestf("%s: not opened for writing", what)
+		if err := s.check(what, f, useOutput); err != nil {
+			return nil, err
 		}
 		return f, nil
 	}

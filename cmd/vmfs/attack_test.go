@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"vmfs/internal/wire"
+	"vmfs/testdata"
+)
+
+// rawRequestArg, the test binary's first argument, makes it a raw client of a
+// service that sends one request the vmfs client never would (see rawRequest).
+const rawRequestArg = "vmfs-test-raw-request="
+
+// rawSend is what a raw client sends: a request as JSON, and files opened so
+// (How: "r", "rw", "w", "nonblock" (read, for a FIFO), "dir", "o_path", or
+// "socketpair", one end of a fresh socket pair; Path is not used then).
+type rawSend struct {
+	Socket  string          `json:"socket"`
+	Request json.RawMessage `json:"request"`
+	Files   []rawFile       `json:"files"`
+}
+
+type rawFile struct{ How, Path string }
+
+// rawRequest, run by TestMain when the test binary is given rawRequestArg,
+// sends the request and prints every reply, one JSON object a line, until the
+// final one.
+func rawRequest(arg string) int {
+	var s rawSend
+	if err := json.Unmarshal([]byte(arg), &s); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	var files []*os.File
+	for _, f := range s.Files {
+		flags := map[string]int{"r": unix.O_RDONLY, "rw": unix.O_RDWR, "w": unix.O_WRONLY, "nonblock": unix.O_RDONLY | unix.O_NONBLOCK,
+			"dir": unix.O_RDONLY | unix.O_DIRECTORY, "o_path": unix.O_PATH}
+		if f.How == "socketpair" {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+			if err != nil {
+				fmt.Println(err)
+				return 1
+			}
+			files = append(files, os.NewFile(uintptr(fds[0]), "socket"))
+			continue
+		}
+		fd, err := unix.Open(f.Path, flags[f.How]|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		files = append(files, os.NewFile(uintptr(fd), f.Path))
+	}
+	c, err := net.Dial("unix", s.Socket)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	conn := wire.New(c.(*net.UnixConn))
+	if err := conn.Send(s.Request, files, time.Minute); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	for {
+		var rep map[string]any
+		if _, err := conn.Receive(&rep, 5*time.Minute); err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		b, _ := json.Marshal(rep)
+		fmt.Println(string(b))
+		if rep["event"] == "ok" || rep["event"] == "error" {
+			return 0
+		}
+	}
+}
+
+// attacker is an unprivileged member of a service's group: nobody, through
+// setpriv, running copies of the binaries in a directory it may enter.
+type attacker struct {
+	t              *testing.T
+	s              *serveProc
+	dir, vmfs, raw string
+}
+
+func newAttacker(t *testing.T, s *serveProc) *attacker {
+	t.Helper()
+	dir := testdata.PublicDir(t)
+	test, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &attacker{t: t, s: s, dir: dir, vmfs: copyFile(t, vmfsBin, filepath.Join(dir, "vmfs"), 0o755),
+		raw: copyFile(t, test, filepath.Join(dir, "vmfs.test"), 0o755)}
+}
+
+// run runs argv as nobody.
+func (a *attacker) run(argv ...string) result {
+	a.t.Helper()
+	setpriv := testdata.RequireTool(a.t, "setpriv")
+	n := strconv.Itoa(testdata.Nobody)
+	cmd := exec.Command(setpriv, append([]string{"--reuid=" + n, "--regid=" + n, "--clear-groups"}, argv...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Run()
+	return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
+}
+
+// send sends req with files as nobody and returns the replies, the final last.
+func (a *attacker) send(req any, files ...rawFile) []map[string]any {
+	a.t.Helper()
+	body, err := json.Marshal(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	arg, _ := json.Marshal(rawSend{Socket: a.s.sock, Request: body, Files: files})
+	r := a.run(a.raw, rawRequestArg+string(arg))
+	var reps []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var rep map[string]any
+		if err := json.Unmarshal([]byte(line), &rep); err != nil {
+			a.t.Fatalf("raw client: %s%s", r.stdout, r.stderr)
+		}
+		reps = append(reps, rep)
+	}
+	return reps
+}
+
+// refused checks that the replies are one error whose message has want.
+func refused(t *testing.T, what string, reps []map[string]any, want string) {
+	t.Helper()
+	if len(reps) != 1 || reps[0]["event"] != "error" || !strings.Contains(fmt.Sprint(reps[0]["error"]), want) {
+		t.Errorf("%s: replies %v, want one error saying %q", what, reps, want)
+	}
+}
+
+// TestServeRefusesDescriptors: nobody, a member of the service's group, sends
+// `vmfs run` requests whose files the VMM must not be given: a directory, a
+// FIFO, a socket, /dev/zero or a file of the service's own mount as a kernel, a
+// read-only descriptor for a writable disk; and VMs larger than the machine.
+// Each is refused before any VMM starts, and the service goes on serving root
+// and stops on SIGTERM.
+func TestServeRefusesDescriptors(t *testing.T) {
+	s := startServe(t, "--group", strconv.Itoa(testdata.Nobody))
+	a := newAttacker(t, s)
+	fifo := filepath.Join(a.dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	kernel := copyFile(t, filepath.Join(guestDir(t), "vmlinuz"), filepath.Join(a.dir, "kernel"), 0o644)
+	disk := copyFile(t, testdata.APKPath(), filepath.Join(a.dir, "disk.img"), 0o666)
+	if r := a.run(a.vmfs, "mount", "--socket", s.sock, "--name", "mine", copyFile(t, testdata.APKPath(), filepath.Join(a.dir, "app.apk"), 0o644),
+		copyFile(t, testdata.IdsigPath(), filepath.Join(a.dir, "app.apk.idsig"), 0o644), testdata.ConfigPath); r.code != 0 {
+		t.Fatalf("mount as nobody: exit %d: %s", r.code, r.stderr)
+	}
+	ours := filepath.Join(s.mnt, "mine", "vm.json")
+
+	run := func(vm map[string]any, run map[string]any, files ...string) map[string]any {
+		return map[string]any{"op": "run", "vm": vm, "run": run, "files": files}
+	}
+	kernelOnly := map[string]any{"kernel": "k", "disks": []any{}}
+	readOnly := map[string]any{"kernel": "k", "disks": []any{map[string]any{"image": "d", "writable": false}}}
+	writable := map[string]any{"kernel": "k", "disks": []any{map[string]any{"image": "d", "writable": true}}}
+	for _, tc := range []struct {
+		name string
+		file rawFile
+		want string
+	}{
+		{"directory", rawFile{"dir", a.dir}, "a directory, not a regular file"},
+		{"fifo", rawFile{"nonblock", fifo}, "a FIFO (named pipe), not a regular file"},
+		{"socket", rawFile{How: "socketpair"}, "a socket, not a regular file"},
+		{"dev-zero", rawFile{"r", "/dev/zero"}, "a character device, not a regular file"},
+		{"own-mount", rawFile{"r", ours}, "a file of the service's own mount"},
+	} {
+		refused(t, tc.name+" as kernel", a.send(run(kernelOnly, map[string]any{"detach": true}, "kernel"), tc.file), tc.want)
+		refused(t, tc.name+" as disk", a.send(run(readOnly, map[string]any{"detach": true}, "kernel", "disk"), rawFile{"r", kernel}, tc.file), tc.want)
+	}
+	refused(t, "read-only writable disk", a.send(run(writable, map[string]any{"detach": true}, "kernel", "disk"), rawFile{"r", kernel}, rawFile{"r", disk}),
+		"writable, but not opened for reading and writing")
+	refused(t, "config memory", a.send(run(map[string]any{"kernel": "k", "disks": []any{}, "memory_mib": 4294967295}, map[string]any{"detach": true}, "kernel"),
+		rawFile{"r", kernel}), "MiB and")
+	refused(t, "request memory", a.send(run(kernelOnly, map[string]any{"detach": true, "mem_mib": 1 << 20}, "kernel"), rawFile{"r", kernel}), "MiB and")
+	refused(t, "cpus", a.send(run(kernelOnly, map[string]any{"detach": true, "cpus": 256}, "kernel"), rawFile{"r", kernel}), "vCPUs")
+
+	if rows := s.list(); len(rows) != 1 || rows["mine"].cid != 0 {
+		t.Errorf("list as root after the attempts: %+v, want nobody's payload alone and no VM", rows)
+	}
+	if code := s.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("service after SIGTERM: exit %d:\n%s", code, s.r.output())
+	}
+}
