@@ -100,7 +100,7 @@ func (s *Service) check(what string, f *os.File, u use) error {
 	mode, typ := fl&unix.O_ACCMODE, st.Mode&unix.S_IFMT
 	switch {
 	case fl&unix.O_PATH != 0:
-		return requestf("%s: sent as O_PATH, which reads nothing; open it", what)
+		return requestf("%s: sent as O_PATH, not open for reading", what)
 	case st.Dev == s.dev:
 		return vmfs.WithKind(vmfs.ErrInput, fmt.Errorf("%s: a file of the service's own mount", what))
 	case u == useOutput:

@@ -97,7 +97,7 @@ func (s *Service) prepare(req *request, snt *sent) (*vmfs.Payload, error) {
 		closeFiles(apk, idsig)
 		return nil, requestf("send the APK and the idsig open: a service opens no path a client names")
 	}
-	if err := errors.Join(s.check("apk "+inputfile.Quote(req.APK), apk, useRead), s.check("idsig "+inputfile.Quote(req.Idsig), idsig, useRead)); err != nil {
+	if err := errors.Join(s.check(named(fileAPK, req.APK), apk, useRead), s.check(named(fileIdsig, req.Idsig), idsig, useRead)); err != nil {
 		closeFiles(apk, idsig)
 		return nil, err
 	}
@@ -113,6 +113,14 @@ func (s *Service) prepare(req *request, snt *sent) (*vmfs.Payload, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// named is what a file sent is, with the client's name for it when it gave one.
+func named(what, name string) string {
+	if name == "" {
+		return what
+	}
+	return what + " " + inputfile.Quote(name)
 }
 
 func closeFiles(fs ...*os.File) {
