@@ -21,6 +21,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,6 +63,40 @@ func (c *Conn) Peer() (*unix.Ucred, error) {
 		return nil, err
 	}
 	return cred, cerr
+}
+
+// PeerGroups returns the supplementary groups of the process at the other end,
+// as the kernel recorded them when it connected (SO_PEERGROUPS).
+func (c *Conn) PeerGroups() ([]uint32, error) {
+	raw, err := c.c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var groups []uint32
+	var gerr error
+	if err := raw.Control(func(fd uintptr) { groups, gerr = peerGroups(fd) }); err != nil {
+		return nil, err
+	}
+	return groups, gerr
+}
+
+// peerGroups reads SO_PEERGROUPS, which x/sys has no getter for: a gid_t array
+// whose size the kernel tells with ERANGE when the buffer is too small.
+func peerGroups(fd uintptr) ([]uint32, error) {
+	groups := make([]uint32, 64)
+	for {
+		size := uint32(4 * len(groups))
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_PEERGROUPS,
+			uintptr(unsafe.Pointer(&groups[0])), uintptr(unsafe.Pointer(&size)), 0)
+		switch {
+		case errno == unix.ERANGE && int(size/4) > len(groups):
+			groups = make([]uint32, size/4)
+		case errno != 0:
+			return nil, os.NewSyscallError("getsockopt SO_PEERGROUPS", errno)
+		default:
+			return groups[:size/4], nil
+		}
+	}
 }
 
 // Send writes v as one message with files attached, giving up after timeout.

@@ -5,11 +5,16 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"vmfs/testdata"
 )
 
 // pair is a connected pair of Conns over a real socketpair.
@@ -133,5 +138,55 @@ func TestRefused(t *testing.T) {
 	a, _ := pair(t)
 	if err := a.Send(msg{Name: strings.Repeat("x", MaxMessage)}, nil, time.Minute); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("sending an oversized message: %v", err)
+	}
+}
+
+// peerDialEnv, set, makes the test binary dial the socket it names and wait
+// for the peer to close (TestPeerGroups runs it under other groups).
+const peerDialEnv = "VMFS_WIRE_TEST_DIAL"
+
+func TestMain(m *testing.M) {
+	if sock := os.Getenv(peerDialEnv); sock != "" {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			os.Exit(1)
+		}
+		c.Read(make([]byte, 1))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestPeerGroups: the groups of a peer running with supplementary groups set by
+// setpriv, gids with zero bytes among them, are read whole.
+func TestPeerGroups(t *testing.T) {
+	testdata.RequireRoot(t)
+	setpriv := testdata.RequireTool(t, "setpriv")
+	sock := filepath.Join(t.TempDir(), "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []uint32{4, 256, 65536, 4000000000}
+	cmd := exec.Command(setpriv, "--groups=4,256,65536,4000000000", self)
+	cmd.Env = append(os.Environ(), peerDialEnv+"="+sock)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	c, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := New(c)
+	defer conn.Close()
+	got, err := conn.PeerGroups()
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("peer groups %v, %v; want %v", got, err, want)
 	}
 }
