@@ -14,6 +14,7 @@ import (
 
 	"vmfs"
 	"vmfs/fusedisk"
+	"vmfs/internal/inputfile"
 	"vmfs/metadata"
 )
 
@@ -47,7 +48,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // reserve claims name for a payload of c, or makes one up from prefix.
 func (s *Service) reserve(c *client, name, prefix string) (string, error) {
 	if name != "" && !nameRE.MatchString(name) {
-		return "", requestf("payload name %q: want 1 to 64 letters, digits, '.', '_' or '-', not starting with a '.', '_' or '-'", name)
+		return "", requestf("payload name %q: want 1 to 64 letters, digits, '.', '_' or '-', not starting with a '.', '_' or '-'", inputfile.Quote(name))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -258,10 +259,10 @@ func (s *Service) remove(c *client, target string) error {
 	switch {
 	case p == nil:
 		s.mu.Unlock()
-		return fmt.Errorf("%s: no payload of uid %d by that name or mountpoint", target, c.uid)
+		return fmt.Errorf("%s: no payload of uid %d by that name or mountpoint", inputfile.Quote(target), c.uid)
 	case p.vm != nil:
 		s.mu.Unlock()
-		return vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("%s: VM %d boots from it; vmfs stop %d first", target, p.vm.cid, p.vm.cid))
+		return vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("%s: VM %d boots from it; vmfs stop %d first", inputfile.Quote(target), p.vm.cid, p.vm.cid))
 	}
 	delete(s.payloads, p.name)
 	s.mu.Unlock()

@@ -19,6 +19,7 @@ import (
 
 	"vmfs"
 	"vmfs/fusedisk"
+	"vmfs/internal/inputfile"
 	"vmfs/internal/jsonfmt"
 	"vmfs/internal/wire"
 	"vmfs/launcher"
@@ -373,6 +374,7 @@ func (c *client) may(owner uint32) bool { return c.root() || c.uid == owner }
 
 // handle answers one request. Whatever the request, a failure is a reply to
 // this client, never the service's: each handler runs on its own and returns.
+// A client's text is logged quoted (inputfile.Quote).
 func (s *Service) handle(conn *wire.Conn) {
 	cred, err := conn.Peer()
 	if err != nil {
@@ -386,6 +388,11 @@ func (s *Service) handle(conn *wire.Conn) {
 	if errors.Is(err, io.EOF) {
 		return // a client checking that the service answers
 	}
+	if err == nil {
+		if err = req.check(); err != nil {
+			closeFiles(files...)
+		}
+	}
 	if err != nil {
 		log.Info("bad request", zap.Error(err))
 		s.reply(c, nil, vmfs.WithKind(ErrRequest, err))
@@ -397,7 +404,8 @@ func (s *Service) handle(conn *wire.Conn) {
 		return
 	}
 	defer snt.close()
-	log.Debug("request", zap.String("op", req.Op), zap.String("name", req.Name), zap.Strings("files", req.Files))
+	log.Debug("request", zap.String("op", inputfile.Quote(req.Op)), zap.String("name", inputfile.Quote(req.Name)),
+		zap.String("apk", inputfile.Quote(req.APK)), zap.Strings("files", req.Files))
 	var rep *reply
 	switch req.Op {
 	case opAdd:
@@ -405,7 +413,7 @@ func (s *Service) handle(conn *wire.Conn) {
 	case opRemove:
 		err = s.remove(c, req.Name)
 	case opList:
-		rep = &reply{Status: s.status(c)}
+		rep, err = s.list(c)
 	case opStop:
 		rep, err = s.stop(c, req.Name)
 	case opRunApp:
@@ -413,7 +421,7 @@ func (s *Service) handle(conn *wire.Conn) {
 	case opRun:
 		rep, err = s.runConfig(c, &req, snt)
 	default:
-		err = requestf("unknown request %q", req.Op)
+		err = requestf("unknown request %q", inputfile.Quote(req.Op))
 	}
 	if err != nil {
 		log.Info("request failed", zap.String("op", req.Op), zap.Error(err))
@@ -421,7 +429,8 @@ func (s *Service) handle(conn *wire.Conn) {
 	s.reply(c, rep, err)
 }
 
-// reply sends rep as the final reply ("ok"), or err's.
+// reply sends rep as the final reply ("ok"), or err's. A final reply always
+// goes: one too large for a message is sent as an error saying so.
 func (s *Service) reply(c *client, rep *reply, err error) {
 	if rep == nil {
 		rep = &reply{}
@@ -430,7 +439,11 @@ func (s *Service) reply(c *client, rep *reply, err error) {
 	if err != nil {
 		rep = &reply{Event: replyError, Error: toReplyErr(err)}
 	}
-	if err := c.conn.Send(rep, nil, replyTimeout); err != nil {
+	err = c.conn.Send(rep, nil, replyTimeout)
+	if errors.Is(err, wire.ErrTooLarge) {
+		err = c.conn.Send(reply{Event: replyError, Error: toReplyErr(err)}, nil, replyTimeout)
+	}
+	if err != nil {
 		s.log.Debug("reply not delivered", zap.Error(err))
 	}
 }
@@ -464,7 +477,7 @@ func sortFiles(names []string, files []*os.File) (*sent, error) {
 	for name, fs := range s.files {
 		if len(fs) > knownFiles[name] {
 			s.close()
-			return nil, requestf("file %q: %d sent, at most %d may be", name, len(fs), knownFiles[name])
+			return nil, requestf("file %q: %d sent, at most %d may be", inputfile.Quote(name), len(fs), knownFiles[name])
 		}
 	}
 	return s, nil
@@ -496,6 +509,24 @@ func (s *sent) close() {
 	}
 	closeFiles(s.held...)
 	s.files, s.held = nil, nil
+}
+
+// list sends c what it may see of the service, a payload or VM a reply, so
+// that no count of them can make a reply too large; the final one has the rest.
+func (s *Service) list(c *client) (*reply, error) {
+	st := s.status(c)
+	for i := range st.Payloads {
+		if err := c.conn.Send(reply{Event: replyListed, Payload: &st.Payloads[i]}, nil, replyTimeout); err != nil {
+			return nil, err
+		}
+	}
+	for i := range st.VMs {
+		if err := c.conn.Send(reply{Event: replyListed, VM: &st.VMs[i]}, nil, replyTimeout); err != nil {
+			return nil, err
+		}
+	}
+	st.Payloads, st.VMs = []PayloadStatus{}, []VMStatus{}
+	return &reply{Status: st}, nil
 }
 
 // status is what c may see of the service.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmfs"
+	"vmfs/internal/inputfile"
 	"vmfs/launcher"
 	"vmfs/metadata"
 )
@@ -171,9 +172,9 @@ func (s *Service) claim(c *client, name string, vm *runningVM) (*served, error) 
 	sv := s.find(c, name)
 	switch {
 	case sv == nil:
-		return nil, fmt.Errorf("%s: no payload of uid %d by that name", name, c.uid)
+		return nil, fmt.Errorf("%s: no payload of uid %d by that name", inputfile.Quote(name), c.uid)
 	case sv.vm != nil:
-		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("%s: VM %d boots from it already", name, sv.vm.cid))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("%s: VM %d boots from it already", inputfile.Quote(name), sv.vm.cid))
 	}
 	sv.vm = vm
 	return sv, nil
@@ -427,7 +428,7 @@ func (s *Service) stop(c *client, target string) (*reply, error) {
 	}
 	if vm == nil || !c.may(vm.owner) {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%s: no VM of uid %d with that CID or name", target, c.uid)
+		return nil, fmt.Errorf("%s: no VM of uid %d with that CID or name", inputfile.Quote(target), c.uid)
 	}
 	s.mu.Unlock()
 	vm.stop(errStopped)

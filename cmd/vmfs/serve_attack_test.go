@@ -2,6 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"vmfs/internal/wire"
 	"vmfs/testdata"
 )
 
@@ -61,6 +66,13 @@ func (a *attacker) vmfs(args ...string) result {
 	return a.run(append(append([]string{a.bin}, args...), "--socket", a.s.sock)...)
 }
 
+// raw runs the raw client's mode (see rawModes) as nobody and returns its output.
+func (a *attacker) raw(mode string, args ...string) string {
+	a.t.Helper()
+	r := a.run(append(append([]string{a.test}, rawClientArgs(a.s.sock, mode, "", "")...), args...)...)
+	return r.stdout + r.stderr
+}
+
 // servesAndStops checks that the service still serves root (vmfs list), and
 // that SIGTERM then ends it promptly, with exit 0.
 func (s *serveProc) servesAndStops() {
@@ -75,6 +87,119 @@ func (s *serveProc) servesAndStops() {
 	if d := time.Since(begin); d > 10*time.Second {
 		s.t.Errorf("SIGTERM took %v to end the service", d)
 	}
+}
+
+// rawModes are the raw client's modes that take arguments of their own: each
+// gets the socket and those arguments, and returns its exit code.
+var rawModes = map[string]func(sock string, args []string) int{"send": rawSend}
+
+// rawSend sends args[0] as one message, byte for byte (any key, any case, a
+// key twice), and prints the final reply as "event: message", or why none came.
+func rawSend(sock string, args []string) int {
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer c.Close()
+	if _, err := c.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(args[0]))), args[0]...)); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	conn := wire.New(c.(*net.UnixConn))
+	for {
+		var rep struct {
+			Event string
+			Error *struct{ Message string }
+		}
+		var raw map[string]json.RawMessage // any reply, whatever its fields
+		if _, err := conn.Receive(&raw, time.Minute); err != nil {
+			fmt.Println("no reply:", err)
+			return 1
+		}
+		json.Unmarshal(raw["event"], &rep.Event)
+		json.Unmarshal(raw["error"], &rep.Error)
+		switch {
+		case rep.Event == "ok":
+			fmt.Println("ok")
+			return 0
+		case rep.Event == "error" && rep.Error != nil:
+			fmt.Printf("error: %s\n", rep.Error.Message)
+			return 0
+		}
+	}
+}
+
+// TestServeListEscapes: an APK whose file name holds a newline and an escape
+// sequence, mounted by nobody, is one row of root's `vmfs list`, its name
+// quoted; no ESC byte reaches root's terminal nor the service's log.
+func TestServeListEscapes(t *testing.T) {
+	s := startServe(t, "--group", strconv.Itoa(testdata.Nobody))
+	a := newAttacker(t, s)
+	pub := testdata.PublicDir(t)
+	forged := "a\n\x1b[31mforged  10  4242  running  1s  x.apk"
+	apk := copyFile(t, testdata.APKPath(), filepath.Join(pub, forged+".apk"), 0o644)
+	idsig := copyFile(t, testdata.IdsigPath(), filepath.Join(pub, forged+".apk.idsig"), 0o644)
+	if r := a.vmfs("mount", "--name", "mine", apk, idsig, testdata.ConfigPath); r.code != 0 {
+		t.Fatalf("mount as nobody: exit %d: %s", r.code, r.stderr)
+	}
+	r := s.vmfs("list")
+	service, _, _ := strings.Cut(r.stdout, "\n\n") // the mounts of servers of their own follow
+	rows := strings.Split(strings.TrimSuffix(service, "\n"), "\n")[1:]
+	if r.code != 0 || len(rows) != 1 || !strings.HasPrefix(rows[0], "mine ") || !strings.Contains(rows[0], strconv.Quote(apk)) {
+		t.Errorf("list as root: exit %d, want one row for mine with its APK quoted:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if strings.ContainsRune(r.stdout, 0x1b) {
+		t.Errorf("an ESC byte in root's list:\n%q", r.stdout)
+	}
+	s.servesAndStops()
+	if strings.ContainsRune(s.r.output(), 0x1b) {
+		t.Errorf("an ESC byte in the service's log:\n%q", s.r.output())
+	}
+}
+
+// TestServeLongInput: a request echoing 60 KiB of nobody's input, or more once
+// escaped ('<' is 6 bytes in JSON), gets an error reply with the input cut,
+// where the reply was too large to send and the client got EOF.
+func TestServeLongInput(t *testing.T) {
+	s := startServe(t, "--group", strconv.Itoa(testdata.Nobody))
+	a := newAttacker(t, s)
+	long := strings.Repeat("<", 60<<10)
+	for what, req := range map[string]string{
+		"a payload's name":     `{"op":"add","name":"` + long + `"}`,
+		"an APK's name":        `{"op":"add","apk":"` + long + `"}`,
+		"a VM to stop":         `{"op":"stop","name":"` + long + `"}`,
+		"a payload to unmount": `{"op":"remove","name":"` + long + `"}`,
+		// An error that quotes no input: the reply itself is cut.
+		"a VMM": `{"op":"run-app","run":{"vmm":"` + long + `"}}`,
+	} {
+		out := a.raw("send", req)
+		if !strings.HasPrefix(out, "error: ") || !strings.Contains(out, "bytes)") || len(out) > 8<<10 {
+			t.Errorf("%s of 60 KiB: %d bytes of reply, want an error with the input cut: %.300s", what, len(out), out)
+		}
+	}
+	s.servesAndStops()
+}
+
+// TestServeStrictKeys: a request's keys are its fields' exactly, once each:
+// {"OP":"list"} and {"op":"list","op":"stop"} are refused, saying why.
+func TestServeStrictKeys(t *testing.T) {
+	s := startServe(t, "--group", strconv.Itoa(testdata.Nobody))
+	a := newAttacker(t, s)
+	for req, want := range map[string]string{
+		`{"OP":"list"}`:             `unknown field "OP"`,
+		`{"op":"list","Name":"x"}`:  `unknown field "Name"`,
+		`{"op":"list","op":"stop"}`: `duplicate key "op"`,
+		`{"op":"run","run":{},"vm":{"kernel":"a","kernel":"b"}}`: `duplicate key "kernel" in vm`,
+	} {
+		if out := a.raw("send", req); !strings.HasPrefix(out, "error: ") || !strings.Contains(out, want) {
+			t.Errorf("%s: %s, want an error saying %s", req, out, want)
+		}
+	}
+	if out := a.raw("send", `{"op":"list"}`); out != "ok\n" {
+		t.Errorf(`{"op":"list"}: %s`, out)
+	}
+	s.servesAndStops()
 }
 
 // TestServeRunAppDetachMount: `run-app -d --mount` of what is no payload of

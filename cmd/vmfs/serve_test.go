@@ -293,10 +293,13 @@ func rawClientArgs(sock, mode, apk, idsig string) []string {
 // rawClient, run by TestMain when the test binary is given rawClientArgs,
 // asks the service to add a payload the way the vmfs client never does: naming
 // the files only ("paths"), or sending O_PATH descriptors ("o_path"). It prints
-// the service's reply.
+// the service's reply. The rawModes take their arguments after rawClientArgs.
 func rawClient(arg string) int {
 	a := strings.Split(arg, ",")
 	sock, mode, apk, idsig := a[0], a[1], a[2], a[3]
+	if run, ok := rawModes[mode]; ok {
+		return run(sock, os.Args[2:])
+	}
 	c, err := net.Dial("unix", sock)
 	if err != nil {
 		fmt.Println(err)
