@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -73,6 +74,13 @@ func (a *attacker) raw(mode string, args ...string) string {
 	return r.stdout + r.stderr
 }
 
+// rawStart starts the raw client's mode as nobody, for one that runs until killed.
+func (a *attacker) rawStart(mode string, args ...string) *running {
+	a.t.Helper()
+	argv := a.argv(append(append([]string{a.test}, rawClientArgs(a.s.sock, mode, "", "")...), args...)...)
+	return startProgram(a.t, "", argv[0], argv[1:]...)
+}
+
 // servesAndStops checks that the service still serves root (vmfs list), and
 // that SIGTERM then ends it promptly, with exit 0.
 func (s *serveProc) servesAndStops() {
@@ -91,7 +99,7 @@ func (s *serveProc) servesAndStops() {
 
 // rawModes are the raw client's modes that take arguments of their own: each
 // gets the socket and those arguments, and returns its exit code.
-var rawModes = map[string]func(sock string, args []string) int{"send": rawSend}
+var rawModes = map[string]func(sock string, args []string) int{"send": rawSend, "hold": rawHold}
 
 // rawSend sends args[0] as one message, byte for byte (any key, any case, a
 // key twice), and prints the final reply as "event: message", or why none came.
@@ -128,6 +136,93 @@ func rawSend(sock string, args []string) int {
 			return 0
 		}
 	}
+}
+
+// rawHold holds args[0] connections to the service open, sending nothing, and
+// opens another whenever one is cut, until killed; one refused at once waits
+// for the next cut. It says "dialed" once it has connected that many times, and
+// prints each reply or error it gets, once.
+func rawHold(sock string, args []string) int {
+	n, _ := strconv.Atoi(args[0])
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	cut := make(chan struct{}) // closed at a cut, and replaced
+	say := func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !seen[s] {
+			seen[s] = true
+			fmt.Println(s)
+		}
+	}
+	var dialed sync.WaitGroup
+	dialed.Add(n)
+	for range n {
+		go func() {
+			first := true
+			for {
+				c, err := net.Dial("unix", sock)
+				if first {
+					dialed.Done()
+					first = false
+				}
+				if err != nil {
+					say("dial: " + err.Error())
+					continue
+				}
+				begin := time.Now()
+				var rep map[string]json.RawMessage
+				_, err = wire.New(c.(*net.UnixConn)).Receive(&rep, 0)
+				c.Close()
+				if err != nil {
+					say("cut: " + err.Error())
+				} else {
+					say("reply: " + string(rep["error"]))
+				}
+				mu.Lock()
+				next := cut
+				if time.Since(begin) > time.Second {
+					close(cut)
+					cut = make(chan struct{})
+				}
+				mu.Unlock()
+				<-next
+			}
+		}()
+	}
+	dialed.Wait()
+	say("dialed")
+	select {}
+}
+
+// TestServeConnectionShares: nobody holding 300 connections open without a
+// request, reconnecting as they are cut, never locks root out: its own beyond
+// its share are refused at once, saying so, the idle ones are cut within
+// seconds, and root's `vmfs list` works throughout.
+func TestServeConnectionShares(t *testing.T) {
+	s := startServe(t, "--group", strconv.Itoa(testdata.Nobody))
+	a := newAttacker(t, s)
+	h := a.rawStart("hold", "300")
+	said := func(what string) {
+		t.Helper()
+		if !testdata.Eventually(t, time.Minute, func() bool { return strings.Contains(h.output(), what) }) {
+			t.Fatalf("the raw client did not say %q:\n%s", what, h.output())
+		}
+	}
+	said("dialed")
+	listed := func(when string) {
+		t.Helper()
+		for range 3 {
+			if r := s.vmfs("list"); r.code != 0 {
+				t.Errorf("list as root %s: exit %d: %s", when, r.code, r.stderr)
+			}
+		}
+	}
+	listed("while nobody holds its connections")
+	said("uid 65534 has 16 connections open already, the most one user may")
+	said("no whole request within 3s")
+	listed("while nobody reconnects those cut")
+	s.servesAndStops()
 }
 
 // TestServeListEscapes: an APK whose file name holds a newline and an escape
