@@ -45,9 +45,9 @@ const (
 type request struct {
 	Op    string   `json:"op"`
 	Files []string `json:"files,omitempty"`
-	// Name is the payload to make ("" lets the service name it) for add and
-	// run-app, and what to act on for remove (a name or a mountpoint) and stop
-	// (a CID or a name).
+	// Name is the payload or VM to make ("" lets the service name it) for add,
+	// run-app and run, and what to act on for remove (a name or a mountpoint)
+	// and stop (a CID or a name).
 	Name string `json:"name,omitempty"`
 	// APK and Idsig are the client's names for the files it sent, for people.
 	APK         string      `json:"apk,omitempty"`

@@ -80,8 +80,10 @@ type Service struct {
 	vms      sync.WaitGroup // the VMs' supervisors
 	handlers sync.WaitGroup
 	// mu guards the fields below.
-	mu       sync.Mutex
-	payloads map[string]*served  // by name; nil for a name being set up
+	mu sync.Mutex
+	// payloads holds every name in use, payloads' and VMs': nil for a name being
+	// set up or a raw VM's (runConfig).
+	payloads map[string]*served
 	running  map[int]*runningVM  // by CID
 	conns    map[*wire.Conn]bool // open connections, closed at shutdown
 	connsOf  map[uint32]int      // open connections by uid

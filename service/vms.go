@@ -32,7 +32,7 @@ var (
 // runningVM is a VM the service runs.
 type runningVM struct {
 	cid     int
-	name    string // its payload's, or "run-<cid>" for a raw config
+	name    string // its payload's, or one reserved for a raw config
 	owner   uint32
 	apk     string
 	started time.Time
@@ -205,9 +205,10 @@ func dryRun(vm *metadata.VMConfig, opts launcher.Options) (*reply, error) {
 	return &reply{Command: b.String()}, nil
 }
 
-// runConfig boots a raw VM config, as `vmfs run` asks. Its kernel, initrd,
-// bootloader and disk images come open from the client; the VMM reaches each
-// through this process's descriptor for it.
+// runConfig boots a raw VM config, as `vmfs run` asks, named as the request
+// says or "run-<n>"; the name is reserved as a payload's is, until the VM ends.
+// Its kernel, initrd, bootloader and disk images come open from the client;
+// the VMM reaches each through this process's descriptor for it.
 func (s *Service) runConfig(c *client, req *request, snt *sent) (*reply, error) {
 	r := req.Run
 	if r == nil || req.VM == nil {
@@ -221,13 +222,18 @@ func (s *Service) runConfig(c *client, req *request, snt *sent) (*reply, error) 
 	if err != nil {
 		return nil, err
 	}
+	name, err := s.reserve(c, req.Name, "run")
+	if err != nil {
+		return nil, err
+	}
 	cid, release, err := launcher.AllocateCID(opts.CIDDir)
 	if err != nil {
+		s.unreserve(name)
 		return nil, vmfs.WithKind(vmfs.ErrVMM, err)
 	}
 	opts.CID = cid
-	vm := &runningVM{cid: cid, name: "run-" + strconv.Itoa(cid), owner: c.uid, done: make(chan struct{})}
-	end := func() { release() }
+	vm := &runningVM{cid: cid, name: name, owner: c.uid, done: make(chan struct{})}
+	end := func() { s.unreserve(name); release() }
 	if r.DryRun {
 		defer end()
 		return dryRun(cfg, opts)
@@ -412,21 +418,17 @@ func (w *streamer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// stop stops the VM target names (a CID or a name), as `vmfs stop` asks, and
-// returns once it has ended.
+// stop stops the VM of c's that target names (a CID or a name, which is
+// unique: see reserve), as `vmfs stop` asks, and returns once it has ended.
 func (s *Service) stop(c *client, target string) (*reply, error) {
 	s.mu.Lock()
 	var vm *runningVM
-	if cid, err := strconv.Atoi(target); err == nil {
-		vm = s.running[cid]
-	} else {
-		for _, v := range s.running {
-			if v.name == target {
-				vm = v
-			}
+	for _, v := range s.running {
+		if (strconv.Itoa(v.cid) == target || v.name == target) && c.may(v.owner) {
+			vm = v
 		}
 	}
-	if vm == nil || !c.may(vm.owner) {
+	if vm == nil {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("%s: no VM of uid %d with that CID or name", inputfile.Quote(target), c.uid)
 	}

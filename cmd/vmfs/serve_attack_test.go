@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"vmfs/internal/proc"
 	"vmfs/internal/wire"
 	"vmfs/testdata"
 )
@@ -95,6 +96,60 @@ func (s *serveProc) servesAndStops() {
 	if d := time.Since(begin); d > 10*time.Second {
 		s.t.Errorf("SIGTERM took %v to end the service", d)
 	}
+}
+
+// detached runs a detached `vmfs run` or `run-app -d` (r is its result) and
+// returns the VM's name and its VMM's pid, stopped (hold) so that it surely
+// runs while the test looks.
+func (s *serveProc) detached(r result) (name string, vmm int) {
+	s.t.Helper()
+	f := strings.Fields(r.stdout)
+	if r.code != 0 || len(f) != 2 {
+		s.t.Fatalf("a detached run: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	vmm = s.list()[f[0]].pid
+	if vmm == 0 {
+		s.t.Fatalf("VM %s is not listed: %+v", f[0], s.list())
+	}
+	hold(s.t, vmm)
+	return f[0], vmm
+}
+
+// rawVMConfig writes, in the world-readable dir, a raw VM config booting the
+// test guest with no disk (it runs some seconds, then fails its checks), and
+// the kernel and initrd it names; it returns the config's path.
+func rawVMConfig(t *testing.T, dir string) string {
+	t.Helper()
+	var guest struct{ Kernel, Initrd, Params string }
+	b, _ := os.ReadFile(filepath.Join(guestDir(t), "microdroid.json"))
+	if err := json.Unmarshal(b, &guest); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := json.Marshal(map[string]any{"params": guest.Params, "disks": []any{},
+		"kernel": copyFile(t, guest.Kernel, filepath.Join(dir, "vmlinuz"), 0o644), "initrd": copyFile(t, guest.Initrd, filepath.Join(dir, "initrd"), 0o644)})
+	return copyBytes(t, cfg, filepath.Join(dir, "vm_config.json"))
+}
+
+// nobodysConsole is a file in a directory nobody may write to, for a
+// --console of nobody's (the client checks that it can make the file).
+func nobodysConsole(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(testdata.PublicDir(t), "consoles")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, testdata.Nobody, testdata.Nobody); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "console")
+}
+
+func copyBytes(t *testing.T, b []byte, dst string) string {
+	t.Helper()
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }
 
 // rawModes are the raw client's modes that take arguments of their own: each
@@ -222,6 +277,53 @@ func TestServeConnectionShares(t *testing.T) {
 	said("uid 65534 has 16 connections open already, the most one user may")
 	said("no whole request within 3s")
 	listed("while nobody reconnects those cut")
+	s.servesAndStops()
+}
+
+// TestServeNamesUnique: a name is one payload's or one VM's in a service,
+// whoever asks: nobody cannot take the name of root's payload or raw VM (the
+// name root would stop), nor root nobody's, and root's stop by name stops
+// root's VM alone.
+func TestServeNamesUnique(t *testing.T) {
+	s := startServe(t, "--group", strconv.Itoa(testdata.Nobody))
+	a := newAttacker(t, s)
+	pub := testdata.PublicDir(t)
+	cfg, console := rawVMConfig(t, pub), nobodysConsole(t)
+	apk, idsig := copyFile(t, testdata.APKPath(), filepath.Join(pub, "app.apk"), 0o644), copyFile(t, testdata.IdsigPath(), filepath.Join(pub, "app.apk.idsig"), 0o644)
+	taken := func(who string, r result, name string) {
+		t.Helper()
+		if want := fmt.Sprintf("name %q is taken", name); r.code != exitUsage || !strings.Contains(r.stderr, want) {
+			t.Errorf("%s takes %s: exit %d: %s%s", who, name, r.code, r.stdout, r.stderr)
+		}
+	}
+
+	if r := s.vmfs("mount", "--name", "roots", testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath); r.code != 0 {
+		t.Fatalf("mount as root: exit %d: %s", r.code, r.stderr)
+	}
+	rootVM, rootVMM := s.detached(s.vmfs("run", "-d", "--console", "/dev/null", cfg))
+	for _, name := range []string{"roots", rootVM} {
+		taken("nobody", a.vmfs("mount", "--name", name, apk, idsig, testdata.ConfigPath), name)
+		taken("nobody", a.vmfs("run-app", "-d", "--name", name, "--console", console, apk, idsig, testdata.ConfigPath), name)
+	}
+
+	if r := a.vmfs("mount", "--name", "mine", apk, idsig, testdata.ConfigPath); r.code != 0 {
+		t.Fatalf("mount as nobody: exit %d: %s", r.code, r.stderr)
+	}
+	nobodyVM, nobodyVMM := s.detached(a.vmfs("run", "-d", "--console", console, cfg))
+	for _, name := range []string{"mine", nobodyVM} {
+		taken("root", s.vmfs("mount", "--name", name, testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath), name)
+	}
+
+	if r := s.vmfs("stop", rootVM); r.code != 0 {
+		t.Errorf("stop %s as root: exit %d: %s", rootVM, r.code, r.stderr)
+	}
+	if !proc.WaitExit(rootVMM, time.Minute) {
+		t.Errorf("root's VMM %d outlived its stop", rootVMM)
+	}
+	if row := s.list()[nobodyVM]; row.pid != nobodyVMM || proc.State(nobodyVMM) != 'T' {
+		t.Errorf("nobody's VM after root stopped its own: %+v", row)
+	}
+	release(nobodyVMM)
 	s.servesAndStops()
 }
 
