@@ -38,6 +38,7 @@ const (
 	maxConnsPerUser    = 16               // open at once, for a user other than root
 	maxClients         = 256              // open at once for all users but root together, and for root
 	maxPayloadsPerUser = 1024             // for a user other than root
+	maxVMsPerUser      = 8                // running at once, for a user other than root
 	handlerGrace       = 2 * time.Second  // at shutdown, for the requests under way to end
 )
 
@@ -87,6 +88,7 @@ type Service struct {
 	running  map[int]*runningVM  // by CID
 	conns    map[*wire.Conn]bool // open connections, closed at shutdown
 	connsOf  map[uint32]int      // open connections by uid
+	vmsOf    map[uint32]int      // VMs by uid, from their request to their end
 	seq      int
 	closing  bool
 }
@@ -102,7 +104,7 @@ var errShutdown = errors.New("the vmfs service is stopping")
 func New(o Options) (*Service, error) {
 	s := &Service{o: o, fsName: vmfs.FSName(os.Getpid()), log: o.Logger,
 		payloads: map[string]*served{}, running: map[int]*runningVM{}, conns: map[*wire.Conn]bool{},
-		connsOf: map[uint32]int{}}
+		connsOf: map[uint32]int{}, vmsOf: map[uint32]int{}}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}

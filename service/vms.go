@@ -96,9 +96,9 @@ func (s *Service) runApp(c *client, req *request, snt *sent) (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	cid, release, err := launcher.AllocateCID(opts.CIDDir)
+	cid, release, err := s.allocate(c, opts.CIDDir)
 	if err != nil {
-		return nil, vmfs.WithKind(vmfs.ErrVMM, err)
+		return nil, err
 	}
 	vm := &runningVM{cid: cid, owner: c.uid, done: make(chan struct{})}
 	sv, err := s.payloadFor(c, req, snt, vm)
@@ -180,6 +180,33 @@ func (s *Service) claim(c *client, name string, vm *runningVM) (*served, error) 
 	return sv, nil
 }
 
+// allocate takes a CID for a VM of c's, counted against c's quota of VMs
+// (maxVMsPerUser, root's unbounded: a raw run makes no payload, so the
+// payloads' quota does not bound VMs); release frees both once the VM ended.
+func (s *Service) allocate(c *client, cidDir string) (cid int, release func(), err error) {
+	s.mu.Lock()
+	n := s.vmsOf[c.uid]
+	if !c.root() && n >= maxVMsPerUser {
+		s.mu.Unlock()
+		return 0, nil, requestf("uid %d runs %d VMs already, the most one user may", c.uid, n)
+	}
+	s.vmsOf[c.uid]++
+	s.mu.Unlock()
+	unquota := func() {
+		s.mu.Lock()
+		if s.vmsOf[c.uid]--; s.vmsOf[c.uid] == 0 {
+			delete(s.vmsOf, c.uid)
+		}
+		s.mu.Unlock()
+	}
+	cid, releaseCID, err := launcher.AllocateCID(cidDir)
+	if err != nil {
+		unquota()
+		return 0, nil, vmfs.WithKind(vmfs.ErrVMM, err)
+	}
+	return cid, func() { releaseCID(); unquota() }, nil
+}
+
 // ended lets go of sv once the VM booting from it has ended: it goes unless it
 // was added by mount.
 func (s *Service) ended(sv *served) {
@@ -226,10 +253,10 @@ func (s *Service) runConfig(c *client, req *request, snt *sent) (*reply, error) 
 	if err != nil {
 		return nil, err
 	}
-	cid, release, err := launcher.AllocateCID(opts.CIDDir)
+	cid, release, err := s.allocate(c, opts.CIDDir)
 	if err != nil {
 		s.unreserve(name)
-		return nil, vmfs.WithKind(vmfs.ErrVMM, err)
+		return nil, err
 	}
 	opts.CID = cid
 	vm := &runningVM{cid: cid, name: name, owner: c.uid, done: make(chan struct{})}

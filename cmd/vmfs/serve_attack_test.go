@@ -399,6 +399,26 @@ func TestServeStrictKeys(t *testing.T) {
 	s.servesAndStops()
 }
 
+// TestServeVMQuota: nobody runs 8 VMs at once at most (raw runs make no
+// payload, so the payloads' quota does not bound them); the next is refused,
+// saying so, and root still starts one.
+func TestServeVMQuota(t *testing.T) {
+	s := startServe(t, "--group", strconv.Itoa(testdata.Nobody))
+	a := newAttacker(t, s)
+	cfg, console := rawVMConfig(t, testdata.PublicDir(t)), nobodysConsole(t)
+	var vmms []int
+	for range 8 {
+		_, vmm := s.detached(a.vmfs("run", "-d", "--console", console, cfg))
+		vmms = append(vmms, vmm)
+	}
+	if r := a.vmfs("run", "-d", "--console", console, cfg); r.code != exitUsage || !strings.Contains(r.stderr, "uid 65534 runs 8 VMs already, the most one user may") {
+		t.Errorf("nobody's ninth VM: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	_, vmm := s.detached(s.vmfs("run", "-d", "--console", "/dev/null", cfg))
+	release(append(vmms, vmm)...)
+	s.servesAndStops()
+}
+
 // TestServeRunAppDetachMount: `run-app -d --mount` of what is no payload of
 // the service that answers says what it is (a mount of its own, or no vmfs
 // mount at all), not that no service answers.
