@@ -94,7 +94,7 @@ func resolve(spec Spec) (*Payload, error) {
 		osDir = DefaultOSDir
 	}
 	if p.OSConfigPath, err = metadata.OSConfigPath(osDir, osName); err != nil {
-		return nil, fmt.Errorf("payload config %s in %s: %w", inputfile.Quote(spec.ConfigPath), spec.APK, err)
+		return nil, fmt.Errorf("payload config %s in %s: %w", inputfile.Quote(spec.ConfigPath), inputfile.Quote(spec.APK), err)
 	}
 	if p.OSConfig, err = metadata.LoadVMConfig(p.OSConfigPath); err != nil {
 		return nil, err
@@ -200,7 +200,7 @@ func (p *Payload) layOutDisk(apexes []metadata.ApexInfo, randomGUIDs bool, apk, 
 	}
 	partitions := len(lp.Apexes) + 3 + 2*len(lp.Extra)
 	if p.Disk, err = layout.PayloadDisk(lp, guids(randomGUIDs, partitions)); err != nil {
-		return fmt.Errorf("%s payload disk of %s: %w", p.Profile, p.APK, err)
+		return fmt.Errorf("%s payload disk of %s: %w", p.Profile, inputfile.Quote(p.APK), err)
 	}
 	return nil
 }

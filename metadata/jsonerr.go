@@ -1,12 +1,12 @@
 package metadata
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 
 	"vmfs/internal/inputfile"
+	"vmfs/internal/strictjson"
 )
 
 // decodeError is a JSON decoding failure described in the file's own terms (key path and
@@ -58,53 +58,9 @@ func unmarshalConfig(what string, data []byte, v any) error {
 		return jsonError(what, err)
 	}
 	// Unmarshal has checked the syntax and bounded the nesting (10000 levels), which
-	// duplicateKey recurses through.
-	if err := duplicateKey(json.NewDecoder(bytes.NewReader(data)), ""); err != nil {
+	// Duplicates recurses through.
+	if err := strictjson.Duplicates(data); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
-}
-
-// duplicateKey walks the JSON value next in dec, found at path ("" for the top,
-// "apexes[1]"), and reports the first key that appears twice in one object.
-func duplicateKey(dec *json.Decoder, path string) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	switch tok {
-	case json.Delim('{'):
-		seen := map[string]bool{}
-		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			key := tok.(string) // json.Decoder yields object keys as strings
-			if seen[key] {
-				if path == "" {
-					return fmt.Errorf("duplicate key %q", inputfile.Quote(key))
-				}
-				return fmt.Errorf("duplicate key %q in %s", inputfile.Quote(key), inputfile.Quote(path))
-			}
-			seen[key] = true
-			inner := key
-			if path != "" {
-				inner = path + "." + key
-			}
-			if err := duplicateKey(dec, inner); err != nil {
-				return err
-			}
-		}
-	case json.Delim('['):
-		for i := 0; dec.More(); i++ {
-			if err := duplicateKey(dec, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-	default:
-		return nil // a scalar
-	}
-	_, err = dec.Token() // the closing '}' or ']'
-	return err
 }

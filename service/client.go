@@ -185,11 +185,27 @@ func (c *Client) Remove(ctx context.Context, target string) error {
 // List is what the service shows this user: its own payloads and VMs, or all
 // of them to root.
 func (c *Client) List(ctx context.Context) (*Status, error) {
-	rep, err := c.do(ctx, &request{Op: opList}, nil, nil)
+	var listed Status
+	rep, err := c.do(ctx, &request{Op: opList}, nil, func(r *reply) {
+		if r.Event != replyListed {
+			return
+		}
+		if r.Payload != nil {
+			listed.Payloads = append(listed.Payloads, *r.Payload)
+		}
+		if r.VM != nil {
+			listed.VMs = append(listed.VMs, *r.VM)
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	return rep.Status, nil
+	if rep.Status == nil {
+		return nil, errors.New("the service listed nothing")
+	}
+	st := rep.Status
+	st.Payloads, st.VMs = append(st.Payloads, listed.Payloads...), append(st.VMs, listed.VMs...)
+	return st, nil
 }
 
 // Stop stops a VM of this user's, by CID or name, and returns once it ended.

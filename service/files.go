@@ -40,7 +40,7 @@ func sortFiles(names []string, files []*os.File) (*sent, error) {
 	for name, fs := range s.files {
 		if len(fs) > knownFiles[name] {
 			s.close()
-			return nil, requestf("file %q: %d sent, at most %d may be", name, len(fs), knownFiles[name])
+			return nil, requestf("file %s: %d sent, at most %d may be", inputfile.Quote(name), len(fs), knownFiles[name])
 		}
 	}
 	return s, nil

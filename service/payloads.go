@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,14 +42,19 @@ func (p *served) status() PayloadStatus {
 	return PayloadStatus{Name: p.name, Dir: p.dir, Owner: int(p.owner.UID), APK: p.payload.APK, Mountpoint: p.mountpoint, Kept: p.kept, Added: p.added}
 }
 
-// nameRE is what a payload may be called: a directory name, never hidden, that
-// needs no quoting.
+// nameRE is what a payload or VM may be called: a directory name, never
+// hidden, that needs no quoting.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
-// reserve claims name for a payload of c, or makes one up from prefix.
+// reserve claims name for a payload or a raw VM of c, or makes one up from
+// prefix. Payloads and VMs share the names: one names one thing of one user
+// (stop, unmount and run-app --mount act by name).
 func (s *Service) reserve(c *client, name, prefix string) (string, error) {
 	if name != "" && !nameRE.MatchString(name) {
-		return "", requestf("payload name %q: want 1 to 64 letters, digits, '.', '_' or '-', not starting with a '.', '_' or '-'", name)
+		return "", requestf("name %q: want 1 to 64 letters, digits, '.', '_' or '-', not starting with a '.', '_' or '-'", inputfile.Quote(name))
+	}
+	if _, err := strconv.Atoi(name); err == nil {
+		return "", requestf("name %q: a number, which vmfs stop would take for a CID", name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -73,13 +79,14 @@ func (s *Service) reserve(c *client, name, prefix string) (string, error) {
 		}
 	}
 	if _, taken := s.payloads[name]; taken {
-		return "", requestf("payload name %q is taken", name)
+		return "", requestf("name %q is taken (by a payload or VM of this service)", name)
 	}
 	s.payloads[name] = nil
 	return name, nil
 }
 
-// unreserve frees a name claimed for a payload that did not come to be.
+// unreserve frees a name claimed for a payload that did not come to be, or for
+// a raw VM that ended.
 func (s *Service) unreserve(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -254,10 +261,10 @@ func (s *Service) remove(c *client, target string) error {
 	switch {
 	case p == nil:
 		s.mu.Unlock()
-		return fmt.Errorf("%s: no payload of uid %d by that name or mountpoint", target, c.uid)
+		return fmt.Errorf("%s: no payload of uid %d by that name or mountpoint", inputfile.Quote(target), c.uid)
 	case p.vm != nil:
 		s.mu.Unlock()
-		return vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("%s: VM %d boots from it; vmfs stop %d first", target, p.vm.cid, p.vm.cid))
+		return vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("%s: VM %d boots from it; vmfs stop %d first", inputfile.Quote(target), p.vm.cid, p.vm.cid))
 	}
 	delete(s.payloads, p.name)
 	s.mu.Unlock()

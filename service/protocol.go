@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"vmfs"
+	"vmfs/internal/inputfile"
 	"vmfs/launcher"
 	"vmfs/metadata"
 )
@@ -44,9 +45,9 @@ const (
 type request struct {
 	Op    string   `json:"op"`
 	Files []string `json:"files,omitempty"`
-	// Name is the payload to make ("" lets the service name it) for add and
-	// run-app, and what to act on for remove (a name or a mountpoint) and stop
-	// (a CID or a name).
+	// Name is the payload or VM to make ("" lets the service name it) for add,
+	// run-app and run, and what to act on for remove (a name or a mountpoint)
+	// and stop (a CID or a name).
 	Name string `json:"name,omitempty"`
 	// APK and Idsig are the client's names for the files it sent, for people.
 	APK         string      `json:"apk,omitempty"`
@@ -57,6 +58,21 @@ type request struct {
 	// VM is a raw config to run; its kernel, initrd, bootloader and disk images
 	// are the files sent, in that order, and the paths in it only name them.
 	VM *metadata.VMConfig `json:"vm,omitempty"`
+}
+
+// maxText bounds each name a request gives for people (APK, idsig, config
+// path) to a path's (PATH_MAX), so that what a service shows of a payload
+// always fits in a reply.
+const maxText = 4096
+
+// check refuses a request whose names for people are longer than maxText.
+func (r *request) check() error {
+	for _, f := range []struct{ what, text string }{{"apk", r.APK}, {"idsig", r.Idsig}, {"config path", r.ConfigPath}} {
+		if len(f.text) > maxText {
+			return requestf("%s name %s: %d bytes, at most %d", f.what, inputfile.Quote(f.text), len(f.text), maxText)
+		}
+	}
+	return nil
 }
 
 // runRequest says how to run a VM, in run-app's flags.
@@ -80,6 +96,7 @@ const (
 	replyStarted = "started" // the VM runs
 	replyConsole = "console" // guest console output
 	replyStderr  = "stderr"  // the VMM's own messages
+	replyListed  = "listed"  // list: a payload or a VM (the final reply has the service's pid and dir)
 )
 
 type reply struct {
@@ -116,8 +133,12 @@ var errKinds = []struct {
 	err  error
 }{{"input", vmfs.ErrInput}, {"mount", vmfs.ErrMount}, {"vmm", vmfs.ErrVMM}, {"request", ErrRequest}}
 
+// maxErrorText bounds the message of an error reply, which may echo a
+// client's input: even escaped for JSON, it fits in a message with room left.
+const maxErrorText = 4 << 10
+
 func toReplyErr(err error) *replyErr {
-	r := &replyErr{Message: err.Error()}
+	r := &replyErr{Message: inputfile.Cut(err.Error(), maxErrorText)}
 	var ee *launcher.ExitError
 	if errors.As(err, &ee) {
 		r.Kind, r.VMM, r.Code, r.Signal = "exit", ee.Path, ee.Code, int(ee.Signal)

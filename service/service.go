@@ -19,6 +19,7 @@ import (
 
 	"vmfs"
 	"vmfs/fusedisk"
+	"vmfs/internal/inputfile"
 	"vmfs/internal/jsonfmt"
 	"vmfs/internal/wire"
 	"vmfs/launcher"
@@ -32,10 +33,12 @@ const (
 
 // Bounds on what a client can make a service wait for or hold.
 const (
-	requestTimeout     = 10 * time.Second // to send its request once connected
+	requestTimeout     = 3 * time.Second  // to send its whole request once connected
 	replyTimeout       = 30 * time.Second // to take one reply off the socket
-	maxClients         = 256              // connections served at once; more are turned away
+	maxConnsPerUser    = 16               // open at once, for a user other than root
+	maxClients         = 256              // open at once for all users but root together, and for root
 	maxPayloadsPerUser = 1024             // for a user other than root
+	maxVMsPerUser      = 8                // running at once, for a user other than root
 	handlerGrace       = 2 * time.Second  // at shutdown, for the requests under way to end
 )
 
@@ -78,12 +81,15 @@ type Service struct {
 	stopVMs  context.CancelCauseFunc
 	vms      sync.WaitGroup // the VMs' supervisors
 	handlers sync.WaitGroup
-	clients  chan struct{} // a slot per client served
-	// mu guards payloads, vms, conns, seq and closing.
-	mu       sync.Mutex
-	payloads map[string]*served  // by name; nil for a name being set up
+	// mu guards the fields below.
+	mu sync.Mutex
+	// payloads holds every name in use, payloads' and VMs': nil for a name being
+	// set up or a raw VM's (runConfig).
+	payloads map[string]*served
 	running  map[int]*runningVM  // by CID
 	conns    map[*wire.Conn]bool // open connections, closed at shutdown
+	connsOf  map[uint32]int      // open connections by uid
+	vmsOf    map[uint32]int      // VMs by uid, from their request to their end
 	seq      int
 	closing  bool
 }
@@ -97,8 +103,9 @@ var errShutdown = errors.New("the vmfs service is stopping")
 // directory that is not empty or still holds a killed service's mount
 // (`vmfs unmount --dir` recovers it).
 func New(o Options) (*Service, error) {
-	s := &Service{o: o, fsName: vmfs.FSName(os.Getpid()), log: o.Logger, clients: make(chan struct{}, maxClients),
-		payloads: map[string]*served{}, running: map[int]*runningVM{}, conns: map[*wire.Conn]bool{}}
+	s := &Service{o: o, fsName: vmfs.FSName(os.Getpid()), log: o.Logger,
+		payloads: map[string]*served{}, running: map[int]*runningVM{}, conns: map[*wire.Conn]bool{},
+		connsOf: map[uint32]int{}, vmsOf: map[uint32]int{}}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -333,37 +340,58 @@ func (s *Service) accept() {
 			return // closed by shutdown
 		}
 		conn := wire.New(c)
-		select {
-		case s.clients <- struct{}{}:
-		default:
+		cred, err := conn.Peer()
+		if err == nil {
+			err = s.admit(conn, cred.Uid)
+		}
+		if err != nil {
 			go func() {
-				conn.Send(reply{Event: replyError, Error: toReplyErr(fmt.Errorf("the service serves %d clients already; try again", maxClients))}, nil, time.Second)
+				conn.Send(reply{Event: replyError, Error: toReplyErr(err)}, nil, time.Second)
 				conn.Close()
 			}()
 			continue
 		}
-		s.mu.Lock()
-		if s.closing {
-			s.mu.Unlock()
-			conn.Close()
-			<-s.clients
-			continue
-		}
-		s.conns[conn] = true
-		s.handlers.Add(1)
-		s.mu.Unlock()
 		go func() {
-			defer func() {
-				s.mu.Lock()
-				delete(s.conns, conn)
-				s.mu.Unlock()
-				conn.Close()
-				<-s.clients
-				s.handlers.Done()
-			}()
-			s.handle(conn)
+			defer s.leave(conn, cred.Uid)
+			s.handle(conn, cred)
 		}()
 	}
+}
+
+// admit counts conn, of the user uid, against that user's share of the
+// connections, before reading anything from it: maxConnsPerUser for a user
+// other than root, and maxClients for all of them together; root has maxClients
+// of its own, so that no other user's connections can turn it away.
+func (s *Service) admit(conn *wire.Conn, uid uint32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, others := s.connsOf[uid], len(s.conns)-s.connsOf[0]
+	switch {
+	case s.closing:
+		return errShutdown
+	case uid == 0 && n >= maxClients:
+		return fmt.Errorf("root has %d connections open already; try again", n)
+	case uid != 0 && n >= maxConnsPerUser:
+		return requestf("uid %d has %d connections open already, the most one user may; try again once one ends", uid, n)
+	case uid != 0 && others >= maxClients:
+		return fmt.Errorf("the service serves %d clients already; try again", others)
+	}
+	s.connsOf[uid]++
+	s.conns[conn] = true
+	s.handlers.Add(1)
+	return nil
+}
+
+// leave closes conn, admitted for uid, and frees its place.
+func (s *Service) leave(conn *wire.Conn, uid uint32) {
+	s.mu.Lock()
+	delete(s.conns, conn)
+	if s.connsOf[uid]--; s.connsOf[uid] == 0 {
+		delete(s.connsOf, uid)
+	}
+	s.mu.Unlock()
+	conn.Close()
+	s.handlers.Done()
 }
 
 // client is the peer of a connection, as the kernel tells it (SO_PEERCRED).
@@ -378,20 +406,24 @@ func (c *client) root() bool { return c.uid == 0 }
 // may reports whether c may see and act on what owner made.
 func (c *client) may(owner uint32) bool { return c.root() || c.uid == owner }
 
-// handle answers one request. Whatever the request, a failure is a reply to
-// this client, never the service's: each handler runs on its own and returns.
-func (s *Service) handle(conn *wire.Conn) {
-	cred, err := conn.Peer()
-	if err != nil {
-		s.log.Warn("peer credentials", zap.Error(err))
-		return
-	}
+// handle answers one request of the peer cred. Whatever the request, a failure
+// is a reply to this client, never the service's: each handler runs on its own
+// and returns. A client's text is logged quoted (inputfile.Quote).
+func (s *Service) handle(conn *wire.Conn, cred *unix.Ucred) {
 	c := &client{conn: conn, uid: cred.Uid, gid: cred.Gid, pid: cred.Pid}
 	log := s.log.With(zap.Uint32("uid", c.uid), zap.Int32("pid", c.pid))
 	var req request
 	files, err := conn.Receive(&req, requestTimeout)
-	if errors.Is(err, io.EOF) {
+	switch {
+	case errors.Is(err, io.EOF):
 		return // a client checking that the service answers
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// An idle connection holds a place of its user's: it goes early.
+		err = fmt.Errorf("no whole request within %v; connection closed", requestTimeout)
+	case err == nil:
+		if err = req.check(); err != nil {
+			closeFiles(files...)
+		}
 	}
 	if err != nil {
 		log.Info("bad request", zap.Error(err))
@@ -404,7 +436,8 @@ func (s *Service) handle(conn *wire.Conn) {
 		return
 	}
 	defer snt.close()
-	log.Debug("request", zap.String("op", req.Op), zap.String("name", req.Name), zap.Strings("files", req.Files))
+	log.Debug("request", zap.String("op", inputfile.Quote(req.Op)), zap.String("name", inputfile.Quote(req.Name)),
+		zap.String("apk", inputfile.Quote(req.APK)), zap.Strings("files", req.Files))
 	var rep *reply
 	switch req.Op {
 	case opAdd:
@@ -412,7 +445,7 @@ func (s *Service) handle(conn *wire.Conn) {
 	case opRemove:
 		err = s.remove(c, req.Name)
 	case opList:
-		rep = &reply{Status: s.status(c)}
+		rep, err = s.list(c)
 	case opStop:
 		rep, err = s.stop(c, req.Name)
 	case opRunApp:
@@ -420,7 +453,7 @@ func (s *Service) handle(conn *wire.Conn) {
 	case opRun:
 		rep, err = s.runConfig(c, &req, snt)
 	default:
-		err = requestf("unknown request %q", req.Op)
+		err = requestf("unknown request %q", inputfile.Quote(req.Op))
 	}
 	if err != nil {
 		log.Info("request failed", zap.String("op", req.Op), zap.Error(err))
@@ -428,7 +461,8 @@ func (s *Service) handle(conn *wire.Conn) {
 	s.reply(c, rep, err)
 }
 
-// reply sends rep as the final reply ("ok"), or err's.
+// reply sends rep as the final reply ("ok"), or err's. A final reply always
+// goes: one too large for a message is sent as an error saying so.
 func (s *Service) reply(c *client, rep *reply, err error) {
 	if rep == nil {
 		rep = &reply{}
@@ -437,9 +471,31 @@ func (s *Service) reply(c *client, rep *reply, err error) {
 	if err != nil {
 		rep = &reply{Event: replyError, Error: toReplyErr(err)}
 	}
-	if err := c.conn.Send(rep, nil, replyTimeout); err != nil {
+	err = c.conn.Send(rep, nil, replyTimeout)
+	if errors.Is(err, wire.ErrTooLarge) {
+		err = c.conn.Send(reply{Event: replyError, Error: toReplyErr(err)}, nil, replyTimeout)
+	}
+	if err != nil {
 		s.log.Debug("reply not delivered", zap.Error(err))
 	}
+}
+
+// list sends c what it may see of the service, a payload or VM a reply, so
+// that no count of them can make a reply too large; the final one has the rest.
+func (s *Service) list(c *client) (*reply, error) {
+	st := s.status(c)
+	for i := range st.Payloads {
+		if err := c.conn.Send(reply{Event: replyListed, Payload: &st.Payloads[i]}, nil, replyTimeout); err != nil {
+			return nil, err
+		}
+	}
+	for i := range st.VMs {
+		if err := c.conn.Send(reply{Event: replyListed, VM: &st.VMs[i]}, nil, replyTimeout); err != nil {
+			return nil, err
+		}
+	}
+	st.Payloads, st.VMs = []PayloadStatus{}, []VMStatus{}
+	return &reply{Status: st}, nil
 }
 
 // status is what c may see of the service.

@@ -177,7 +177,8 @@ func TestServiceRefuses(t *testing.T) {
 		"O_PATH apk":      {&request{Op: opAdd, Files: []string{fileAPK, fileIdsig}, ConfigPath: testdata.ConfigPath}, []*os.File{pathOnly, idsig}, "not open for reading"},
 		"files unnamed":   {&request{Op: opAdd}, []*os.File{idsig}, "1 files sent, 0 named"},
 		"two apks":        {&request{Op: opAdd, Files: []string{fileAPK, fileAPK}}, []*os.File{idsig, idsig}, "at most 1"},
-		"bad name":        {&request{Op: opAdd, Name: "../etc"}, nil, "payload name"},
+		"bad name":        {&request{Op: opAdd, Name: "../etc"}, nil, `name "../etc": want`},
+		"number name":     {&request{Op: opAdd, Name: "10"}, nil, "take for a CID"},
 		"client binaries": {&request{Op: opRunApp, Run: &runRequest{VMM: "/tmp/evil"}}, nil, "vmm"},
 	} {
 		rerr := ask(tc.req, tc.files...)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmfs"
+	"vmfs/internal/inputfile"
 	"vmfs/launcher"
 	"vmfs/metadata"
 )
@@ -32,7 +33,7 @@ var (
 // runningVM is a VM the service runs.
 type runningVM struct {
 	cid     int
-	name    string // its payload's, or "run-<cid>" for a raw config
+	name    string // its payload's, or one reserved for a raw config
 	owner   uint32
 	apk     string
 	started time.Time
@@ -114,9 +115,9 @@ func (s *Service) runApp(c *client, req *request, snt *sent) (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	cid, release, err := launcher.AllocateCID(opts.CIDDir)
+	cid, release, err := s.allocate(c, opts.CIDDir)
 	if err != nil {
-		return nil, vmfs.WithKind(vmfs.ErrVMM, err)
+		return nil, err
 	}
 	vm := &runningVM{cid: cid, owner: c.uid, done: make(chan struct{})}
 	sv, err := s.payloadFor(c, req, snt, vm)
@@ -190,12 +191,39 @@ func (s *Service) claim(c *client, name string, vm *runningVM) (*served, error) 
 	sv := s.find(c, name)
 	switch {
 	case sv == nil:
-		return nil, fmt.Errorf("%s: no payload of uid %d by that name", name, c.uid)
+		return nil, fmt.Errorf("%s: no payload of uid %d by that name", inputfile.Quote(name), c.uid)
 	case sv.vm != nil:
-		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("%s: VM %d boots from it already", name, sv.vm.cid))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("%s: VM %d boots from it already", inputfile.Quote(name), sv.vm.cid))
 	}
 	sv.vm = vm
 	return sv, nil
+}
+
+// allocate takes a CID for a VM of c's, counted against c's quota of VMs
+// (maxVMsPerUser, root's unbounded: a raw run makes no payload, so the
+// payloads' quota does not bound VMs); release frees both once the VM ended.
+func (s *Service) allocate(c *client, cidDir string) (cid int, release func(), err error) {
+	s.mu.Lock()
+	n := s.vmsOf[c.uid]
+	if !c.root() && n >= maxVMsPerUser {
+		s.mu.Unlock()
+		return 0, nil, requestf("uid %d runs %d VMs already, the most one user may", c.uid, n)
+	}
+	s.vmsOf[c.uid]++
+	s.mu.Unlock()
+	unquota := func() {
+		s.mu.Lock()
+		if s.vmsOf[c.uid]--; s.vmsOf[c.uid] == 0 {
+			delete(s.vmsOf, c.uid)
+		}
+		s.mu.Unlock()
+	}
+	cid, releaseCID, err := launcher.AllocateCID(cidDir)
+	if err != nil {
+		unquota()
+		return 0, nil, vmfs.WithKind(vmfs.ErrVMM, err)
+	}
+	return cid, func() { releaseCID(); unquota() }, nil
 }
 
 // ended lets go of sv once the VM booting from it has ended: it goes unless it
@@ -223,9 +251,10 @@ func dryRun(vm *metadata.VMConfig, opts launcher.Options) (*reply, error) {
 	return &reply{Command: b.String()}, nil
 }
 
-// runConfig boots a raw VM config, as `vmfs run` asks. Its kernel, initrd,
-// bootloader and disk images come open from the client; the VMM reaches each
-// through this process's descriptor for it.
+// runConfig boots a raw VM config, as `vmfs run` asks, named as the request
+// says or "run-<n>"; the name is reserved as a payload's is, until the VM ends.
+// Its kernel, initrd, bootloader and disk images come open from the client;
+// the VMM reaches each through this process's descriptor for it.
 func (s *Service) runConfig(c *client, req *request, snt *sent) (*reply, error) {
 	r := req.Run
 	if r == nil || req.VM == nil {
@@ -242,13 +271,18 @@ func (s *Service) runConfig(c *client, req *request, snt *sent) (*reply, error) 
 	if err != nil {
 		return nil, err
 	}
-	cid, release, err := launcher.AllocateCID(opts.CIDDir)
+	name, err := s.reserve(c, req.Name, "run")
 	if err != nil {
-		return nil, vmfs.WithKind(vmfs.ErrVMM, err)
+		return nil, err
+	}
+	cid, release, err := s.allocate(c, opts.CIDDir)
+	if err != nil {
+		s.unreserve(name)
+		return nil, err
 	}
 	opts.CID = cid
-	vm := &runningVM{cid: cid, name: "run-" + strconv.Itoa(cid), owner: c.uid, done: make(chan struct{})}
-	end := func() { release() }
+	vm := &runningVM{cid: cid, name: name, owner: c.uid, done: make(chan struct{})}
+	end := func() { s.unreserve(name); release() }
 	if r.DryRun {
 		defer end()
 		return dryRun(cfg, opts)
@@ -417,23 +451,19 @@ func (w *streamer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// stop stops the VM target names (a CID or a name), as `vmfs stop` asks, and
-// returns once it has ended.
+// stop stops the VM of c's that target names (a CID or a name, which is
+// unique: see reserve), as `vmfs stop` asks, and returns once it has ended.
 func (s *Service) stop(c *client, target string) (*reply, error) {
 	s.mu.Lock()
 	var vm *runningVM
-	if cid, err := strconv.Atoi(target); err == nil {
-		vm = s.running[cid]
-	} else {
-		for _, v := range s.running {
-			if v.name == target {
-				vm = v
-			}
+	for _, v := range s.running {
+		if (strconv.Itoa(v.cid) == target || v.name == target) && c.may(v.owner) {
+			vm = v
 		}
 	}
-	if vm == nil || !c.may(vm.owner) {
+	if vm == nil {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("%s: no VM of uid %d with that CID or name", target, c.uid)
+		return nil, fmt.Errorf("%s: no VM of uid %d with that CID or name", inputfile.Quote(target), c.uid)
 	}
 	s.mu.Unlock()
 	vm.stop(errStopped)

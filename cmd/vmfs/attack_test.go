@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,27 +18,22 @@ import (
 	"vmfs/testdata"
 )
 
-// rawRequestArg, the test binary's first argument, makes it a raw client of a
-// service that sends one request the vmfs client never would (see rawRequest).
-const rawRequestArg = "vmfs-test-raw-request="
-
-// rawSend is what a raw client sends: a request as JSON, and files opened so
+// rawRequestSpec is what the raw client's "request" mode sends: a request as JSON, and files opened so
 // (How: "r", "rw", "w", "nonblock" (read, for a FIFO), "dir", "o_path", or
 // "socketpair", one end of a fresh socket pair; Path is not used then).
-type rawSend struct {
-	Socket  string          `json:"socket"`
+type rawRequestSpec struct {
 	Request json.RawMessage `json:"request"`
 	Files   []rawFile       `json:"files"`
 }
 
 type rawFile struct{ How, Path string }
 
-// rawRequest, run by TestMain when the test binary is given rawRequestArg,
-// sends the request and prints every reply, one JSON object a line, until the
+// rawRequest, the raw client's "request" mode, sends the request args[0] (a
+// rawRequestSpec) and prints every reply, one JSON object a line, until the
 // final one.
-func rawRequest(arg string) int {
-	var s rawSend
-	if err := json.Unmarshal([]byte(arg), &s); err != nil {
+func rawRequest(sock string, args []string) int {
+	var s rawRequestSpec
+	if err := json.Unmarshal([]byte(args[0]), &s); err != nil {
 		fmt.Println(err)
 		return 1
 	}
@@ -64,7 +57,7 @@ func rawRequest(arg string) int {
 		}
 		files = append(files, os.NewFile(uintptr(fd), f.Path))
 	}
-	c, err := net.Dial("unix", s.Socket)
+	c, err := net.Dial("unix", sock)
 	if err != nil {
 		fmt.Println(err)
 		return 1
@@ -88,37 +81,6 @@ func rawRequest(arg string) int {
 	}
 }
 
-// attacker is an unprivileged member of a service's group: nobody, through
-// setpriv, running copies of the binaries in a directory it may enter.
-type attacker struct {
-	t              *testing.T
-	s              *serveProc
-	dir, vmfs, raw string
-}
-
-func newAttacker(t *testing.T, s *serveProc) *attacker {
-	t.Helper()
-	dir := testdata.PublicDir(t)
-	test, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &attacker{t: t, s: s, dir: dir, vmfs: copyFile(t, vmfsBin, filepath.Join(dir, "vmfs"), 0o755),
-		raw: copyFile(t, test, filepath.Join(dir, "vmfs.test"), 0o755)}
-}
-
-// run runs argv as nobody.
-func (a *attacker) run(argv ...string) result {
-	a.t.Helper()
-	setpriv := testdata.RequireTool(a.t, "setpriv")
-	n := strconv.Itoa(testdata.Nobody)
-	cmd := exec.Command(setpriv, append([]string{"--reuid=" + n, "--regid=" + n, "--clear-groups"}, argv...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.Run()
-	return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
-}
-
 // send sends req with files as nobody and returns the replies, the final last.
 func (a *attacker) send(req any, files ...rawFile) []map[string]any {
 	a.t.Helper()
@@ -126,8 +88,8 @@ func (a *attacker) send(req any, files ...rawFile) []map[string]any {
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	arg, _ := json.Marshal(rawSend{Socket: a.s.sock, Request: body, Files: files})
-	r := a.run(a.raw, rawRequestArg+string(arg))
+	arg, _ := json.Marshal(rawRequestSpec{Request: body, Files: files})
+	r := a.run(append([]string{a.test}, append(rawClientArgs(a.s.sock, "request", "", ""), string(arg))...)...)
 	var reps []map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
 		var rep map[string]any
@@ -162,7 +124,7 @@ func TestServeRefusesDescriptors(t *testing.T) {
 	}
 	kernel := copyFile(t, filepath.Join(guestDir(t), "vmlinuz"), filepath.Join(a.dir, "kernel"), 0o644)
 	disk := copyFile(t, testdata.APKPath(), filepath.Join(a.dir, "disk.img"), 0o666)
-	if r := a.run(a.vmfs, "mount", "--socket", s.sock, "--name", "mine", copyFile(t, testdata.APKPath(), filepath.Join(a.dir, "app.apk"), 0o644),
+	if r := a.vmfs("mount", "--name", "mine", copyFile(t, testdata.APKPath(), filepath.Join(a.dir, "app.apk"), 0o644),
 		copyFile(t, testdata.IdsigPath(), filepath.Join(a.dir, "app.apk.idsig"), 0o644), testdata.ConfigPath); r.code != 0 {
 		t.Fatalf("mount as nobody: exit %d: %s", r.code, r.stderr)
 	}

@@ -32,9 +32,6 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], rawClientArg) {
 		os.Exit(rawClient(strings.TrimPrefix(os.Args[1], rawClientArg)))
 	}
-	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], rawRequestArg) {
-		os.Exit(rawRequest(strings.TrimPrefix(os.Args[1], rawRequestArg)))
-	}
 	dir, err := os.MkdirTemp("", "vmfs-cli-test")
 	if err != nil {
 		panic(err)

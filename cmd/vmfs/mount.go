@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"vmfs"
+	"vmfs/internal/inputfile"
 	"vmfs/service"
 )
 
@@ -344,9 +345,9 @@ func runList(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) 
 			state = s
 		}
 		if m.Manifest != nil {
-			kind, profile, apk = m.Manifest.Server.Kind, m.Manifest.Profile, m.Manifest.Inputs.APK
+			kind, profile, apk = m.Manifest.Server.Kind, m.Manifest.Profile, inputfile.Quote(m.Manifest.Inputs.APK)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", m.Dir, m.Pid, state, kind, profile, apk)
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", inputfile.Quote(m.Dir), m.Pid, state, kind, profile, apk)
 	}
 	return w.Flush()
 }

@@ -35,7 +35,13 @@ type running struct {
 // start runs vmfs with VMFS_DEBUG (so that it logs its phases) and TMPDIR=tmp.
 func start(t *testing.T, tmp string, args ...string) *running {
 	t.Helper()
-	r := &running{cmd: exec.Command(vmfsBin, args...), lines: make(chan string, 1024)}
+	return startProgram(t, tmp, vmfsBin, args...)
+}
+
+// startProgram runs name with args as start runs vmfs.
+func startProgram(t *testing.T, tmp, name string, args ...string) *running {
+	t.Helper()
+	r := &running{cmd: exec.Command(name, args...), lines: make(chan string, 1024)}
 	r.cmd.Env = append(os.Environ(), "VMFS_DEBUG=1", "TMPDIR="+tmp)
 	pr, pw := io.Pipe()
 	r.cmd.Stdout, r.cmd.Stderr = pw, pw

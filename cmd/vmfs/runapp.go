@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmfs"
+	"vmfs/internal/inputfile"
 	"vmfs/launcher"
 	"vmfs/service"
 )
@@ -154,6 +155,13 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 		}
 		if ok {
 			return f.runThrough(c, ctx, fs, cl, payload, args)
+		}
+		if f.detach {
+			// A service answers, but --mount is none of its payloads.
+			if _, err := vmfs.Open(ctx, f.mount); err != nil {
+				return err
+			}
+			return usagef("--daemonize: %s is a vmfs mount of its own, not a payload of the service: only the service runs a VM detached", inputfile.Quote(f.mount))
 		}
 	}
 	o, err := f.options(c, fs, false)

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"vmfs"
+	"vmfs/internal/inputfile"
 	"vmfs/launcher"
 	"vmfs/service"
 )
@@ -102,7 +103,8 @@ func unmountService(c *command, ctx context.Context, dir string) error {
 }
 
 // listService prints what the service cl shows this user: a line per VM and
-// per payload no VM boots from.
+// per payload no VM boots from. What a client gave (names, paths) is quoted
+// where it holds a control character, so that no row can be forged.
 func listService(c *command, ctx context.Context, cl *service.Client) (pid int, err error) {
 	st, err := cl.List(ctx)
 	if err != nil {
@@ -113,7 +115,7 @@ func listService(c *command, ctx context.Context, cl *service.Client) (pid int, 
 	booted := map[string]bool{}
 	for _, vm := range st.VMs {
 		booted[vm.Name] = true
-		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\n", vm.Name, vm.CID, vm.Pid, vm.State, uptime(vm.Started), orDash(vm.APK))
+		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\n", inputfile.Quote(vm.Name), vm.CID, vm.Pid, vm.State, uptime(vm.Started), orDash(inputfile.Quote(vm.APK)))
 	}
 	for _, p := range st.Payloads {
 		if booted[p.Name] {
@@ -121,9 +123,9 @@ func listService(c *command, ctx context.Context, cl *service.Client) (pid int, 
 		}
 		state := "served"
 		if p.Mountpoint != "" {
-			state = "served at " + p.Mountpoint
+			state = "served at " + inputfile.Quote(p.Mountpoint)
 		}
-		fmt.Fprintf(w, "%s\t-\t-\t%s\t%s\t%s\n", p.Name, state, uptime(p.Added), p.APK)
+		fmt.Fprintf(w, "%s\t-\t-\t%s\t%s\t%s\n", inputfile.Quote(p.Name), state, uptime(p.Added), inputfile.Quote(p.APK))
 	}
 	return st.Pid, w.Flush()
 }

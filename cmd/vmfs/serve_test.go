@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -217,23 +216,11 @@ func TestServeConcurrentRunApps(t *testing.T) {
 // request are names only, and a descriptor that reads nothing (O_PATH, which
 // nobody can get for a file it may not read) is refused.
 func TestServeNonRoot(t *testing.T) {
-	setpriv := testdata.RequireTool(t, "setpriv")
 	s := startServe(t, "--group", strconv.Itoa(testdata.Nobody))
+	a := newAttacker(t, s)
 	pub := testdata.PublicDir(t)
-	bin := copyFile(t, vmfsBin, filepath.Join(pub, "vmfs"), 0o755)
 	apk, idsig := copyFile(t, testdata.APKPath(), filepath.Join(pub, "app.apk"), 0o644), copyFile(t, testdata.IdsigPath(), filepath.Join(pub, "app.apk.idsig"), 0o644)
-	nobody := func(argv ...string) result {
-		t.Helper()
-		n := strconv.Itoa(testdata.Nobody)
-		cmd := exec.Command(setpriv, append([]string{"--reuid=" + n, "--regid=" + n, "--clear-groups"}, argv...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		cmd.Run()
-		return result{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
-	}
-	asNobody := func(args ...string) result {
-		return nobody(append(append([]string{bin}, args...), "--socket", s.sock)...)
-	}
+	nobody, asNobody := a.run, a.vmfs
 
 	if r := s.vmfs("mount", "--name", "roots", testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath); r.code != 0 {
 		t.Fatalf("mount as root: exit %d: %s", r.code, r.stderr)
@@ -276,15 +263,9 @@ func TestServeNonRoot(t *testing.T) {
 	passed(t, "rootvm", vm, console)
 
 	secret := copyFile(t, testdata.APKPath(), filepath.Join(pub, "secret.apk"), 0o600)
-	test, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rawBin := copyFile(t, test, filepath.Join(pub, "vmfs.test"), 0o755)
 	raw := func(mode string) string {
 		t.Helper()
-		cmd := append([]string{rawBin}, rawClientArgs(s.sock, mode, secret, idsig)...)
-		r := nobody(cmd...)
+		r := nobody(append([]string{a.test}, rawClientArgs(s.sock, mode, secret, idsig)...)...)
 		return r.stdout + r.stderr
 	}
 	if out := raw("paths"); !strings.Contains(out, "opens no path") {
@@ -312,10 +293,13 @@ func rawClientArgs(sock, mode, apk, idsig string) []string {
 // rawClient, run by TestMain when the test binary is given rawClientArgs,
 // asks the service to add a payload the way the vmfs client never does: naming
 // the files only ("paths"), or sending O_PATH descriptors ("o_path"). It prints
-// the service's reply.
+// the service's reply. The rawModes take their arguments after rawClientArgs.
 func rawClient(arg string) int {
 	a := strings.Split(arg, ",")
 	sock, mode, apk, idsig := a[0], a[1], a[2], a[3]
+	if run, ok := rawModes[mode]; ok {
+		return run(sock, os.Args[2:])
+	}
 	c, err := net.Dial("unix", sock)
 	if err != nil {
 		fmt.Println(err)

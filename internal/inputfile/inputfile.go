@@ -1,8 +1,8 @@
 // Package inputfile opens and stats the files vmfs is handed (APK, idsig, APEXes,
 // apex-info-list, OS configs, kernels) so that nothing blocks on them: a FIFO, a
 // device, a socket or a directory is refused with what it is, and a dangling
-// symlink is named as one instead of "not found". Their errors name the path cut by
-// Quote.
+// symlink is named as one instead of "not found". Their errors name the path cut,
+// and escaped where it holds control characters, by Quote.
 //
 // It owns only that check. It reads no formats and knows no layouts.
 package inputfile
@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
@@ -103,18 +104,43 @@ func describe(path string, err error) error {
 	return err
 }
 
-// maxQuoted bounds a path or name echoed in an error: a hostile input may be MiBs.
+// maxQuoted bounds a path or name echoed in a message: a hostile input may be MiBs.
 const maxQuoted = 256
 
-// Quote returns s for an error message, cut to maxQuoted bytes with the length
-// said when longer.
+// Quote returns s, a path or name a user gave, for a message: cut to maxQuoted
+// bytes with the length said when longer, and in Go's quoted form ("a\n\x1b[31m")
+// when it holds anything but printable characters, so that it can neither flood
+// a message nor forge a line, or a colour, where it is shown.
 func Quote(s string) string {
-	if len(s) <= maxQuoted {
-		return s
+	text, more := cut(s, maxQuoted)
+	if !printable(text) {
+		text = strconv.Quote(text)
 	}
-	cut := maxQuoted
-	for cut > 0 && !utf8.RuneStart(s[cut]) { // never half a character
-		cut--
+	return text + more
+}
+
+// Cut returns s cut to at most n bytes, never in a character, with its length
+// said when longer.
+func Cut(s string, n int) string {
+	text, more := cut(s, n)
+	return text + more
+}
+
+func cut(s string, n int) (text, more string) {
+	if len(s) <= n {
+		return s, ""
 	}
-	return fmt.Sprintf("%s…(%d bytes)", s[:cut], len(s))
+	for n > 0 && !utf8.RuneStart(s[n]) { // never half a character
+		n--
+	}
+	return s[:n], fmt.Sprintf("…(%d bytes)", len(s))
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r == utf8.RuneError || !strconv.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }

@@ -86,3 +86,23 @@ func TestQuoteCutsLongStrings(t *testing.T) {
 		t.Error("a short string changed")
 	}
 }
+
+// TestQuoteEscapes: a name with a newline, an escape sequence or a C1 control
+// comes out on one line with no control byte, and says what it holds; a long
+// one is cut as well.
+func TestQuoteEscapes(t *testing.T) {
+	for in, want := range map[string]string{
+		"a\n\x1b[31mforged 10.apk": `"a\n\x1b[31mforged 10.apk"`,
+		"csi\u009b31m":             `"csi\u009b31m"`,
+		"bad\xffutf8":              `"bad\xffutf8"`,
+		"/tmp/plain name.apk":      "/tmp/plain name.apk",
+	} {
+		if got := Quote(in); got != want {
+			t.Errorf("Quote(%q) = %s, want %s", in, got, want)
+		}
+	}
+	long := Quote(strings.Repeat("\x1b", 4<<10))
+	if !strings.HasPrefix(long, `"\x1b`) || !strings.HasSuffix(long, "…(4096 bytes)") || strings.ContainsRune(long, 0x1b) {
+		t.Errorf("Quote of 4 KiB of ESC: %.80s", long)
+	}
+}

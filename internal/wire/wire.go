@@ -6,8 +6,9 @@
 // It bounds what a peer can make the other side do: a message is at most
 // MaxMessage bytes and carries at most MaxFiles files (a longer one is refused
 // before its body is read, more files are refused and closed), a message must
-// decode into the type asked for with no unknown field, and every read and write
-// has a deadline. It owns only the framing; the messages are its callers'.
+// decode into the type asked for with no unknown field, every key spelled
+// exactly as its field and none repeated (see strictjson), and every read and
+// write has a deadline. It owns only the framing; the messages are its callers'.
 package wire
 
 import (
@@ -24,6 +25,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"vmfs/internal/strictjson"
 )
 
 const (
@@ -172,7 +175,9 @@ func (c *Conn) Receive(v any, timeout time.Duration) ([]*os.File, error) {
 	return files, nil
 }
 
-// body reads size bytes of JSON into v, refusing unknown fields and trailing data.
+// body reads size bytes of JSON into v, refusing unknown fields, keys that
+// match a field only by case, repeated keys and trailing data: the message means
+// one thing, whoever reads it.
 func (c *Conn) body(size uint32, v any) error {
 	if size > MaxMessage {
 		return fmt.Errorf("receive: %w: %d bytes, at most %d", ErrTooLarge, size, MaxMessage)
@@ -188,6 +193,9 @@ func (c *Conn) body(size uint32, v any) error {
 	}
 	if dec.More() {
 		return errors.New("receive: malformed message: data after the JSON value")
+	}
+	if err := strictjson.Keys(b, v); err != nil {
+		return fmt.Errorf("receive: malformed message: %w", err)
 	}
 	return nil
 }

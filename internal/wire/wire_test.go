@@ -85,7 +85,8 @@ func TestRoundTrip(t *testing.T) {
 
 // TestRefused: what a peer may not send is refused with an error, closing any
 // file it sent, and never allocated for: a length over the limit, too many
-// files, an unknown field, trailing data, a message that never comes.
+// files, an unknown field, a key that names a field only by its case, a key
+// twice, trailing data, a message that never comes.
 func TestRefused(t *testing.T) {
 	// raw sends a length, body and files as given; length 0 means the body's.
 	raw := func(c *Conn, body []byte, length uint32, fds ...int) {
@@ -119,6 +120,8 @@ func TestRefused(t *testing.T) {
 		"too many":      {func(c *Conn) { raw(c, []byte(`{"op":"x"}`), 0, many...) }, "more than"},
 		"unknown field": {func(c *Conn) { raw(c, []byte(`{"op":"x","path":"/etc/shadow"}`), 0, int(null.Fd())) }, "unknown field"},
 		"trailing":      {func(c *Conn) { raw(c, []byte(`{"op":"x"}{}`), 0) }, "after the JSON"},
+		"key by case":   {func(c *Conn) { raw(c, []byte(`{"OP":"x"}`), 0, int(null.Fd())) }, `unknown field "OP"`},
+		"repeated key":  {func(c *Conn) { raw(c, []byte(`{"op":"list","op":"stop"}`), 0) }, `duplicate key "op"`},
 		"silent":        {func(c *Conn) {}, "timeout"},
 	} {
 		t.Run(name, func(t *testing.T) {
