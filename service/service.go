@@ -195,20 +195,12 @@ func (s *Service) mount() error {
 	return nil
 }
 
-// unmount removes the service's mount, lazily when busy, and closes the pool
-// once it is gone.
+// unmount ends the service's mount, in a bounded time whatever any user holds
+// (see fusedisk.Server.Stop), and closes the pool once it is gone.
 func (s *Service) unmount() error {
-	err := s.srv.Unmount()
-	if errors.Is(err, fusedisk.ErrBusy) {
-		s.log.Warn("mount busy; detaching it lazily", zap.String("dir", s.dir))
-		if err = s.srv.Detach(); err == nil {
-			return nil // the pool stays open for the readers left; the process exit closes it
-		}
-	}
-	if err != nil && !errors.Is(err, fusedisk.ErrNotMounted) {
+	if err := s.srv.Stop(); err != nil {
 		return vmfs.WithKind(vmfs.ErrMount, err)
 	}
-	s.srv.Wait()
 	return s.pool.Close()
 }
 

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"vmfs"
+	"vmfs/fusedisk"
+	"vmfs/testdata"
+)
+
+// pinner is a process of nobody's in a user and mount namespace of its own
+// (unshare -Urm: any local user may make one). Its namespace holds a copy of
+// every mount the test sees, which keeps their FUSE connections up whatever the
+// servers unmount in theirs.
+type pinner struct {
+	t     *testing.T
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+// pin starts a pinner that keeps file open (when not "") and returns once its
+// namespace holds the mount at mnt.
+func pin(t *testing.T, mnt, file string) *pinner {
+	t.Helper()
+	setpriv, unshare := testdata.RequireTool(t, "setpriv"), testdata.RequireTool(t, "unshare")
+	n := strconv.Itoa(testdata.Nobody)
+	// On a line from the test, it reads file again and says how that went.
+	script := `if [ -n "$1" ]; then exec 3<"$1"; fi; echo ready; read x; cat "$1" 2>&1 >/dev/null; echo "exit $?"`
+	cmd := exec.Command(setpriv, "--reuid="+n, "--regid="+n, "--clear-groups", unshare, "-Urm", "sh", "-c", script, "sh", file)
+	p := &pinner{t: t}
+	var err error
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	p.out = bufio.NewReader(stdout)
+	if line, err := p.out.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("the pinner did not start: %q %v", line, err)
+	}
+	mi, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", cmd.Process.Pid))
+	if err != nil || !strings.Contains(string(mi), " "+mnt+" ") {
+		t.Fatalf("the pinner's namespace holds no copy of %s: %v\n%s", mnt, err, mi)
+	}
+	return p
+}
+
+// readAgain has the pinner read its file again and returns what it said.
+func (p *pinner) readAgain() string {
+	p.t.Helper()
+	fmt.Fprintln(p.stdin)
+	b, _ := io.ReadAll(p.out)
+	return string(b)
+}
+
+// TestServePinnedByUserNamespace: nobody, with no access to the socket, copies
+// the service's mount into a user namespace of its own and keeps a file of it
+// open. SIGTERM still ends the service within 10 s, exit 0, its mount gone from
+// this namespace; the copy is cut off: its reads fail with ENOTCONN.
+func TestServePinnedByUserNamespace(t *testing.T) {
+	s := startServe(t)
+	p := pin(t, s.mnt, filepath.Join(s.mnt, vmfs.ManifestName))
+	s.stopped = true
+	s.r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := s.r.exit(t, 10*time.Second); code != 0 {
+		t.Errorf("service after SIGTERM: exit %d:\n%s", code, s.r.output())
+	}
+	if m, _ := fusedisk.MountAt(s.mnt); m != nil {
+		t.Errorf("%s still mounted: %+v", s.mnt, m)
+	}
+	if out := p.readAgain(); !strings.Contains(out, "not connected") || strings.Contains(out, "exit 0") {
+		t.Errorf("the pinned copy after the service stopped: %q, want ENOTCONN", out)
+	}
+}
+
+// TestMountPinnedByUserNamespace: the same for a server of its own (`vmfs
+// mount`): a copy of its mount in nobody's user namespace does not keep it from
+// ending on SIGTERM, exit 0, its mount gone.
+func TestMountPinnedByUserNamespace(t *testing.T) {
+	testdata.RequireRoot(t) // nobody's namespace copies root's mounts
+	mnt := testdata.PublicDir(t)
+	r := start(t, "", append([]string{"mount", "--foreground"}, fixtureArgs(mnt)...)...)
+	r.waitFor(t, "mounted; serving")
+	pin(t, mnt, "")
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.exit(t, 10*time.Second); code != 0 {
+		t.Errorf("server after SIGTERM: exit %d:\n%s", code, r.output())
+	}
+	if m, _ := fusedisk.MountAt(mnt); m != nil {
+		t.Errorf("%s still mounted: %+v", mnt, m)
+	}
+}
+
+// TestMountMovedMountpoint: a server of its own mounted through a symlink,
+// whose mountpoint's parent is then renamed, still unmounts itself on SIGTERM.
+func TestMountMovedMountpoint(t *testing.T) {
+	testdata.RequireFUSE(t)
+	base := t.TempDir()
+	if err := os.Mkdir(filepath.Join(base, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(base, "a", "mp"), 0o755)
+	link := filepath.Join(base, "link")
+	os.Symlink(filepath.Join(base, "a", "mp"), link)
+	r := start(t, "", append([]string{"mount", "--foreground"}, fixtureArgs(link)...)...)
+	r.waitFor(t, "mounted; serving")
+	moved := filepath.Join(base, "b", "mp")
+	t.Cleanup(func() { syscall.Unmount(moved, syscall.MNT_DETACH) }) // in case the test fails
+	if err := os.Rename(filepath.Join(base, "a"), filepath.Join(base, "b")); err != nil {
+		t.Fatal(err)
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := r.exit(t, 10*time.Second); code != 0 {
+		t.Errorf("server after SIGTERM: exit %d:\n%s", code, r.output())
+	}
+	if m, _ := fusedisk.MountAt(moved); m != nil {
+		t.Errorf("%s still mounted: %+v", moved, m)
+	}
+}
