@@ -493,11 +493,12 @@ func (s *sent) close() {
 // status is what c may see of the service.
 func (s *Service) status(c *client) *Status {
 	st := &Status{Pid: os.Getpid(), Dir: s.dir, Payloads: []PayloadStatus{}, VMs: []VMStatus{}}
+	ms, _ := fusedisk.Mounts()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.payloads {
 		if p != nil && c.may(p.owner.UID) {
-			st.Payloads = append(st.Payloads, p.status())
+			st.Payloads = append(st.Payloads, p.status(ms))
 		}
 	}
 	for _, vm := range s.running {

@@ -134,3 +134,62 @@ func TestMountMovedMountpoint(t *testing.T) {
 		t.Errorf("%s still mounted: %+v", moved, m)
 	}
 }
+
+// TestServeRenamedMountpoint: a payload exposed at a mountpoint whose parent is
+// renamed is still found where it is now: list shows it there, unmount by name
+// or by the new path removes it, and SIGTERM then ends the service at once.
+// After SIGKILL, unmount --dir finds the renamed mount too.
+func TestServeRenamedMountpoint(t *testing.T) {
+	base := testdata.PublicDir(t)
+	s := startServe(t)
+	// expose adds name exposed at base/parent/mp, renames parent to moved, and
+	// returns where the mountpoint is now.
+	expose := func(s *serveProc, name, parent, moved string) string {
+		t.Helper()
+		mp := filepath.Join(base, parent, "mp")
+		if err := os.MkdirAll(mp, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if r := s.vmfs("mount", "--name", name, testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath, mp); r.code != 0 {
+			t.Fatalf("mount %s at %s: exit %d: %s", name, mp, r.code, r.stderr)
+		}
+		if err := os.Rename(filepath.Join(base, parent), filepath.Join(base, moved)); err != nil {
+			t.Fatal(err)
+		}
+		now := filepath.Join(base, moved, "mp")
+		t.Cleanup(func() { syscall.Unmount(now, syscall.MNT_DETACH) }) // in case the test fails
+		return now
+	}
+	x, y := expose(s, "x", "a", "b"), expose(s, "y", "c", "d")
+	if rows := s.list(); rows["x"].state != "served at "+x || rows["y"].state != "served at "+y {
+		t.Errorf("list after the renames: %+v, want x at %s, y at %s", rows, x, y)
+	}
+	if r := s.vmfs("unmount", "x"); r.code != 0 {
+		t.Errorf("unmount x: exit %d: %s", r.code, r.stderr)
+	}
+	if r := s.vmfs("unmount", y); r.code != 0 {
+		t.Errorf("unmount %s: exit %d: %s", y, r.code, r.stderr)
+	}
+	for _, d := range []string{x, y} {
+		if m, _ := fusedisk.MountAt(d); m != nil {
+			t.Errorf("%s still mounted after unmount: %+v", d, m)
+		}
+	}
+	s.stopped = true
+	s.r.cmd.Process.Signal(syscall.SIGTERM)
+	if code := s.r.exit(t, 10*time.Second); code != 0 {
+		t.Errorf("service after SIGTERM: exit %d:\n%s", code, s.r.output())
+	}
+
+	s = startServe(t)
+	z := expose(s, "z", "e", "f")
+	s.stop(syscall.SIGKILL)
+	if r := runVmfs(t, "", "unmount", "--dir", s.mnt); r.code != 0 || !strings.Contains(r.stderr, z) {
+		t.Errorf("unmount --dir after SIGKILL: exit %d: %s", r.code, r.stderr)
+	}
+	for _, d := range []string{s.mnt, z} {
+		if m, _ := fusedisk.MountAt(d); m != nil {
+			t.Errorf("%s still mounted after unmount --dir: %+v", d, m)
+		}
+	}
+}
