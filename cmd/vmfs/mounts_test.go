@@ -193,3 +193,57 @@ func TestServeRenamedMountpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestSymlinkedMountpoint: a mount made through a symlink is found through it:
+// run-app --mount and unmount take the link, for a server of its own and for a
+// payload a service exposes.
+func TestSymlinkedMountpoint(t *testing.T) {
+	link := func(t *testing.T, target string) string {
+		t.Helper()
+		l := filepath.Join(testdata.PublicDir(t), "link")
+		if err := os.Symlink(target, l); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	t.Run("mount", func(t *testing.T) {
+		testdata.RequireFUSE(t)
+		mnt := t.TempDir()
+		l := link(t, mnt)
+		if r := runVmfs(t, "", append([]string{"mount", "--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", guestDir(t)},
+			testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath, l)...); r.code != 0 {
+			t.Fatalf("mount at %s: exit %d: %s", l, r.code, r.stderr)
+		}
+		t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
+		if r := runVmfs(t, "", "run-app", "--vmm", "qemu", "--dry-run", "--mount", l); r.code != 0 || !strings.Contains(r.stdout, "qemu-system") {
+			t.Errorf("run-app --mount %s: exit %d: %s%s", l, r.code, r.stdout, r.stderr)
+		}
+		if r := runVmfs(t, "", "unmount", l); r.code != 0 {
+			t.Errorf("unmount %s: exit %d: %s", l, r.code, r.stderr)
+		}
+		if m, _ := fusedisk.MountAt(mnt); m != nil {
+			t.Errorf("%s still mounted: %+v", mnt, m)
+		}
+	})
+	t.Run("serve", func(t *testing.T) {
+		s := startServe(t)
+		mp := testdata.PublicDir(t)
+		l := link(t, mp)
+		t.Cleanup(func() { syscall.Unmount(mp, syscall.MNT_DETACH) }) // in case the test fails
+		if r := s.vmfs("mount", "--name", "linked", testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath, l); r.code != 0 {
+			t.Fatalf("mount at %s: exit %d: %s", l, r.code, r.stderr)
+		}
+		if r := s.vmfs("run-app", "--dry-run", "--mount", l); r.code != 0 || !strings.Contains(r.stdout, "qemu-system") {
+			t.Errorf("run-app --mount %s: exit %d: %s%s", l, r.code, r.stdout, r.stderr)
+		}
+		if r := s.vmfs("unmount", l); r.code != 0 {
+			t.Errorf("unmount %s: exit %d: %s", l, r.code, r.stderr)
+		}
+		if m, _ := fusedisk.MountAt(mp); m != nil {
+			t.Errorf("%s still mounted: %+v", mp, m)
+		}
+		if rows := s.list(); len(rows) != 0 {
+			t.Errorf("payloads left: %+v", rows)
+		}
+	})
+}
