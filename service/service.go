@@ -113,12 +113,12 @@ func New(o Options) (*Service, error) {
 		return nil, err
 	}
 	if err := s.mount(); err != nil {
-		s.lock.Close()
+		unlockSocket(s.lock)
 		return nil, err
 	}
 	if s.ln, err = s.listen(); err != nil {
 		s.unmount()
-		s.lock.Close()
+		unlockSocket(s.lock)
 		return nil, err
 	}
 	s.vmCtx, s.stopVMs = context.WithCancelCause(context.Background())
@@ -148,25 +148,44 @@ func (s *Service) checkCIDDir() error {
 	return nil
 }
 
-// lockSocket takes <socket>.lock for the service's life. Holding it, a service
-// knows no other one owns the socket, so one that is there was left by a
-// killed service and may be removed.
+// lockSocket takes <socket>.lock for the service's life (unlockSocket gives
+// it up). Holding it, a service knows no other one owns the socket, so one that
+// is there was left by a killed service and may be removed.
 func lockSocket(socket string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
 		return nil, vmfs.WithKind(vmfs.ErrMount, err)
 	}
-	f, err := os.OpenFile(socket+".lock", os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, vmfs.WithKind(vmfs.ErrMount, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			err = errors.New("another vmfs service serves there")
+	path := socket + ".lock"
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, vmfs.WithKind(vmfs.ErrMount, err)
 		}
-		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("socket %s: %w", socket, err))
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				err = errors.New("another vmfs service serves there")
+			}
+			return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("socket %s: %w", socket, err))
+		}
+		// The service that held it may have removed it before letting it go:
+		// a lock on a file no longer there locks no one else out.
+		var held, now unix.Stat_t
+		unix.Fstat(int(f.Fd()), &held)
+		err = unix.Stat(path, &now)
+		if err == nil && held.Dev == now.Dev && held.Ino == now.Ino {
+			return f, nil
+		}
+		f.Close()
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return nil, vmfs.WithKind(vmfs.ErrMount, &os.PathError{Op: "stat", Path: path, Err: err})
+		}
 	}
-	return f, nil
+}
+
+// unlockSocket removes the lock file while it still holds it, then lets it go.
+func unlockSocket(lock *os.File) error {
+	return errors.Join(os.Remove(lock.Name()), lock.Close())
 }
 
 // mount mounts an empty forest at the service's directory, made if need be.
@@ -307,7 +326,7 @@ func (s *Service) shutdown() error {
 			errs = append(errs, s.drop(p))
 		}
 	}
-	errs = append(errs, s.unmount(), s.lock.Close())
+	errs = append(errs, s.unmount(), unlockSocket(s.lock))
 	return errors.Join(errs...)
 }
 

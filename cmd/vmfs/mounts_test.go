@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -246,4 +249,62 @@ func TestSymlinkedMountpoint(t *testing.T) {
 			t.Errorf("payloads left: %+v", rows)
 		}
 	})
+}
+
+// TestServeLockFile: <socket>.lock belongs to the service that holds it. A
+// second serve on the socket is refused and leaves the directory as it was (the
+// first's lock file included); a serve refused for its mount directory leaves
+// no lock file; a service that stops removes its own.
+func TestServeLockFile(t *testing.T) {
+	dir := testdata.PublicDir(t)
+	s := startServeIn(t, dir)
+	lock := s.sock + ".lock"
+	snapshot := func() []string {
+		t.Helper()
+		var names []string
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			var st syscall.Stat_t
+			syscall.Lstat(filepath.Join(dir, e.Name()), &st)
+			names = append(names, fmt.Sprintf("%s:%d", e.Name(), st.Ino))
+		}
+		return names
+	}
+	before := snapshot()
+	if !slices.ContainsFunc(before, func(n string) bool { return strings.HasPrefix(n, filepath.Base(lock)+":") }) {
+		t.Fatalf("no lock file while serving: %v", before)
+	}
+	r := runVmfs(t, "", serveArgs(t, filepath.Join(dir, "mnt2"), s.sock, filepath.Join(dir, "cids"))...)
+	if r.code != exitMount || !strings.Contains(r.stderr, "another vmfs service serves there") {
+		t.Errorf("second serve: exit %d: %s", r.code, r.stderr)
+	}
+	if after := snapshot(); !slices.Equal(before, after) {
+		t.Errorf("the refused serve changed %s: %v, was %v", dir, after, before)
+	}
+	if r := s.vmfs("list"); r.code != 0 {
+		t.Errorf("list after the refused serve: exit %d: %s", r.code, r.stderr)
+	}
+	if code := s.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("service after SIGTERM: exit %d:\n%s", code, s.r.output())
+	}
+	for _, p := range []string{lock, s.sock} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s after the service stopped: %v", p, err)
+		}
+	}
+
+	full := filepath.Join(dir, "full")
+	os.MkdirAll(filepath.Join(full, "file"), 0o755)
+	other := filepath.Join(dir, "other.sock")
+	if r := runVmfs(t, "", serveArgs(t, full, other, filepath.Join(dir, "cids"))...); r.code != exitMount || !strings.Contains(r.stderr, "not empty") {
+		t.Errorf("serve on a directory that is not empty: exit %d: %s", r.code, r.stderr)
+	}
+	for _, p := range []string{other + ".lock", other} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s after a refused serve: %v", p, err)
+		}
+	}
 }
