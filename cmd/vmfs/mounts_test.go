@@ -75,11 +75,18 @@ func (p *pinner) readAgain() string {
 
 // TestServePinnedByUserNamespace: nobody, with no access to the socket, copies
 // the service's mount into a user namespace of its own and keeps a file of it
-// open. SIGTERM still ends the service within 10 s, exit 0, its mount gone from
-// this namespace; the copy is cut off: its reads fail with ENOTCONN.
+// open, and the test keeps one open here too. SIGTERM still ends the service
+// within 10 s, exit 0, its mount gone from this namespace; the copy and the
+// open file are cut off: their reads fail with ENOTCONN.
 func TestServePinnedByUserNamespace(t *testing.T) {
 	s := startServe(t)
-	p := pin(t, s.mnt, filepath.Join(s.mnt, vmfs.ManifestName))
+	manifest := filepath.Join(s.mnt, vmfs.ManifestName)
+	p := pin(t, s.mnt, manifest)
+	open, err := os.Open(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
 	s.stopped = true
 	s.r.cmd.Process.Signal(syscall.SIGTERM)
 	if code := s.r.exit(t, 10*time.Second); code != 0 {
@@ -90,6 +97,9 @@ func TestServePinnedByUserNamespace(t *testing.T) {
 	}
 	if out := p.readAgain(); !strings.Contains(out, "not connected") || strings.Contains(out, "exit 0") {
 		t.Errorf("the pinned copy after the service stopped: %q, want ENOTCONN", out)
+	}
+	if _, err := open.Read(make([]byte, 1)); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("a file left open here after the service stopped: read %v, want ENOTCONN", err)
 	}
 }
 
