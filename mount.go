@@ -33,7 +33,6 @@ type Server struct {
 	Manifest *Manifest
 	VMConfig *metadata.VMConfig // the VM config to launch: the mount's vm.json
 	srv      *fusedisk.Server
-	log      *zap.Logger
 	done     chan struct{} // closed once unmounted and the sources are closed
 }
 
@@ -62,7 +61,7 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Dir: dir, Manifest: t.Manifest, VMConfig: t.VMConfig, log: log, done: make(chan struct{})}
+	s := &Server{Dir: dir, Manifest: t.Manifest, VMConfig: t.VMConfig, done: make(chan struct{})}
 	s.srv, err = fusedisk.Mount(dir, t.Root, fusedisk.MountOptions{FsName: FSName(os.Getpid()), AllowOther: o.AllowOther, Logger: log})
 	if err != nil {
 		t.Sources.Close()
@@ -80,22 +79,16 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 // sources are closed.
 func (s *Server) Wait() { <-s.done }
 
-// Unmount removes the mount and waits for it; a busy one is detached lazily
-// instead (detached is then true): the kernel drops it, and Wait returns, when
-// its last user closes it.
-func (s *Server) Unmount() (detached bool, err error) {
-	err = s.srv.Unmount()
-	if errors.Is(err, fusedisk.ErrBusy) {
-		s.log.Warn("mount busy; detaching it lazily", zap.String("mountpoint", s.Dir))
-		detached, err = true, s.srv.Detach()
+// Unmount ends the mount and waits until its sources are closed. A busy mount
+// is detached lazily; whatever still holds it a short grace later (a file open
+// in it, a copy in another mount namespace) is cut off: its reads fail with
+// ENOTCONN (see fusedisk.Server.Stop).
+func (s *Server) Unmount() error {
+	if err := s.srv.Stop(); err != nil {
+		return WithKind(ErrMount, err)
 	}
-	if err != nil {
-		return false, WithKind(ErrMount, err)
-	}
-	if !detached {
-		s.Wait()
-	}
-	return detached, nil
+	s.Wait()
+	return nil
 }
 
 // FSName is the mount source a server with this pid gives its mount; it names

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"vmfs/fusedisk"
 	"vmfs/internal/proc"
@@ -50,22 +53,83 @@ func List(ctx context.Context) ([]MountStatus, error) {
 	return out, nil
 }
 
-// Status is the vmfs mount at dir, or nil when there is none.
+// Status is the vmfs mount at dir (or where the symlinks on its path lead), or
+// nil when there is none.
 func Status(ctx context.Context, dir string) (*MountStatus, error) {
-	dir, err := filepath.Abs(dir)
+	ms, err := fusedisk.Mounts()
 	if err != nil {
 		return nil, err
 	}
-	ms, err := List(ctx)
-	if err != nil {
+	points := map[string]bool{}
+	for _, m := range ms {
+		if m.FSType == fusedisk.FSType {
+			points[m.Point] = true
+		}
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
 		return nil, err
 	}
-	for i := range ms {
-		if ms[i].Dir == dir {
-			return &ms[i], nil
+	tctx, cancel := context.WithTimeout(ctx, answerTimeout)
+	defer cancel()
+	// A path that resolves nowhere (or not in time) is taken as it is.
+	var real string
+	if interruptible(tctx, func() (err error) { real, err = realPath(dir, points); return err }) == nil {
+		dir = real
+	}
+	for _, m := range ms {
+		if m.FSType == fusedisk.FSType && m.Point == dir {
+			st := status(ctx, m)
+			return &st, nil
 		}
 	}
 	return nil, nil
+}
+
+// maxLinks bounds the symlinks realPath follows, as the kernel's ELOOP does.
+const maxLinks = 40
+
+// realPath resolves the symlinks of abs, an absolute clean path, as the kernel
+// does; mountinfo names mountpoints so. It never looks at a path of points (the
+// vmfs mountpoints), which no symlink can be: a stuck server's mount would never
+// answer, and a dead one's answers only errors.
+func realPath(abs string, points map[string]bool) (string, error) {
+	done, rest, links := "/", strings.Split(abs, "/"), 0
+	for len(rest) > 0 {
+		name := rest[0]
+		rest = rest[1:]
+		switch name {
+		case "", ".":
+			continue
+		case "..":
+			done = filepath.Dir(done)
+			continue
+		}
+		next := filepath.Join(done, name)
+		if points[next] {
+			done = next
+			continue
+		}
+		fi, err := os.Lstat(next)
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			done = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", &os.PathError{Op: "resolve", Path: abs, Err: unix.ELOOP}
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) {
+			done = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return done, nil
 }
 
 // Open returns the manifest of the live vmfs mount at dir.

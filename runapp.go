@@ -76,8 +76,7 @@ func runPrivately(ctx context.Context, t *runTarget, o RunOptions) (err error) {
 		return err
 	}
 	defer func() {
-		_, uerr := srv.Unmount()
-		err = errors.Join(err, uerr)
+		err = errors.Join(err, srv.Unmount())
 	}()
 	t.vm, t.flat = srv.VMConfig, srv.Manifest.FlatImages()
 	return launchOrPrint(ctx, t, o)

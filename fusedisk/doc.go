@@ -5,7 +5,7 @@
 // mount. It serves only what it is given: it builds no layouts, parses no formats
 // and writes no documents of its own (layout.json, vm.json and the like come from
 // its caller, as TreeOptions.Files), and it knows nothing of VMMs. It imports
-// layout, go-fuse, x/sys and zap, never metadata or launcher.
+// layout, go-fuse, x/sys, zap and internal/fusectl, never metadata or launcher.
 //
 // # Three steps
 //
@@ -15,7 +15,18 @@
 // and the further files it is given. Mount mounts that root at a directory with
 // vmfs's mount options; an embedder may instead graft it into a go-fuse tree of
 // its own, since the root puts its files in place when go-fuse adds it. Undoing
-// runs backwards: unmount, and once Server.Wait has returned, Sources.Close.
+// runs backwards: Server.Stop, then Sources.Close.
+//
+// # Ending a mount
+//
+// A Server, and an Exposed mount (a directory of one mounted elsewhere too),
+// finds its mount by its mount ID, never by a path: a mountpoint reached through
+// a symlink, or renamed since, is still the one unmounted, and nothing mounted
+// since at its old path is taken for it. Unmounting here does not end a FUSE
+// mount: any user may copy it into a mount namespace of its own (unshare -Urm),
+// and its connection, and Server.Wait, last as long as a copy or an open file
+// does. Server.Stop bounds that: past a short grace it aborts the connection
+// through fusectl, and every copy's requests fail with ENOTCONN.
 //
 // # Many trees in one mount
 //

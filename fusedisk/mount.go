@@ -1,6 +1,7 @@
 package fusedisk
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"vmfs/internal/fusectl"
 )
 
 // MountOptions say how Mount mounts a tree.
@@ -28,11 +31,17 @@ type MountOptions struct {
 	Logger       *zap.Logger // default zap.NewNop()
 }
 
-// Server is a mounted vmfs tree.
+// Server is a mounted vmfs tree. It finds its mount by its mount ID, never by
+// its path: a mountpoint reached through a symlink, or renamed since, is still
+// unmounted.
 type Server struct {
-	Mountpoint string
+	Mountpoint string // as given to Mount
 	fsName     string
 	srv        *fuse.Server
+	log        *zap.Logger
+	id         int           // the mount's ID (see MountInfo)
+	conn       uint32        // its FUSE connection, as fusectl names it
+	done       chan struct{} // closed once the connection has ended
 }
 
 // cacheTimeout is how long the kernel may keep entries and attributes: the
@@ -55,16 +64,24 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: the kernel's FUSE refused: %w", dir, err)
 	}
+	s := &Server{Mountpoint: dir, fsName: o.FsName, srv: srv, log: log, done: make(chan struct{})}
+	go func() { srv.Wait(); close(s.done) }()
+	stx, err := statMount(unix.AT_FDCWD, dir)
+	if err != nil {
+		srv.Unmount()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	s.id, s.conn = int(stx.Mnt_id), stx.Dev_minor
 	if os.Geteuid() == 0 {
 		kib := o.ReadaheadKiB
 		if kib == 0 {
 			kib = defaultReadaheadKiB
 		}
-		if err := setReadahead(dir, kib); err != nil {
+		if err := setReadahead(stx, kib); err != nil {
 			log.Warn("cannot raise readahead; sequential reads stay at 128 KiB requests", zap.Error(err))
 		}
 	}
-	return &Server{Mountpoint: dir, fsName: o.FsName, srv: srv}, nil
+	return s, nil
 }
 
 // fsOptions are go-fuse's options for a mount of a tree.
@@ -94,23 +111,78 @@ func fsOptions(o MountOptions) *fs.Options {
 
 const defaultReadaheadKiB = 1024
 
-// setReadahead writes the read_ahead_kb of the mount's backing device info.
-func setReadahead(mnt string, kib int) error {
-	var st unix.Stat_t
-	if err := unix.Stat(mnt, &st); err != nil {
-		return err
-	}
-	bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+// setReadahead writes the read_ahead_kb of the backing device info of the
+// mount's root, root.
+func setReadahead(root *unix.Statx_t, kib int) error {
+	bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", root.Dev_major, root.Dev_minor)
 	return os.WriteFile(bdi, []byte(strconv.Itoa(kib)), 0)
 }
 
-// Wait blocks until the tree is unmounted (by Unmount, fusermount -u or umount).
-// The sources stay open: their owner closes them once Wait has returned.
-func (s *Server) Wait() { s.srv.Wait() }
+// Wait blocks until the mount's FUSE connection has ended: once no mount of it
+// is left in any mount namespace and no file of it is open (see Stop), or once
+// it is aborted. The sources stay open: their owner closes them after Wait.
+func (s *Server) Wait() { <-s.done }
 
-// Unmount removes exactly this mount (see Unmount); Wait returns once it is gone.
-func (s *Server) Unmount() error { return Unmount(s.Mountpoint, s.fsName, false) }
+// Unmount removes exactly this mount, wherever it is now (see Unmount). Another
+// mount namespace may still hold a copy of it: Wait returns once none does.
+func (s *Server) Unmount() error { return s.unmount(false) }
 
 // Detach removes this mount lazily: at once from the tree, and for good when its
-// last open file is closed, which is when Wait returns.
-func (s *Server) Detach() error { return Unmount(s.Mountpoint, s.fsName, true) }
+// last open file is closed.
+func (s *Server) Detach() error { return s.unmount(true) }
+
+func (s *Server) unmount(lazy bool) error {
+	ms, err := Mounts()
+	if err != nil {
+		return err
+	}
+	m := byID(ms, s.id)
+	if m == nil || m.FSType != FSType || s.fsName != "" && m.Source != s.fsName || m.Root != "/" {
+		return fmt.Errorf("%s: %w", s.Mountpoint, ErrNotMounted)
+	}
+	return unmount(ms, m, lazy)
+}
+
+// stopGrace is how long Stop lets what still holds a mount it unmounted go by
+// itself before it aborts the connection.
+const stopGrace = 2 * time.Second
+
+// Stop ends the mount whatever holds it, and returns once its connection has
+// ended (Wait returns): it unmounts it here, lazily when busy, and gives what
+// still holds it stopGrace to let go. Past that, it aborts the FUSE connection
+// (see fusectl.Abort): a copy in another mount namespace (unshare -Urm lets any
+// user make one) or a file open in a detached mount would otherwise keep it up
+// for as long as they like. Their requests fail with ENOTCONN from then on. A
+// mount covered by another is left as it is (a *CoveredError).
+func (s *Server) Stop() error {
+	err := s.Unmount()
+	if errors.Is(err, ErrBusy) {
+		s.log.Warn("mount busy; detaching it lazily", zap.String("mountpoint", s.Mountpoint))
+		err = s.Detach()
+	}
+	if err != nil && !errors.Is(err, ErrNotMounted) {
+		return err
+	}
+	if s.waited(stopGrace) {
+		return nil
+	}
+	s.log.Warn("mount still held (a file open in it, a copy in another mount namespace): aborting its FUSE connection",
+		zap.String("mountpoint", s.Mountpoint), zap.Duration("after", stopGrace))
+	if err := fusectl.Abort(s.conn); err != nil {
+		return fmt.Errorf("%s: unmounted, but still held elsewhere until this process exits: %w", s.Mountpoint, err)
+	}
+	if !s.waited(stopGrace) {
+		return fmt.Errorf("%s: its FUSE connection still serves after it was aborted", s.Mountpoint)
+	}
+	return nil
+}
+
+// waited reports whether the connection ends within d.
+func (s *Server) waited(d time.Duration) bool {
+	select {
+	case <-s.done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}

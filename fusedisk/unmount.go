@@ -37,20 +37,22 @@ func Unmount(point, source string, lazy bool) error {
 	if err != nil {
 		return err
 	}
-	var top, ours *MountInfo
+	var ours *MountInfo
 	for i := range ms {
-		if ms[i].Point != point {
-			continue
-		}
-		top = &ms[i]
-		if ms[i].FSType == FSType && (source == "" || ms[i].Source == source) {
+		if ms[i].Point == point && ms[i].FSType == FSType && (source == "" || ms[i].Source == source) {
 			ours = &ms[i]
 		}
 	}
-	switch {
-	case ours == nil:
+	if ours == nil {
 		return fmt.Errorf("%s: %w", point, ErrNotMounted)
-	case top != ours:
+	}
+	return unmount(ms, ours, lazy)
+}
+
+// unmount removes m, one of the mounts ms, as Unmount does.
+func unmount(ms []MountInfo, m *MountInfo, lazy bool) error {
+	point := m.Point
+	if top := covered(ms, m); top != nil {
 		return &CoveredError{Point: point, FSType: top.FSType}
 	}
 	if os.Geteuid() == 0 {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,20 +27,29 @@ const resolveTimeout = time.Minute
 // served is a payload the service serves: a directory of its mount, which only
 // its owner (and root) may enter.
 type served struct {
-	name, dir  string
-	owner      fusedisk.Owner
-	payload    *vmfs.Payload
-	manifest   *vmfs.Manifest
-	vmConfig   *metadata.VMConfig // to launch from dir
-	srcs       *fusedisk.Sources
-	kept       bool   // added by mount: it stays when a VM booting it ends
-	mountpoint string // where it is exposed as well, or ""
-	added      time.Time
-	vm         *runningVM // the VM that boots from it; guarded by Service.mu
+	name, dir string
+	owner     fusedisk.Owner
+	payload   *vmfs.Payload
+	manifest  *vmfs.Manifest
+	vmConfig  *metadata.VMConfig // to launch from dir
+	srcs      *fusedisk.Sources
+	kept      bool              // added by mount: it stays when a VM booting it ends
+	exposed   *fusedisk.Exposed // its mount at a directory of the client's, or nil
+	added     time.Time
+	vm        *runningVM // the VM that boots from it; guarded by Service.mu
 }
 
-func (p *served) status() PayloadStatus {
-	return PayloadStatus{Name: p.name, Dir: p.dir, Owner: int(p.owner.UID), APK: p.payload.APK, Mountpoint: p.mountpoint, Kept: p.kept, Added: p.added}
+// status is how p is, its mountpoint as the mounts ms tell.
+func (p *served) status(ms []fusedisk.MountInfo) PayloadStatus {
+	return PayloadStatus{Name: p.name, Dir: p.dir, Owner: int(p.owner.UID), APK: p.payload.APK, Mountpoint: p.mountpoint(ms), Kept: p.kept, Added: p.added}
+}
+
+// mountpoint is where p is exposed now, as the mounts ms tell, or "".
+func (p *served) mountpoint(ms []fusedisk.MountInfo) string {
+	if p.exposed == nil {
+		return ""
+	}
+	return p.exposed.Point(ms)
 }
 
 // nameRE is what a payload or VM may be called: a directory name, never
@@ -144,7 +154,7 @@ func closeFiles(fs ...*os.File) {
 func (s *Service) graft(c *client, name string, p *vmfs.Payload, kept bool, mp *os.File) (*served, error) {
 	sv, err := s.makeServed(c, name, p, kept)
 	if err == nil && mp != nil {
-		if sv.mountpoint, err = s.bind(sv.dir, mp, c); err != nil {
+		if sv.exposed, err = s.bind(sv.dir, mp, c); err != nil {
 			s.forest.Remove(name)
 			sv.srcs.CloseWhenIdle()
 		}
@@ -178,49 +188,45 @@ func (s *Service) makeServed(c *client, name string, p *vmfs.Payload, kept bool)
 }
 
 // bind exposes the payload directory dir at mp, a directory the client opened,
-// and returns where that is. The client must own the directory (root any): the
+// and returns that mount. The client must own the directory (root any): the
 // service mounts on exactly the directory opened, never on a path.
-func (s *Service) bind(dir string, mp *os.File, c *client) (string, error) {
+func (s *Service) bind(dir string, mp *os.File, c *client) (*fusedisk.Exposed, error) {
 	if os.Geteuid() != 0 {
-		return "", vmfs.WithKind(vmfs.ErrMount, errors.New("mountpoint: only a service running as root can expose a payload at one"))
+		return nil, vmfs.WithKind(vmfs.ErrMount, errors.New("mountpoint: only a service running as root can expose a payload at one"))
 	}
 	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", mp.Fd()))
 	if err != nil {
-		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint: %w", err))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint: %w", err))
 	}
 	var st, ours unix.Stat_t
 	if err := unix.Fstat(int(mp.Fd()), &st); err != nil {
-		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
 	}
 	if err := unix.Stat(s.dir, &ours); err != nil {
-		return "", vmfs.WithKind(vmfs.ErrMount, err)
+		return nil, vmfs.WithKind(vmfs.ErrMount, err)
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: not a directory", path))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: not a directory", path))
 	case !c.may(st.Uid):
-		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: owned by uid %d, not by the client", path, st.Uid))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: owned by uid %d, not by the client", path, st.Uid))
 	case st.Dev == ours.Dev:
-		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: inside the service's own mount", path))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: inside the service's own mount", path))
 	}
 	if m, _ := fusedisk.MountAt(path); m != nil && m.FSType == fusedisk.FSType {
-		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: already a vmfs mount", path))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: already a vmfs mount", path))
 	}
 	if names, err := mp.Readdirnames(1); len(names) > 0 || err != nil && !errors.Is(err, io.EOF) {
 		if err == nil {
 			err = errors.New("not empty")
 		}
-		return "", vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
 	}
-	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	e, err := fusedisk.Expose(dir, mp)
 	if err != nil {
-		return "", vmfs.WithKind(vmfs.ErrMount, &os.PathError{Op: "open_tree", Path: dir, Err: err})
+		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
 	}
-	defer unix.Close(tree)
-	if err := unix.MoveMount(tree, "", int(mp.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
-		return "", vmfs.WithKind(vmfs.ErrMount, &os.PathError{Op: "move_mount", Path: path, Err: err})
-	}
-	return path, nil
+	return e, nil
 }
 
 // add serves the payload a client sends, as `vmfs mount` asks.
@@ -238,15 +244,20 @@ func (s *Service) add(c *client, req *request, snt *sent) (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := sv.status()
+	ms, _ := fusedisk.Mounts()
+	st := sv.status(ms)
 	return &reply{Payload: &st}, nil
 }
 
-// find returns the payload named target, or exposed at target, if c may see it.
-// Preconditions: s.mu is held.
+// find returns the payload named target, or exposed at target now, if c may
+// see it. Preconditions: s.mu is held.
 func (s *Service) find(c *client, target string) *served {
+	var ms []fusedisk.MountInfo
+	if strings.Contains(target, "/") { // a name never does
+		ms, _ = fusedisk.Mounts()
+	}
 	for _, p := range s.payloads {
-		if p != nil && (p.name == target || p.mountpoint != "" && p.mountpoint == target) && c.may(p.owner.UID) {
+		if p != nil && (p.name == target || ms != nil && p.mountpoint(ms) == target) && c.may(p.owner.UID) {
 			return p
 		}
 	}
@@ -281,14 +292,11 @@ func (s *Service) remove(c *client, target string) error {
 // first (a mount covering it refuses, and p stays), then its directory; its
 // sources close once no file of it is open.
 func (s *Service) drop(p *served) error {
-	if p.mountpoint != "" {
-		err := fusedisk.Unmount(p.mountpoint, s.fsName, false)
-		if errors.Is(err, fusedisk.ErrBusy) {
-			err = fusedisk.Unmount(p.mountpoint, s.fsName, true)
-		}
-		if err != nil && !errors.Is(err, fusedisk.ErrNotMounted) {
+	if p.exposed != nil {
+		if err := p.exposed.Unmount(); err != nil && !errors.Is(err, fusedisk.ErrNotMounted) {
 			return vmfs.WithKind(vmfs.ErrMount, err)
 		}
+		p.exposed = nil
 	}
 	s.forest.Remove(p.name)
 	p.srcs.CloseWhenIdle()

@@ -121,12 +121,12 @@ func New(o Options) (*Service, error) {
 		return nil, err
 	}
 	if err := s.mount(); err != nil {
-		s.lock.Close()
+		unlockSocket(s.lock)
 		return nil, err
 	}
 	if s.ln, err = s.listen(); err != nil {
 		s.unmount()
-		s.lock.Close()
+		unlockSocket(s.lock)
 		return nil, err
 	}
 	s.vmCtx, s.stopVMs = context.WithCancelCause(context.Background())
@@ -156,25 +156,44 @@ func (s *Service) checkCIDDir() error {
 	return nil
 }
 
-// lockSocket takes <socket>.lock for the service's life. Holding it, a service
-// knows no other one owns the socket, so one that is there was left by a
-// killed service and may be removed.
+// lockSocket takes <socket>.lock for the service's life (unlockSocket gives
+// it up). Holding it, a service knows no other one owns the socket, so one that
+// is there was left by a killed service and may be removed.
 func lockSocket(socket string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
 		return nil, vmfs.WithKind(vmfs.ErrMount, err)
 	}
-	f, err := os.OpenFile(socket+".lock", os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, vmfs.WithKind(vmfs.ErrMount, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			err = errors.New("another vmfs service serves there")
+	path := socket + ".lock"
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, vmfs.WithKind(vmfs.ErrMount, err)
 		}
-		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("socket %s: %w", socket, err))
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				err = errors.New("another vmfs service serves there")
+			}
+			return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("socket %s: %w", socket, err))
+		}
+		// The service that held it may have removed it before letting it go:
+		// a lock on a file no longer there locks no one else out.
+		var held, now unix.Stat_t
+		unix.Fstat(int(f.Fd()), &held)
+		err = unix.Stat(path, &now)
+		if err == nil && held.Dev == now.Dev && held.Ino == now.Ino {
+			return f, nil
+		}
+		f.Close()
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return nil, vmfs.WithKind(vmfs.ErrMount, &os.PathError{Op: "stat", Path: path, Err: err})
+		}
 	}
-	return f, nil
+}
+
+// unlockSocket removes the lock file while it still holds it, then lets it go.
+func unlockSocket(lock *os.File) error {
+	return errors.Join(os.Remove(lock.Name()), lock.Close())
 }
 
 // mount mounts an empty forest at the service's directory, made if need be.
@@ -209,20 +228,12 @@ func (s *Service) mount() error {
 	return nil
 }
 
-// unmount removes the service's mount, lazily when busy, and closes the pool
-// once it is gone.
+// unmount ends the service's mount, in a bounded time whatever any user holds
+// (see fusedisk.Server.Stop), and closes the pool once it is gone.
 func (s *Service) unmount() error {
-	err := s.srv.Unmount()
-	if errors.Is(err, fusedisk.ErrBusy) {
-		s.log.Warn("mount busy; detaching it lazily", zap.String("dir", s.dir))
-		if err = s.srv.Detach(); err == nil {
-			return nil // the pool stays open for the readers left; the process exit closes it
-		}
-	}
-	if err != nil && !errors.Is(err, fusedisk.ErrNotMounted) {
+	if err := s.srv.Stop(); err != nil {
 		return vmfs.WithKind(vmfs.ErrMount, err)
 	}
-	s.srv.Wait()
 	return s.pool.Close()
 }
 
@@ -329,7 +340,7 @@ func (s *Service) shutdown() error {
 			errs = append(errs, s.drop(p))
 		}
 	}
-	errs = append(errs, s.unmount(), s.lock.Close())
+	errs = append(errs, s.unmount(), unlockSocket(s.lock))
 	return errors.Join(errs...)
 }
 
@@ -501,11 +512,12 @@ func (s *Service) list(c *client) (*reply, error) {
 // status is what c may see of the service.
 func (s *Service) status(c *client) *Status {
 	st := &Status{Pid: os.Getpid(), Dir: s.dir, Payloads: []PayloadStatus{}, VMs: []VMStatus{}}
+	ms, _ := fusedisk.Mounts()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.payloads {
 		if p != nil && c.may(p.owner.UID) {
-			st.Payloads = append(st.Payloads, p.status())
+			st.Payloads = append(st.Payloads, p.status(ms))
 		}
 	}
 	for _, vm := range s.running {

@@ -261,8 +261,7 @@ func serve(ctx context.Context, log *zap.Logger, srv *vmfs.Server) error {
 	}
 	log.Info("unmounting", zap.String("mountpoint", srv.Dir))
 	// An error leaves the mount, dead once this server exits; vmfs unmount recovers it.
-	_, err := srv.Unmount()
-	return err
+	return srv.Unmount()
 }
 
 func runUnmount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {

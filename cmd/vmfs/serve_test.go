@@ -47,9 +47,7 @@ func startServeIn(t *testing.T, dir string, extra ...string) *serveProc {
 	t.Helper()
 	testdata.RequireRoot(t) // a service mounts for every user
 	s := &serveProc{t: t, dir: dir, mnt: filepath.Join(dir, "mnt"), sock: filepath.Join(dir, "vmfs.sock")}
-	args := append([]string{"serve", "--dir", s.mnt, "--socket", s.sock, "--apex-info-list", testdata.APEXInfoListPath(),
-		"--os-dir", guestDir(t), "--vmm", "qemu", "--cid-dir", filepath.Join(dir, "cids")}, extra...)
-	s.r = start(t, "", args...)
+	s.r = start(t, "", append(serveArgs(t, s.mnt, s.sock, filepath.Join(dir, "cids")), extra...)...)
 	s.r.waitFor(t, "serving")
 	t.Cleanup(func() {
 		if !s.stopped {
@@ -58,6 +56,13 @@ func startServeIn(t *testing.T, dir string, extra ...string) *serveProc {
 		}
 	})
 	return s
+}
+
+// serveArgs run a service with its mount at mnt, its socket at sock and its
+// CIDs locked in cids.
+func serveArgs(t *testing.T, mnt, sock, cids string) []string {
+	return []string{"serve", "--dir", mnt, "--socket", sock, "--apex-info-list", testdata.APEXInfoListPath(),
+		"--os-dir", guestDir(t), "--vmm", "qemu", "--cid-dir", cids}
 }
 
 // stop sends the service sig and returns its exit code.
