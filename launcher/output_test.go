@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"os"
-	"path/filepath"
 	"reflect"
 	"sync"
 	"syscall"
@@ -14,25 +12,11 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
-	"golang.org/x/sys/unix"
 
 	"vmfs/internal/outlet"
 	"vmfs/internal/proc"
 	"vmfs/testdata"
 )
-
-// unreadPipe returns the write end of a pipe whose read end the test holds and
-// never reads, as a client could hand over its console: a blocking descriptor.
-func unreadPipe(t *testing.T) *os.File {
-	t.Helper()
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		t.Fatal(err)
-	}
-	w, r := os.NewFile(uintptr(p[1]), "unread"), os.NewFile(uintptr(p[0]), "unread")
-	t.Cleanup(func() { w.Close(); r.Close() })
-	return w
-}
 
 // TestStopWithStuckWriter: a writer that never returns (a pipe nobody reads,
 // written as is) stalls the VMM's output but not its supervision: Stop ends the
@@ -122,37 +106,4 @@ func TestOutputToUnreadDestinations(t *testing.T) {
 			}
 		})
 	}
-}
-
-// unreadFIFO returns a FIFO opened for writing whose reader the test holds and
-// never reads.
-func unreadFIFO(t *testing.T) *os.File {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "console")
-	if err := unix.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close(); r.Close() })
-	return w
-}
-
-// unreadSocket returns one end of a stream socket pair whose other end the test
-// holds and never reads.
-func unreadSocket(t *testing.T) *os.File {
-	t.Helper()
-	p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, r := os.NewFile(uintptr(p[0]), "unread socket"), os.NewFile(uintptr(p[1]), "unread socket")
-	t.Cleanup(func() { w.Close(); r.Close() })
-	return w
 }

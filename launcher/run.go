@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"vmfs/internal/inputfile"
+	"vmfs/internal/outlet"
 	"vmfs/metadata"
 )
 
@@ -39,8 +40,10 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 	if err == nil && o.Log != "" {
 		var f *os.File
 		if f, err = os.Create(o.Log); err == nil {
-			ro.Stderr = f
-			cleanups = append(cleanups, f.Close)
+			// The log may be a FIFO or on a stuck mount: the VMM must not wait on it.
+			log := outlet.New(f, outlet.Options{Name: "vmm log", Logger: ro.Logger})
+			ro.Stderr = log
+			cleanups = append(cleanups, func() error { log.Close(); return f.Close() })
 		} else {
 			err = fmt.Errorf("open vmm log: %w", err)
 		}
