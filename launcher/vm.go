@@ -39,6 +39,10 @@ type RunOptions struct {
 	Logger    *zap.Logger   // nil means zap.NewNop()
 	Timeout   time.Duration // stop the VMM after this long and report ErrTimeout; 0 = never
 	StopGrace time.Duration // SIGTERM to SIGKILL delay for those stops; 0 = DefaultStopGrace
+	// Credential runs the VMM as that user, group and supplementary groups
+	// (none when Groups is empty), with no capabilities; nil runs it as this
+	// process. Another user than this process's needs CAP_SETUID and CAP_SETGID.
+	Credential *syscall.Credential
 }
 
 // ExitError passes through the status of a VMM that did not exit with 0.
@@ -110,7 +114,9 @@ func start(ctx context.Context, argv0 string, args []string, o RunOptions, cid i
 	if cmd.Stdout, err = out.pipe("stdout", o.Stdout); err == nil {
 		cmd.Stderr, err = out.pipe("stderr", o.Stderr)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// The kernel clears a parent-death signal when the credentials change; Go
+	// sets it after switching them, so it holds for a VMM of another user too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: o.Credential}
 	if err == nil {
 		err = cmd.Start()
 	}
