@@ -26,5 +26,7 @@
 // # Rights
 //
 // RunOptions.Credential runs the VMM as another user and groups, without
-// capabilities, still in its own group and with its parent-death signal.
+// capabilities, still in its own group and with its parent-death signal. Files
+// it may not reach by path (a client's, under directories it cannot enter) it
+// inherits as descriptors and opens as /proc/self/fd/N (Inherited).
 package launcher

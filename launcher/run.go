@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 
-	"vmfs/internal/inputfile"
 	"vmfs/internal/outlet"
 	"vmfs/metadata"
 )
@@ -17,7 +16,7 @@ import (
 // applies). The CID and the log file are released once the VMM has exited.
 // QEMU gets no vsock device, so o.CID is ignored for it and VM.CID returns 0.
 func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOptions) (*VM, error) {
-	if err := CheckBootFiles(cfg); err != nil {
+	if err := checkBootFiles(cfg, ro.Files); err != nil {
 		return nil, err
 	}
 	vmm, bin, err := Resolve(o)
@@ -57,6 +56,11 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 // CheckBootFiles checks that the kernel, initrd and bootloader cfg names are
 // regular files, so that a missing one is reported before any VMM starts.
 func CheckBootFiles(cfg *metadata.VMConfig) error {
+	return checkBootFiles(cfg, Inherited{})
+}
+
+// checkBootFiles is CheckBootFiles, where a path of files names the file it holds.
+func checkBootFiles(cfg *metadata.VMConfig, files Inherited) error {
 	if err := checkBoot(cfg); err != nil {
 		return err
 	}
@@ -64,7 +68,7 @@ func CheckBootFiles(cfg *metadata.VMConfig) error {
 		if f.path == "" {
 			continue
 		}
-		if _, err := inputfile.Stat(f.path); err != nil {
+		if err := files.stat(f.path); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrConfig, f.what, err)
 		}
 	}

@@ -43,6 +43,8 @@ type RunOptions struct {
 	// (none when Groups is empty), with no capabilities; nil runs it as this
 	// process. Another user than this process's needs CAP_SETUID and CAP_SETGID.
 	Credential *syscall.Credential
+	// Files are the files the VMM inherits; its config names them by Files.Path.
+	Files Inherited
 }
 
 // ExitError passes through the status of a VMM that did not exit with 0.
@@ -114,6 +116,7 @@ func start(ctx context.Context, argv0 string, args []string, o RunOptions, cid i
 	if cmd.Stdout, err = out.pipe("stdout", o.Stdout); err == nil {
 		cmd.Stderr, err = out.pipe("stderr", o.Stderr)
 	}
+	cmd.ExtraFiles = o.Files.files
 	// The kernel clears a parent-death signal when the credentials change; Go
 	// sets it after switching them, so it holds for a VMM of another user too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: o.Credential}
