@@ -7,10 +7,12 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"vmfs/internal/outlet"
 	"vmfs/launcher"
 	"vmfs/metadata"
 )
@@ -170,56 +172,79 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 		defer cf.Close()
 		console = cf
 	}
-	machine, watch, err := launch(ctx, vm, o, console)
+	machine, out, err := launch(ctx, vm, o, console)
 	if err != nil {
 		return err
 	}
-	return outcome(ctx, machine, watch, o.RequireVerdict)
+	return outcome(ctx, machine, out, o.RequireVerdict)
 }
 
 // launch starts the VM, its console going to console (nil: nowhere) and to a
 // watcher of the guest's verdict; o.Stdout and o.Console are not used.
-func launch(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.Writer) (*launcher.VM, *verdictWatcher, error) {
-	if console == nil {
-		console = io.Discard
+func launch(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.Writer) (*launcher.VM, *vmOutput, error) {
+	out := &vmOutput{}
+	stdout := io.Writer(&out.watch)
+	if console != nil {
+		stdout = io.MultiWriter(&out.watch, out.add(console, "console", o.Logger))
 	}
-	watch := &verdictWatcher{}
+	var stderr io.Writer
+	if o.Stderr != nil {
+		stderr = out.add(o.Stderr, "vmm stderr", o.Logger)
+	}
 	machine, err := launcher.Launch(ctx, vm, o.VM, launcher.RunOptions{
-		Stdout:  io.MultiWriter(bestEffort{console}, watch),
-		Stderr:  o.Stderr,
+		Stdout:  stdout,
+		Stderr:  stderr,
 		Logger:  o.Logger,
 		Timeout: o.Timeout,
 	})
 	if err != nil {
+		out.close()
 		if cause := context.Cause(ctx); cause != nil {
 			return nil, nil, cause // a signal came just before the start: nothing was started
 		}
 		return nil, nil, withKind(ErrVMM, err)
 	}
 	o.Logger.Info("vm started", zap.String("name", o.VM.Name), zap.Int("pid", machine.Pid()), zap.Int("cid", machine.CID()))
-	return machine, watch, nil
+	return machine, out, nil
 }
 
 // outcome waits for the VM launched under ctx to end and says how its run went.
-func outcome(ctx context.Context, machine *launcher.VM, watch *verdictWatcher, requireVerdict bool) error {
+func outcome(ctx context.Context, machine *launcher.VM, out *vmOutput, requireVerdict bool) error {
 	// Not ctx: when it is done the VM is being stopped, and we wait for that.
 	werr := machine.Wait(context.Background())
+	out.close()
 	if cause := context.Cause(ctx); cause != nil {
 		return cause
 	}
 	if werr != nil {
 		return werr
 	}
-	return watch.result(requireVerdict)
+	return out.watch.result(requireVerdict)
 }
 
-// bestEffort writes to w while w takes it: a console nobody reads any more (a
-// closed pipe) must neither stop the verdict watcher nor stall the VMM's output.
-type bestEffort struct{ w io.Writer }
+// vmOutput is where a VM's output goes: the verdict watcher, in memory, and the
+// destinations of the run (a console file, a client), each behind an outlet so
+// that one nobody reads (a FIFO kept full, a stuck mount) neither stalls the
+// VMM nor keeps the verdict from the watcher.
+type vmOutput struct {
+	watch   verdictWatcher
+	outlets []*outlet.Outlet
+}
 
-func (b bestEffort) Write(p []byte) (int, error) {
-	b.w.Write(p)
-	return len(p), nil
+func (v *vmOutput) add(w io.Writer, name string, log *zap.Logger) io.Writer {
+	o := outlet.New(w, outlet.Options{Name: name, Logger: log})
+	v.outlets = append(v.outlets, o)
+	return o
+}
+
+// close delivers what the outlets hold, all at once, but waits for no stuck
+// destination.
+func (v *vmOutput) close() {
+	var wg sync.WaitGroup
+	for _, o := range v.outlets {
+		wg.Go(o.Close)
+	}
+	wg.Wait()
 }
 
 // removeMountpoint removes a private mountpoint once it is unmounted.
