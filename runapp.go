@@ -7,10 +7,12 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"vmfs/internal/outlet"
 	"vmfs/launcher"
 	"vmfs/metadata"
 )
@@ -179,8 +181,8 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 // Machine is a VM started by Start: its VMM, and the watcher of its guest's
 // verdict on the console.
 type Machine struct {
-	VM    *launcher.VM
-	watch *verdictWatcher
+	VM  *launcher.VM
+	out *vmOutput
 }
 
 // Start starts the VM vm describes under ctx (see launcher.Start), its console
@@ -192,24 +194,30 @@ func Start(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	if console == nil {
-		console = io.Discard
+	out := &vmOutput{}
+	stdout := io.Writer(&out.watch)
+	if console != nil {
+		stdout = io.MultiWriter(&out.watch, out.add(console, "console", o.Logger))
 	}
-	watch := &verdictWatcher{}
+	var stderr io.Writer
+	if o.Stderr != nil {
+		stderr = out.add(o.Stderr, "vmm stderr", o.Logger)
+	}
 	machine, err := launcher.Launch(ctx, vm, o.VM, launcher.RunOptions{
-		Stdout:  io.MultiWriter(bestEffort{console}, watch),
-		Stderr:  o.Stderr,
+		Stdout:  stdout,
+		Stderr:  stderr,
 		Logger:  o.Logger,
 		Timeout: o.Timeout,
 	})
 	if err != nil {
+		out.close()
 		if cause := context.Cause(ctx); cause != nil {
 			return nil, cause // a signal came just before the start: nothing was started
 		}
 		return nil, WithKind(ErrVMM, err)
 	}
 	o.Logger.Info("vm started", zap.String("name", o.VM.Name), zap.Int("pid", machine.Pid()), zap.Int("cid", machine.CID()))
-	return &Machine{VM: machine, watch: watch}, nil
+	return &Machine{VM: machine, out: out}, nil
 }
 
 // Outcome waits for the VM, started under ctx, to end and says how its run
@@ -218,22 +226,39 @@ func Start(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.
 func (m *Machine) Outcome(ctx context.Context, requireVerdict bool) error {
 	// Not ctx: when it is done the VM is being stopped, and we wait for that.
 	werr := m.VM.Wait(context.Background())
+	m.out.close()
 	if cause := context.Cause(ctx); cause != nil {
 		return cause
 	}
 	if werr != nil {
 		return werr
 	}
-	return m.watch.result(requireVerdict)
+	return m.out.watch.result(requireVerdict)
 }
 
-// bestEffort writes to w while w takes it: a console nobody reads any more (a
-// closed pipe) must neither stop the verdict watcher nor stall the VMM's output.
-type bestEffort struct{ w io.Writer }
+// vmOutput is where a VM's output goes: the verdict watcher, in memory, and the
+// destinations of the run (a console file, a client), each behind an outlet so
+// that one nobody reads (a FIFO kept full, a stuck mount) neither stalls the
+// VMM nor keeps the verdict from the watcher.
+type vmOutput struct {
+	watch   verdictWatcher
+	outlets []*outlet.Outlet
+}
 
-func (b bestEffort) Write(p []byte) (int, error) {
-	b.w.Write(p)
-	return len(p), nil
+func (v *vmOutput) add(w io.Writer, name string, log *zap.Logger) io.Writer {
+	o := outlet.New(w, outlet.Options{Name: name, Logger: log})
+	v.outlets = append(v.outlets, o)
+	return o
+}
+
+// close delivers what the outlets hold, all at once, but waits for no stuck
+// destination.
+func (v *vmOutput) close() {
+	var wg sync.WaitGroup
+	for _, o := range v.outlets {
+		wg.Go(o.Close)
+	}
+	wg.Wait()
 }
 
 // removeMountpoint removes a private mountpoint once it is unmounted.

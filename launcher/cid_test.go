@@ -13,8 +13,12 @@ import (
 const cidHelperEnv = "VMFS_LAUNCHER_CID_HELPER"
 
 // TestMain turns the test binary into a CID holder when cidHelperEnv names a
-// directory: it allocates, prints the CID, and holds it until stdin closes.
+// directory: it allocates, prints the CID, and holds it until stdin closes; or
+// into a VMM's parent when parentHelperEnv is set (see parentHelper).
 func TestMain(m *testing.M) {
+	if os.Getenv(parentHelperEnv) != "" {
+		os.Exit(parentHelper())
+	}
 	if dir := os.Getenv(cidHelperEnv); dir != "" {
 		cid, _, err := AllocateCID(dir)
 		if err != nil {

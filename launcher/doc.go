@@ -18,4 +18,15 @@
 // SIGTERM to the group and escalates to SIGKILL after a grace period. Once the VMM
 // exits, whatever is left of its group is killed and cleanup runs exactly once.
 // Launch and Run tie Resolve, AllocateCID, the builders and Start together.
+//
+// The VMM writes its stdout and stderr to pipes the launcher reads on goroutines
+// of its own, so no writer can hold up Wait or Stop; a destination that may block
+// goes behind an outlet (vmfs/internal/outlet), which never blocks the VMM.
+//
+// # Rights
+//
+// RunOptions.Credential runs the VMM as another user and groups, without
+// capabilities, still in its own group and with its parent-death signal. Files
+// it may not reach by path (a client's, under directories it cannot enter) it
+// inherits as descriptors and opens as /proc/self/fd/N (Inherited).
 package launcher

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"vmfs/internal/inputfile"
+	"vmfs/internal/outlet"
 	"vmfs/metadata"
 )
 
@@ -16,7 +16,7 @@ import (
 // applies). The CID and the log file are released once the VMM has exited.
 // QEMU gets no vsock device, so o.CID is ignored for it and VM.CID returns 0.
 func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOptions) (*VM, error) {
-	if err := CheckBootFiles(cfg); err != nil {
+	if err := checkBootFiles(cfg, ro.Files); err != nil {
 		return nil, err
 	}
 	vmm, bin, err := Resolve(o)
@@ -39,8 +39,10 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 	if err == nil && o.Log != "" {
 		var f *os.File
 		if f, err = os.Create(o.Log); err == nil {
-			ro.Stderr = f
-			cleanups = append(cleanups, f.Close)
+			// The log may be a FIFO or on a stuck mount: the VMM must not wait on it.
+			log := outlet.New(f, outlet.Options{Name: "vmm log", Logger: ro.Logger})
+			ro.Stderr = log
+			cleanups = append(cleanups, func() error { log.Close(); return f.Close() })
 		} else {
 			err = fmt.Errorf("open vmm log: %w", err)
 		}
@@ -54,6 +56,11 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 // CheckBootFiles checks that the kernel, initrd and bootloader cfg names are
 // regular files, so that a missing one is reported before any VMM starts.
 func CheckBootFiles(cfg *metadata.VMConfig) error {
+	return checkBootFiles(cfg, Inherited{})
+}
+
+// checkBootFiles is CheckBootFiles, where a path of files names the file it holds.
+func checkBootFiles(cfg *metadata.VMConfig, files Inherited) error {
 	if err := checkBoot(cfg); err != nil {
 		return err
 	}
@@ -61,7 +68,7 @@ func CheckBootFiles(cfg *metadata.VMConfig) error {
 		if f.path == "" {
 			continue
 		}
-		if _, err := inputfile.Stat(f.path); err != nil {
+		if err := files.stat(f.path); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrConfig, f.what, err)
 		}
 	}

@@ -137,3 +137,25 @@ func TestLaunchChecksBootFilesFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestLaunchLogNobodyReads: a VMM log that is a FIFO nobody reads does not
+// stall the VMM: a stand-in QEMU writes 4 MiB to stderr and exits on its own,
+// and Run returns. (The VMM used to get the FIFO as its stderr and block on it.)
+func TestLaunchLogNobodyReads(t *testing.T) {
+	testdata.RequireTool(t, "sh")
+	testdata.RequireTool(t, "dd")
+	dir := t.TempDir()
+	bin := writeFile(t, filepath.Join(dir, "qemu"), []byte("#!/bin/sh\ndd if=/dev/zero bs=64k count=64 >&2 2>/dev/null\n"))
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kernel := writeFile(t, filepath.Join(dir, "kernel"), []byte("k"))
+	log := unreadFIFO(t)
+	o := Options{VMM: VMMQemu, Qemu: bin, Log: log.Name()}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The timeout is a safety net: the stand-in ends on its own.
+	if err := Run(ctx, &metadata.VMConfig{Kernel: kernel}, o, RunOptions{Logger: zaptest.NewLogger(t)}); err != nil {
+		t.Errorf("Run = %v, want the vmm's own exit 0", err)
+	}
+}

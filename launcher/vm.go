@@ -26,12 +26,25 @@ const DefaultStopGrace = 5 * time.Second
 const groupDrainLimit = 5 * time.Second
 
 // RunOptions say where a VMM's output goes and how long it may run.
+//
+// Stdout and Stderr are written from goroutines of the launcher's, which read
+// pipes the VMM writes; the VMM never holds the writers themselves. A Write that
+// blocks stalls the VMM's output, so wrap a destination that may block (a
+// client's file) in an outlet (vmfs/internal/outlet). Whatever a writer does,
+// Wait and Stop return once the VMM's group is gone, at most outputDrainLimit
+// later. Stdout and Stderr are written concurrently.
 type RunOptions struct {
 	Stdout    io.Writer     // VMM stdout (the console when Options.Console is ""); nil discards
 	Stderr    io.Writer     // VMM stderr, its own messages; nil discards
 	Logger    *zap.Logger   // nil means zap.NewNop()
 	Timeout   time.Duration // stop the VMM after this long and report ErrTimeout; 0 = never
 	StopGrace time.Duration // SIGTERM to SIGKILL delay for those stops; 0 = DefaultStopGrace
+	// Credential runs the VMM as that user, group and supplementary groups
+	// (none when Groups is empty), with no capabilities; nil runs it as this
+	// process. Another user than this process's needs CAP_SETUID and CAP_SETGID.
+	Credential *syscall.Credential
+	// Files are the files the VMM inherits; its config names them by Files.Path.
+	Files Inherited
 }
 
 // ExitError passes through the status of a VMM that did not exit with 0.
@@ -52,6 +65,7 @@ func (e *ExitError) Error() string {
 type VM struct {
 	path     string
 	cmd      *exec.Cmd
+	out      *outputs
 	pid      int // also the process group ID
 	cid      int
 	log      *zap.Logger
@@ -97,17 +111,27 @@ func start(ctx context.Context, argv0 string, args []string, o RunOptions, cid i
 		grace = DefaultStopGrace
 	}
 	cmd := exec.Command(argv0, args...)
-	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	// The group is killed when the VMM exits, closing any output pipes it
-	// held; this only bounds a process that left the group keeping one open.
-	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
+	out := &outputs{}
+	var err error
+	if cmd.Stdout, err = out.pipe("stdout", o.Stdout); err == nil {
+		cmd.Stderr, err = out.pipe("stderr", o.Stderr)
+	}
+	cmd.ExtraFiles = o.Files.files
+	// The kernel clears a parent-death signal when the credentials change; Go
+	// sets it after switching them, so it holds for a VMM of another user too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: o.Credential}
+	if err == nil {
+		err = cmd.Start()
+	}
+	out.closeChild()
+	if err != nil {
+		out.closeReaders()
 		return nil, errors.Join(fmt.Errorf("start vmm: %w", err), runAll(cleanups))
 	}
 	vm := &VM{
 		path:     argv0,
 		cmd:      cmd,
+		out:      out,
 		pid:      cmd.Process.Pid,
 		cid:      cid,
 		log:      log.With(zap.Int("vmm_pid", cmd.Process.Pid)),
@@ -116,6 +140,7 @@ func start(ctx context.Context, argv0 string, args []string, o RunOptions, cid i
 		done:     make(chan struct{}),
 	}
 	vm.log.Info("vmm started", zap.String("path", argv0), zap.Strings("args", args))
+	out.copy(vm.log)
 	go vm.reap()
 	go vm.watch(ctx, o.Timeout)
 	return vm, nil
@@ -235,6 +260,7 @@ func (vm *VM) reap() {
 
 	status := vm.status(vm.cmd.Wait())
 	vm.awaitEmptyGroup()
+	vm.out.drain(vm.log)
 	vm.log.Info("vmm exited", zap.NamedError("status", status))
 	result := status
 	if cause != nil {
