@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,6 +31,12 @@ type RunOptions struct {
 	Timeout                    time.Duration // stop the VM after this long; 0: never
 	DryRun                     io.Writer     // print the VMM command line here instead of booting
 	Logger                     *zap.Logger
+	// Credential runs the VMM as another user, with no capabilities (nil: as
+	// this process); Files are the files it inherits, which the VM config names
+	// by Files.Path. A service uses both to run a client's VM with the
+	// client's rights (see launcher.RunOptions).
+	Credential *syscall.Credential
+	Files      launcher.Inherited
 }
 
 // RunApp boots an app payload as `vm run-app` does: it resolves and verifies the
@@ -204,10 +211,12 @@ func Start(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.
 		stderr = out.add(o.Stderr, "vmm stderr", o.Logger)
 	}
 	machine, err := launcher.Launch(ctx, vm, o.VM, launcher.RunOptions{
-		Stdout:  stdout,
-		Stderr:  stderr,
-		Logger:  o.Logger,
-		Timeout: o.Timeout,
+		Stdout:     stdout,
+		Stderr:     stderr,
+		Logger:     o.Logger,
+		Timeout:    o.Timeout,
+		Credential: o.Credential,
+		Files:      o.Files,
 	})
 	if err != nil {
 		out.close()

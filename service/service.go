@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -413,6 +414,19 @@ type client struct {
 }
 
 func (c *client) root() bool { return c.uid == 0 }
+
+// credential is what c's VMs run as: c's uid, gid and groups, with no
+// capabilities; nil (this process's) for root, whose VMs may do what it may.
+func (c *client) credential() (*syscall.Credential, error) {
+	if c.root() {
+		return nil, nil
+	}
+	groups, err := c.conn.PeerGroups()
+	if err != nil {
+		return nil, fmt.Errorf("the groups of uid %d: %w", c.uid, err)
+	}
+	return &syscall.Credential{Uid: c.uid, Gid: c.gid, Groups: groups}, nil
+}
 
 // may reports whether c may see and act on what owner made.
 func (c *client) may(owner uint32) bool { return c.root() || c.uid == owner }

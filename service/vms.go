@@ -8,8 +8,10 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -132,7 +134,71 @@ func (s *Service) runApp(c *client, req *request, snt *sent) (*reply, error) {
 		defer end()
 		return dryRun(sv.vmConfig, opts)
 	}
-	return s.boot(c, vm, sv.vmConfig, opts, r, snt, end)
+	var files launcher.Inherited
+	cfg, err := openForVMM(sv.vmConfig, &opts, &files, snt)
+	if err != nil {
+		end()
+		return nil, err
+	}
+	return s.boot(c, vm, cfg, opts, files, r, snt, end)
+}
+
+// openForVMM is cfg and o with every file they name (kernel, initrd,
+// bootloader, disks and their flat images) opened here and named by its
+// descriptor in files: the VMM, which runs with its client's rights, needs no
+// right to the service's directories (its OS directory, its mount). The files
+// are held by snt until the VM ends.
+func openForVMM(cfg *metadata.VMConfig, o *launcher.Options, files *launcher.Inherited, snt *sent) (*metadata.VMConfig, error) {
+	out := *cfg
+	opened := map[string]string{}
+	open := func(path string, write bool) (string, error) {
+		if path == "" {
+			return "", nil
+		}
+		if p, ok := opened[path]; ok {
+			return p, nil
+		}
+		flag := os.O_RDONLY
+		if write {
+			flag = os.O_RDWR
+		}
+		f, err := inputfile.OpenFile(path, flag)
+		if err != nil {
+			return "", err
+		}
+		snt.hold(f)
+		opened[path] = files.Path(f)
+		return opened[path], nil
+	}
+	var err error
+	if out.Kernel, err = open(cfg.Kernel, false); err != nil {
+		return nil, err
+	}
+	if out.Initrd, err = open(cfg.Initrd, false); err != nil {
+		return nil, err
+	}
+	if out.Bootloader, err = open(cfg.Bootloader, false); err != nil {
+		return nil, err
+	}
+	out.Disks = slices.Clone(cfg.Disks)
+	for i, d := range out.Disks {
+		if len(d.Partitions) > 0 {
+			continue // the VMM gets those through a composite of the mount
+		}
+		if out.Disks[i].Image, err = open(d.Image, d.Writable); err != nil {
+			return nil, err
+		}
+	}
+	flat := map[string]string{}
+	for composite, image := range o.FlatImages {
+		if p, ok := opened[composite]; ok {
+			if flat[p], err = open(image, false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	o.FlatImages = flat
+	return &out, nil
 }
 
 // payloadFor is the payload a run boots, made for it or found, with vm marked
@@ -260,7 +326,8 @@ func (s *Service) runConfig(c *client, req *request, snt *sent) (*reply, error) 
 	if r == nil || req.VM == nil {
 		return nil, requestf("run without a VM config or run options")
 	}
-	cfg, err := s.configOfFiles(req.VM, snt)
+	var files launcher.Inherited
+	cfg, err := s.configOfFiles(req.VM, snt, &files)
 	if err != nil {
 		return nil, err
 	}
@@ -287,13 +354,13 @@ func (s *Service) runConfig(c *client, req *request, snt *sent) (*reply, error) 
 		defer end()
 		return dryRun(cfg, opts)
 	}
-	return s.boot(c, vm, cfg, opts, r, snt, end)
+	return s.boot(c, vm, cfg, opts, files, r, snt, end)
 }
 
 // configOfFiles is cfg with each file it names replaced by the file sent for
-// it. A writable disk must have been opened for writing: the VMM opens what it
-// is given as root, and must not write what the client could not.
-func (s *Service) configOfFiles(cfg *metadata.VMConfig, snt *sent) (*metadata.VMConfig, error) {
+// it, which the VMM inherits (files). A writable disk must have been opened
+// for writing: the client must not have the VMM write what it could not.
+func (s *Service) configOfFiles(cfg *metadata.VMConfig, snt *sent, files *launcher.Inherited) (*metadata.VMConfig, error) {
 	out := *cfg
 	out.Disks = nil
 	use := func(what, path string, write bool) (string, error) {
@@ -314,7 +381,7 @@ func (s *Service) configOfFiles(cfg *metadata.VMConfig, snt *sent) (*metadata.VM
 		if err := s.check(what, f, u); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd()), nil
+		return files.Path(f), nil
 	}
 	var err error
 	if out.Kernel, err = use(fileKernel, cfg.Kernel, false); err != nil {
@@ -361,7 +428,7 @@ func (s *Service) output(c *client, what, event string, r *runRequest, snt *sent
 // boot starts cfg as vm and supervises it until it ends, then runs end. A
 // detached run replies once the VM runs; an attached one streams the VM's output
 // to the client, ends with its outcome, and stops the VM when the client goes.
-func (s *Service) boot(c *client, vm *runningVM, cfg *metadata.VMConfig, opts launcher.Options, r *runRequest, snt *sent, end func()) (*reply, error) {
+func (s *Service) boot(c *client, vm *runningVM, cfg *metadata.VMConfig, opts launcher.Options, files launcher.Inherited, r *runRequest, snt *sent, end func()) (*reply, error) {
 	ctx, stop := context.WithCancelCause(s.vmCtx)
 	vm.stop = stop
 	gone := func() { stop(errClientGone) }
@@ -369,6 +436,10 @@ func (s *Service) boot(c *client, vm *runningVM, cfg *metadata.VMConfig, opts la
 	var stderr io.Writer
 	if err == nil {
 		stderr, err = s.output(c, fileLog, replyStderr, r, snt, gone)
+	}
+	var cred *syscall.Credential
+	if err == nil {
+		cred, err = c.credential()
 	}
 	s.mu.Lock()
 	if err == nil && s.closing {
@@ -383,7 +454,8 @@ func (s *Service) boot(c *client, vm *runningVM, cfg *metadata.VMConfig, opts la
 		end()
 		return nil, err
 	}
-	ro := vmfs.RunOptions{VM: opts, Stderr: stderr, Timeout: r.Timeout, Logger: s.log.With(zap.Int("cid", vm.cid), zap.String("name", vm.name))}
+	ro := vmfs.RunOptions{VM: opts, Stderr: stderr, Timeout: r.Timeout, Credential: cred, Files: files,
+		Logger: s.log.With(zap.Int("cid", vm.cid), zap.String("name", vm.name))}
 	machine, err := vmfs.Start(ctx, cfg, ro, console)
 	if err != nil {
 		stop(nil)

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -163,4 +166,64 @@ func TestServeRefusesDescriptors(t *testing.T) {
 	if code := s.stop(syscall.SIGTERM); code != 0 {
 		t.Errorf("service after SIGTERM: exit %d:\n%s", code, s.r.output())
 	}
+}
+
+// vmmRights is what /proc says a VMM runs as: its Uid, Gid, Groups and CapEff
+// lines, the ids once each.
+func vmmRights(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rights []string
+	for _, line := range strings.Split(string(b), "\n") {
+		key, value, _ := strings.Cut(line, ":")
+		f := strings.Fields(value)
+		switch key {
+		case "Uid", "Gid":
+			slices.Sort(f)
+			rights = append(rights, key+"="+strings.Join(slices.Compact(f), ","))
+		case "Groups", "CapEff":
+			rights = append(rights, key+"="+strings.Join(f, ","))
+		}
+	}
+	return strings.Join(rights, " ")
+}
+
+// TestServeVMMRights: a VM runs with the rights of the client that asked for
+// it. nobody's raw run's VMM runs as nobody, in nobody's groups, with no
+// capability, and still gets its kernel, initrd and disk (files it sent); a
+// payload of nobody's boots to the guest's passing verdict with a VMM that has
+// no right to the service's OS directory or mount but the files handed to it.
+// Root's VMs run as root. (The VMM ran as root for everyone, reopening the
+// client's files by the service's /proc/<pid>/fd paths.)
+func TestServeVMMRights(t *testing.T) {
+	s := startServe(t, "--group", strconv.Itoa(testdata.Nobody))
+	a := newAttacker(t, s)
+	cfg, console := rawVMConfig(t, a.dir), nobodysConsole(t)
+
+	_, rootVMM := s.detached(s.vmfs("run", "-d", "--console", "/dev/null", cfg))
+	if got := vmmRights(t, rootVMM); !strings.HasPrefix(got, "Uid=0 Gid=0 ") || strings.HasSuffix(got, "CapEff=0000000000000000") {
+		t.Errorf("root's VMM runs with %s, want root's rights", got)
+	}
+
+	n := strconv.Itoa(testdata.Nobody)
+	argv := []string{a.setpriv, "--reuid=" + n, "--regid=" + n, "--groups=4242,4343", a.bin, "run", "-d", "--console", console, "--socket", s.sock, cfg}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Run()
+	_, vmm := s.detached(result{cmd.ProcessState.ExitCode(), out.String(), errb.String()})
+	if got, want := vmmRights(t, vmm), "Uid="+n+" Gid="+n+" Groups=4242,4343 CapEff=0000000000000000"; got != want {
+		t.Errorf("nobody's VMM runs with %s, want %s", got, want)
+	}
+	release(rootVMM, vmm)
+
+	apk := copyFile(t, testdata.APKPath(), filepath.Join(a.dir, "app.apk"), 0o644)
+	idsig := copyFile(t, testdata.IdsigPath(), filepath.Join(a.dir, "app.apk.idsig"), 0o644)
+	if r := a.vmfs("run-app", "--require-verdict", "--console", console, "--timeout", "3m", apk, idsig, testdata.ConfigPath); r.code != 0 {
+		t.Errorf("nobody's run-app through the service: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	s.servesAndStops()
 }

@@ -51,8 +51,12 @@ func Kind(m fs.FileMode) string {
 // writer would wait for one forever) and refuses anything but a regular file.
 // Symlinks are followed; the returned file is the one checked, so a swap after the
 // check cannot slip a FIFO in.
-func Open(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+func Open(path string) (*os.File, error) { return OpenFile(path, os.O_RDONLY) }
+
+// OpenFile is Open with flag's access mode (os.O_RDONLY or os.O_RDWR: a
+// writable disk).
+func OpenFile(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, describe(path, err)
 	}
