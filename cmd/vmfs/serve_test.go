@@ -221,6 +221,8 @@ func TestServeNonRoot(t *testing.T) {
 	pub := testdata.PublicDir(t)
 	bin := copyFile(t, vmfsBin, filepath.Join(pub, "vmfs"), 0o755)
 	apk, idsig := copyFile(t, testdata.APKPath(), filepath.Join(pub, "app.apk"), 0o644), copyFile(t, testdata.IdsigPath(), filepath.Join(pub, "app.apk.idsig"), 0o644)
+	// Root's payload is world-readable too: only its owner keeps nobody out of it.
+	rootAPK, rootIdsig := copyFile(t, apk, filepath.Join(pub, "root.apk"), 0o644), copyFile(t, idsig, filepath.Join(pub, "root.apk.idsig"), 0o644)
 	nobody := func(argv ...string) result {
 		t.Helper()
 		n := strconv.Itoa(testdata.Nobody)
@@ -234,7 +236,7 @@ func TestServeNonRoot(t *testing.T) {
 		return nobody(append(append([]string{bin}, args...), "--socket", s.sock)...)
 	}
 
-	if r := s.vmfs("mount", "--name", "roots", testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath); r.code != 0 {
+	if r := s.vmfs("mount", "--name", "roots", rootAPK, rootIdsig, testdata.ConfigPath); r.code != 0 {
 		t.Fatalf("mount as root: exit %d: %s", r.code, r.stderr)
 	}
 	r := asNobody("mount", "--name", "mine", apk, idsig, testdata.ConfigPath)
