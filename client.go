@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmfs/internal/inputfile"
+	"vmfs/internal/outputfile"
 	"vmfs/internal/wire"
 	"vmfs/metadata"
 )
@@ -278,9 +279,9 @@ func (c *Client) run(ctx context.Context, req *request, files []*os.File, o RunO
 		if out.path == "" {
 			continue
 		}
-		f, err := os.OpenFile(out.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
+		f, err := outputfile.Open(out.path)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", out.what, err)
+			return nil, withKind(ErrInput, fmt.Errorf("%s %w", out.what, err))
 		}
 		files, req.Files = append(files, f), append(req.Files, out.what)
 	}

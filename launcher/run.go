@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"vmfs/internal/inputfile"
+	"vmfs/internal/outputfile"
 	"vmfs/metadata"
 )
 
@@ -38,11 +39,11 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 	args, err := argsFor(vmm, cfg, o)
 	if err == nil && o.Log != "" {
 		var f *os.File
-		if f, err = os.Create(o.Log); err == nil {
+		if f, err = outputfile.Open(o.Log); err == nil {
 			ro.Stderr = f
 			cleanups = append(cleanups, f.Close)
 		} else {
-			err = fmt.Errorf("open vmm log: %w", err)
+			err = fmt.Errorf("vmm log %w", err)
 		}
 	}
 	if err != nil {
