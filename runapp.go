@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"vmfs/internal/outlet"
+	"vmfs/internal/outputfile"
 	"vmfs/launcher"
 	"vmfs/metadata"
 )
@@ -171,11 +172,14 @@ func CreateIdsig(ctx context.Context, apk, idsig string) error {
 func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 	console := o.Stdout
 	if o.Console != "" {
-		cf, err := os.Create(o.Console)
+		cf, err := outputfile.Open(o.Console)
 		if err != nil {
-			return fmt.Errorf("console: %w", err)
+			return WithKind(ErrInput, fmt.Errorf("console %w", err))
 		}
 		defer cf.Close()
+		// A console whose reader stopped reading (a full FIFO) must not hold the
+		// VMM's output, and with it the run, once the run is being stopped.
+		defer context.AfterFunc(ctx, func() { cf.SetWriteDeadline(time.Now()) })()
 		console = cf
 	}
 	m, err := Start(ctx, vm, o, console)
@@ -222,6 +226,10 @@ func Start(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.
 		out.close()
 		if cause := context.Cause(ctx); cause != nil {
 			return nil, cause // a signal came just before the start: nothing was started
+		}
+		var bad *outputfile.Error
+		if errors.As(err, &bad) {
+			return nil, WithKind(ErrInput, err) // the log file
 		}
 		return nil, WithKind(ErrVMM, err)
 	}

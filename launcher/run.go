@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"vmfs/internal/outlet"
+	"vmfs/internal/outputfile"
 	"vmfs/metadata"
 )
 
@@ -38,13 +39,13 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 	args, err := argsFor(vmm, cfg, o)
 	if err == nil && o.Log != "" {
 		var f *os.File
-		if f, err = os.Create(o.Log); err == nil {
-			// The log may be a FIFO or on a stuck mount: the VMM must not wait on it.
+		if f, err = outputfile.Open(o.Log); err == nil {
+			// The log may be a FIFO kept full or on a stuck mount: the VMM must not wait on it.
 			log := outlet.New(f, outlet.Options{Name: "vmm log", Logger: ro.Logger})
 			ro.Stderr = log
 			cleanups = append(cleanups, func() error { log.Close(); return f.Close() })
 		} else {
-			err = fmt.Errorf("open vmm log: %w", err)
+			err = fmt.Errorf("vmm log %w", err)
 		}
 	}
 	if err != nil {

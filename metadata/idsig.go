@@ -8,8 +8,13 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"vmfs/internal/inputfile"
 )
 
 // APK Signature Scheme v4 constants (APKSIG V4Signature.java; formats.md section 7).
@@ -400,7 +405,9 @@ const sigAlgDSASHA256 = 0x0301
 // its root hash, and an empty signing info (no APK digest, certificate, key or
 // signature; algorithm id 0x0301). It proves what the APK is, not who signed it, which
 // is all the guest's dm-verity uses. The tree and root hash equal apksigner's for the
-// same APK. The file is replaced whole (written aside, then renamed).
+// same APK. The file is replaced whole (written aside, then renamed); an output that
+// is the APK, a dangling symlink or not a regular file is refused before anything is
+// read, and a symlink to a regular file is written through (openIdsigOutput).
 //
 // Android 14 and 15 also copy the APK digest of the APK's v3 signature into the signing
 // info and fail on an APK without a v3 signature; vmfs does neither. An APK of at most
@@ -413,9 +420,18 @@ func CreateIdsig(apkPath, idsigPath string) error {
 		return err
 	}
 	defer f.Close()
+	apk, err := f.Stat()
+	if err != nil {
+		return &InputError{Kind: "apk", Err: err}
+	}
 	if size <= blockSize {
 		return fmt.Errorf("create idsig for apk %s: %d bytes, at most one %d-byte block, which v4 signers do not agree on", apkPath, size, blockSize)
 	}
+	output, err := openIdsigOutput(idsigPath, apkPath, apk)
+	if err != nil {
+		return err
+	}
+	defer output.close()
 	tree, root, err := merkleTree(f, size)
 	if err != nil {
 		return fmt.Errorf("create idsig for apk %s: %w", apkPath, err)
@@ -443,7 +459,7 @@ func CreateIdsig(apkPath, idsigPath string) error {
 	out = lenPrefixed(out, hashing)
 	out = lenPrefixed(out, signing)
 	out = lenPrefixed(out, tree)
-	return writeReplacing(idsigPath, out)
+	return output.write(out)
 }
 
 // merkleTree builds the v4 merkle tree over the first size bytes of r (the last block
@@ -482,6 +498,80 @@ func hashBlocks(dst, data []byte) []byte {
 		dst = append(dst, sum[:]...)
 	}
 	return dst
+}
+
+// idsigOutput is where CreateIdsig writes, checked before the APK is read.
+type idsigOutput struct {
+	path    string
+	through *os.File // a symlink's target, open to be written in place; nil: renamed into place
+}
+
+// openIdsigOutput checks the output path of CreateIdsig, whose APK at apkPath is apk.
+// It refuses the APK itself under any name (it would be lost), anything but a regular
+// file (a rename would replace a device or a FIFO), and a dangling symlink (a file
+// would be made where the command line never pointed). A new file or a regular file
+// is written aside and renamed into place, so that a reader never sees half a file; a
+// symlink to a regular file stays, and its target is written through the link, as by
+// `vm create-idsig`, which opens the path.
+func openIdsigOutput(path, apkPath string, apk os.FileInfo) (*idsigOutput, error) {
+	wrap := func(err error) error { return fmt.Errorf("write idsig: %w", err) }
+	st, err := inputfile.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) && !errors.Is(err, inputfile.ErrDangling) {
+		return &idsigOutput{path: path}, nil
+	}
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if os.SameFile(st, apk) {
+		return nil, wrap(fmt.Errorf("%s: the same file as the apk %s", inputfile.Quote(path), inputfile.Quote(apkPath)))
+	}
+	lst, err := os.Lstat(path)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if lst.Mode()&fs.ModeSymlink == 0 {
+		return &idsigOutput{path: path}, nil
+	}
+	// O_NONBLOCK: what the link points to may have become a FIFO since the stat.
+	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if fst, err := f.Stat(); err != nil || !os.SameFile(fst, st) {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("%s: replaced while it was checked", inputfile.Quote(path))
+		}
+		return nil, wrap(err)
+	}
+	return &idsigOutput{path: path, through: f}, nil
+}
+
+// close releases an output left unwritten.
+func (o *idsigOutput) close() {
+	if o.through != nil {
+		o.through.Close()
+	}
+}
+
+// write writes data to the output and closes it.
+func (o *idsigOutput) write(data []byte) error {
+	if o.through == nil {
+		return writeReplacing(o.path, data)
+	}
+	f := o.through
+	o.through = nil
+	_, err := f.WriteAt(data, 0)
+	if err == nil {
+		err = f.Truncate(int64(len(data)))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write idsig %s: %w", inputfile.Quote(o.path), err)
+	}
+	return nil
 }
 
 // writeReplacing writes data to a temporary file next to path and renames it over path,

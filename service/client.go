@@ -15,6 +15,7 @@ import (
 
 	"vmfs"
 	"vmfs/internal/inputfile"
+	"vmfs/internal/outputfile"
 	"vmfs/internal/wire"
 	"vmfs/metadata"
 )
@@ -295,9 +296,9 @@ func (c *Client) run(ctx context.Context, req *request, files []*os.File, o vmfs
 		if out.path == "" {
 			continue
 		}
-		f, err := os.OpenFile(out.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
+		f, err := outputfile.Open(out.path)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", out.what, err)
+			return nil, vmfs.WithKind(vmfs.ErrInput, fmt.Errorf("%s %w", out.what, err))
 		}
 		files, req.Files = append(files, f), append(req.Files, out.what)
 	}

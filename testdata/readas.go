@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,11 +35,20 @@ func ReadAs(t testing.TB, id int, path string) ([]byte, error) {
 	return nil, fmt.Errorf("cat %s as %d: %v: %s", path, id, err, stderr.String())
 }
 
-// PublicDir is a fresh directory every user may search (t.TempDir's are 0700), for
-// files and mountpoints another user must reach. It is removed at cleanup.
+// PublicDir is a fresh directory every user may search, for files and mountpoints
+// another user must reach: t.TempDir's are 0700, and the checkout or $TMPDIR may be
+// under a 0700 home. It is made in the temporary directory when every directory
+// above lets others search it, else in /tmp; it is removed at cleanup.
 func PublicDir(t testing.TB) string {
 	t.Helper()
-	d, err := os.MkdirTemp("", "vmfs-public")
+	parent := os.TempDir()
+	if !othersReach(parent) {
+		parent = "/tmp"
+	}
+	if !othersReach(parent) {
+		t.Fatalf("neither %s nor /tmp is searchable by other users: no public directory", os.TempDir())
+	}
+	d, err := os.MkdirTemp(parent, "vmfs-public")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,4 +57,25 @@ func PublicDir(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// othersReach reports whether users other than the owner (nor in its group) may
+// search dir and every directory above it, symlinks resolved.
+func othersReach(dir string) bool {
+	dir, err := filepath.Abs(dir)
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	if err != nil {
+		return false
+	}
+	for ; ; dir = filepath.Dir(dir) {
+		st, err := os.Stat(dir)
+		if err != nil || st.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if dir == "/" {
+			return true
+		}
+	}
 }

@@ -640,3 +640,22 @@ func TestGeneratorReproducesFixtures(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPublicDirUnderPrivateTmp: with $TMPDIR under a 0700 directory (a home), a
+// public directory is still one another user reaches.
+func TestPublicDirUnderPrivateTmp(t *testing.T) {
+	testdata.RequireRoot(t) // to read as another user
+	// t.TempDir is 0700: a home
+	private := filepath.Join(t.TempDir(), "tmp")
+	if err := os.Mkdir(private, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", private)
+	f := filepath.Join(testdata.PublicDir(t), "f")
+	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := testdata.ReadAs(t, testdata.Nobody, f); err != nil || string(got) != "x" {
+		t.Errorf("nobody reads %s: %q %v", f, got, err)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"vmfs/metadata"
 	"vmfs/testdata"
@@ -336,5 +340,117 @@ func checkBad(t *testing.T, args, wrap []string, code int, want []string, keep s
 	}
 	if left := leftovers(t, tmp, keep); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
+	}
+}
+
+// TestCreateIdsigOutput: create-idsig refuses, at once, with one line naming it
+// (exit 3), an output that is the APK (by its own name, a hard link or a
+// symlink), that is not a regular file (a device, a FIFO, a directory, a socket,
+// or a symlink to one) or a dangling symlink; and leaves each untouched, with no
+// temporary file beside it. It writes a new file, replaces a regular file, and
+// writes through a symlink to a regular file, which stays a symlink.
+func TestCreateIdsigOutput(t *testing.T) {
+	testdata.RequireRoot(t) // mknod
+	dir := t.TempDir()
+	apk := copyFile(t, testdata.APKPath(), filepath.Join(dir, "app.apk"), 0o644)
+	orig, _ := os.ReadFile(apk)
+	var null unix.Stat_t
+	if err := unix.Stat("/dev/null", &null); err != nil {
+		t.Fatal(err)
+	}
+	dev := filepath.Join(dir, "null")
+	if err := unix.Mknod(dev, unix.S_IFCHR|0o666, int(null.Rdev)); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(dir, "dir")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock, err := net.Listen("unix", filepath.Join(dir, "sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	link := func(p string, make func(string, string) error, target string) string {
+		t.Helper()
+		if err := make(target, p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	hard := link(filepath.Join(dir, "hard.idsig"), os.Link, apk)
+	symAPK := link(filepath.Join(dir, "sym.idsig"), os.Symlink, apk)
+	symDev := link(filepath.Join(dir, "symnull.idsig"), os.Symlink, dev)
+	dangling := link(filepath.Join(dir, "dangling.idsig"), os.Symlink, filepath.Join(dir, "gone"))
+
+	// What each entry of dir is, to see that a refused run changed none of them.
+	snapshot := func() map[string]string {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, e := range entries {
+			var st unix.Stat_t
+			p := filepath.Join(dir, e.Name())
+			if err := unix.Lstat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			target, _ := os.Readlink(p)
+			m[e.Name()] = fmt.Sprintf("ino %d mode %o rdev %d size %d mtime %d -> %q", st.Ino, st.Mode, st.Rdev, st.Size, st.Mtim.Nano(), target)
+		}
+		return m
+	}
+	before := snapshot()
+	sameAsAPK := "the same file as the apk " + apk
+	for _, c := range []struct{ name, out, want string }{
+		{"the APK itself", apk, sameAsAPK},
+		{"a hard link to the APK", hard, sameAsAPK},
+		{"a symlink to the APK", symAPK, sameAsAPK},
+		{"a character device", dev, "a character device, not a regular file"},
+		{"a symlink to a character device", symDev, "a character device, not a regular file"},
+		{"a FIFO", fifo, "a FIFO (named pipe), not a regular file"},
+		{"a directory", sub, "a directory, not a regular file"},
+		{"a socket", filepath.Join(dir, "sock"), "a socket, not a regular file"},
+		{"a dangling symlink", dangling, "dangling symlink to " + filepath.Join(dir, "gone")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			checkBad(t, []string{"create-idsig", apk, c.out}, nil, exitInput, []string{"idsig", c.out, c.want}, "")
+			if after := snapshot(); !maps.Equal(after, before) {
+				t.Errorf("%s changed:\nbefore %v\nafter  %v", dir, before, after)
+			}
+		})
+	}
+	if got, _ := os.ReadFile(apk); !bytes.Equal(got, orig) {
+		t.Fatal("the APK changed")
+	}
+
+	out := t.TempDir()
+	regular := copyFile(t, testdata.IdsigPath(), filepath.Join(out, "old.idsig"), 0o644)
+	target := copyFile(t, testdata.IdsigPath(), filepath.Join(out, "target.idsig"), 0o644)
+	symlink := link(filepath.Join(out, "link.idsig"), os.Symlink, target)
+	var targetBefore unix.Stat_t
+	unix.Stat(target, &targetBefore)
+	for _, p := range []string{filepath.Join(out, "new.idsig"), regular, symlink} {
+		if r := runVmfs(t, "", "create-idsig", apk, p); r.code != 0 {
+			t.Errorf("create-idsig into %s: exit %d: %s", p, r.code, r.stderr)
+		}
+		if r := runVmfs(t, "", "verify", apk, p); r.code != 0 {
+			t.Errorf("verify %s: exit %d: %s", p, r.code, r.stderr)
+		}
+	}
+	var targetAfter unix.Stat_t
+	if err := unix.Stat(target, &targetAfter); err != nil || targetAfter.Ino != targetBefore.Ino {
+		t.Errorf("the symlink's target was replaced, not written through: %v", err)
+	}
+	if got, err := os.Readlink(symlink); err != nil || got != target {
+		t.Errorf("the symlink is no more: %q %v", got, err)
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 4 {
+		t.Errorf("%d entries in %s, want 4 (no temporary file left)", len(entries), out)
 	}
 }

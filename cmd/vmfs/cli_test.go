@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,6 +143,49 @@ func TestVerify(t *testing.T) {
 	r := inProcess("verify", bad, testdata.IdsigPath())
 	if r.code != exitFailure || !strings.Contains(r.stderr, bad) || strings.Count(r.stderr, "\n") != 1 {
 		t.Errorf("flipped byte: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// flagLine is a flag's line in --help: its names, then its argument placeholder (which
+// pflag takes from the first backquoted words of the usage when there are any, spaces
+// and all), then at least two spaces before the usage.
+var flagLine = regexp.MustCompile(`^\s+(?:-\w, )?--[a-z0-9-]+(\[=[^\]]*\])?(?: (.*?))?\s{2,}\S`)
+
+// pflagTypes are the placeholders pflag writes for the flag types vmfs uses.
+var pflagTypes = []string{"string", "stringArray", "int", "uint32", "duration"}
+
+// upperWord is a placeholder named on purpose (`FILE` in a usage).
+var upperWord = regexp.MustCompile(`^[A-Z][A-Z_]*$`)
+
+// TestHelpArgumentNames: in every command's --help, a flag's argument is named by
+// its type or an upper-case word, never by words of its usage (pflag reads a
+// backquoted phrase as the argument's name: `--debug vm run-app --debug`).
+func TestHelpArgumentNames(t *testing.T) {
+	for _, s := range subcommands {
+		r := runVmfs(t, "", s.name, "--help")
+		if r.code != 0 {
+			t.Errorf("%s --help: exit %d: %s", s.name, r.code, r.stderr)
+			continue
+		}
+		_, flags, ok := strings.Cut(r.stdout, "\nFlags:\n")
+		if !ok {
+			t.Errorf("%s --help: no Flags: section in %q", s.name, r.stdout)
+			continue
+		}
+		for _, line := range strings.Split(flags, "\n") {
+			if line == "" {
+				continue
+			}
+			m := flagLine.FindStringSubmatch(line)
+			switch {
+			case m == nil:
+				t.Errorf("%s --help: not a flag line: %q", s.name, line)
+			case m[1] != "" && m[2] != "":
+				t.Errorf("%s --help: %q: an optional value and an argument", s.name, line)
+			case m[2] != "" && !slices.Contains(pflagTypes, m[2]) && !upperWord.MatchString(m[2]):
+				t.Errorf("%s --help: argument named %q: %q", s.name, m[2], line)
+			}
+		}
 	}
 }
 

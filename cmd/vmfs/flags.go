@@ -24,7 +24,7 @@ type specFlags struct {
 func (f *specFlags) register(fs *pflag.FlagSet) {
 	f.registerSources(fs)
 	fs.StringVar(&f.profile, "profile", metadata.Android12.String(), "the Android release whose payload disk to build: android12 (mid-2021), android13, android14 or android15")
-	fs.StringVar(&f.debug, "debug", "", "debug level as `vm run-app --debug`: none, app_only or full (android13+; default: the release's)")
+	fs.StringVar(&f.debug, "debug", "", "debug level, as vm run-app's --debug: none, app_only or full (android13+; default: the release's)")
 	fs.StringVar(&f.payloadBinaryName, "payload-binary-name", "", "name the payload by a binary in the APK's lib/<abi>/ instead of a config path, which is then left out (android14+)")
 	fs.StringArrayVar(&f.extraIdsigs, "extra-idsig", nil, "idsig of an extra APK, in order (repeatable; android13+)")
 	fs.StringArrayVar(&f.extraAPKs, "extra-apk", nil, "an extra APK, with --payload-binary-name (repeatable; android15)")

@@ -26,12 +26,15 @@ import (
 // apexPayload is an app whose config names APEXes written for the test.
 type apexPayload struct {
 	apk    string
+	idsig  string   // a copy of the fixture's: every source is the test's own
 	apexes []string // the APEX files, in config order
 	flags  []string // vmfs flags that find them
 }
 
 // newApexPayload writes APEXes of random bytes and the given sizes into an APEX
-// directory, and an APK whose config names them, all of it world-readable.
+// directory, an APK whose config names them, and copies of the fixture idsig and OS
+// directory, all of it world-readable in a directory every user may search (the
+// checkout may be under a 0700 home).
 func newApexPayload(t *testing.T, sizes ...int64) *apexPayload {
 	t.Helper()
 	b := badInputs{t, testdata.PublicDir(t)}
@@ -48,9 +51,22 @@ func newApexPayload(t *testing.T, sizes ...int64) *apexPayload {
 		names = append(names, fmt.Sprintf(`{"name":%q}`, name))
 	}
 	p.apk = b.configAPK("app.apk", `{"os":{"name":"microdroid"},"apexes":[`+strings.Join(names, ",")+`]}`)
+	p.idsig = copyFile(t, testdata.IdsigPath(), filepath.Join(b.dir, "app.apk.idsig"), 0o644)
 	// An empty list keeps the machine's own /apex/apex-info-list.xml out.
 	emptyList := b.file("empty-list.xml", []byte("<apex-info-list/>"))
-	p.flags = []string{"--apex-dir", filepath.Join(b.dir, "apex"), "--apex-info-list", emptyList, "--os-dir", testdata.OSDir()}
+	// The OS config's disk images are sources of the mount too.
+	osDir := filepath.Join(b.dir, "os")
+	entries, err := os.ReadDir(testdata.OSDir())
+	if err == nil {
+		err = os.Mkdir(osDir, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		copyFile(t, filepath.Join(testdata.OSDir(), e.Name()), filepath.Join(osDir, e.Name()), 0o644)
+	}
+	p.flags = []string{"--apex-dir", filepath.Join(b.dir, "apex"), "--apex-info-list", emptyList, "--os-dir", osDir}
 	return p
 }
 
@@ -62,7 +78,7 @@ func (p *apexPayload) mount(t *testing.T, extra ...string) string {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	args := append(append(append([]string{"mount"}, extra...), p.flags...), p.apk, testdata.IdsigPath(), testdata.ConfigPath, mnt)
+	args := append(append(append([]string{"mount"}, extra...), p.flags...), p.apk, p.idsig, testdata.ConfigPath, mnt)
 	if r := runVmfs(t, "", args...); r.code != 0 {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
 	}
@@ -91,7 +107,7 @@ func (p *apexPayload) wantDisk(t *testing.T, mnt string) []byte {
 		disk = append(disk, part...)
 	}
 	disk = append(disk, pad(read(p.apk))...)
-	disk = append(disk, pad(read(testdata.IdsigPath()))...)
+	disk = append(disk, pad(read(p.idsig))...)
 	return append(disk, read(filepath.Join(mnt, "footer.img"))...)
 }
 
@@ -209,7 +225,7 @@ func TestGuaranteeSourceSwappedForFIFO(t *testing.T) {
 	}()
 
 	tmp := t.TempDir()
-	cmd := exec.Command(vmfsBin, append(append([]string{"mount"}, p.flags...), p.apk, testdata.IdsigPath(), testdata.ConfigPath, t.TempDir())...)
+	cmd := exec.Command(vmfsBin, append(append([]string{"mount"}, p.flags...), p.apk, p.idsig, testdata.ConfigPath, t.TempDir())...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -84,11 +84,7 @@ func TestMountNonRoot(t *testing.T) {
 	setpriv := testdata.RequireTool(t, "setpriv")
 	testdata.RequireTool(t, "fusermount3")
 	// Everything the user touches must be theirs or world-readable.
-	dir, err := os.MkdirTemp("", "vmfs-nonroot")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testdata.PublicDir(t)
 	bin, td := filepath.Join(dir, "vmfs"), filepath.Join(dir, "td")
 	for _, c := range [][]string{{"cp", vmfsBin, bin}, {"cp", "-r", testdata.Dir(), td}, {"chmod", "-R", "a+rX", dir}} {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {

@@ -393,3 +393,113 @@ func TestReadyReportBounded(t *testing.T) {
 		t.Errorf("report of %d bytes, exit %d, error of %d bytes", len(m), exitCodeFor(err), len(err.Error()))
 	}
 }
+
+// TestRunAppOutputFIFO: a --console or --log FIFO no one reads ends run-app at
+// once, on its own and through a service, with one line naming it (exit 3) and
+// nothing left behind; it used to wait in open(2) for a reader, deaf to SIGTERM.
+// A FIFO whose reader stops reading holds no run either: SIGTERM ends it promptly.
+func TestRunAppOutputFIFO(t *testing.T) {
+	testdata.RequireFUSE(t)
+	dir := t.TempDir()
+	// An OS config whose kernel is there, and a "QEMU" that says it ran and then
+	// writes to its console without end.
+	os.WriteFile(filepath.Join(dir, "vmlinuz"), []byte("k"), 0o644)
+	os.WriteFile(filepath.Join(dir, "microdroid.json"), []byte(`{"kernel":"vmlinuz","params":"console=ttyS0"}`), 0o644)
+	marker := filepath.Join(dir, "vmm-ran")
+	qemu := filepath.Join(dir, "qemu")
+	os.WriteFile(qemu, []byte("#!/bin/sh\ntouch "+marker+"\nexec yes\n"), 0o755)
+	standalone := []string{"run-app", "--vmm", "qemu", "--qemu", qemu, "--apex-info-list", testdata.APEXInfoListPath(), "--os-dir", dir}
+	payload := []string{testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath}
+	fifo := func(t *testing.T) string {
+		p := filepath.Join(t.TempDir(), "out.fifo")
+		if err := unix.Mkfifo(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// ended waits for r to end on its own, else SIGTERMs it, and returns its exit code.
+	ended := func(t *testing.T, r *running) int {
+		t.Helper()
+		pid := r.cmd.Process.Pid
+		if !proc.WaitExit(pid, 20*time.Second) {
+			t.Error("still running after 20 s: blocked on the FIFO")
+			r.cmd.Process.Signal(syscall.SIGTERM)
+			if !proc.WaitExit(pid, 20*time.Second) {
+				t.Error("and still running 20 s after SIGTERM")
+				r.cmd.Process.Kill()
+			}
+		}
+		return r.exit(t, time.Minute)
+	}
+
+	s := startServe(t)
+	for _, c := range []struct {
+		name    string
+		service bool
+		flags   []string // the FIFO follows
+	}{
+		{"console", false, []string{"--console"}},
+		{"log", false, []string{"--console", "/dev/null", "--log"}},
+		{"console through a service", true, []string{"--console"}},
+		{"log through a service", true, []string{"--console", "/dev/null", "--log"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			os.Remove(marker)
+			out, tmp := fifo(t), t.TempDir()
+			args := append(append([]string{}, standalone...), c.flags...)
+			if c.service {
+				args = append([]string{"run-app", "--socket", s.sock}, c.flags...)
+			}
+			args = append(append(args, out), payload...)
+			r := start(t, tmp, args...)
+			if code := ended(t, r); code != exitInput {
+				t.Errorf("exit %d, want %d", code, exitInput)
+			}
+			lines := strings.Split(strings.TrimSpace(r.output()), "\n")
+			want := strings.TrimPrefix(c.flags[len(c.flags)-1], "--") // "vmm log" standalone, "log" through a service
+			if last := lines[len(lines)-1]; strings.Count(r.output(), "vmfs: ") != 1 || !strings.Contains(last, want+" "+out+": a FIFO with no reader") {
+				t.Errorf("want one error line saying %q, got:\n%s", want+" "+out+": a FIFO with no reader", r.output())
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Error("the VMM was started")
+			}
+			if left := leftovers(t, tmp, s.mnt); len(left) > 0 {
+				t.Errorf("left behind: %v", left)
+			}
+			if c.service {
+				if rows := s.list(); len(rows) != 0 {
+					t.Errorf("payloads left in the service: %+v", rows)
+				}
+			}
+		})
+	}
+
+	t.Run("console with a reader that stopped reading", func(t *testing.T) {
+		out, tmp := fifo(t), t.TempDir()
+		reader, err := os.OpenFile(out, os.O_RDONLY|unix.O_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer reader.Close()
+		r := start(t, tmp, append(append(append([]string{}, standalone...), "--console", out), payload...)...)
+		r.waitFor(t, "vm started")
+		// Once the FIFO holds all it can, vmfs waits to write the console.
+		size, err := unix.FcntlInt(reader.Fd(), unix.F_GETPIPE_SZ, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !testdata.Eventually(t, time.Minute, func() bool {
+			n, err := unix.IoctlGetInt(int(reader.Fd()), unix.TIOCINQ)
+			return err == nil && n >= size
+		}) {
+			t.Fatal("the FIFO never filled")
+		}
+		r.cmd.Process.Signal(syscall.SIGTERM)
+		if code := r.exit(t, 30*time.Second); code != 128+int(syscall.SIGTERM) {
+			t.Errorf("exit %d, want 143:\n%s", code, r.output())
+		}
+		if left := leftovers(t, tmp, s.mnt); len(left) > 0 {
+			t.Errorf("left behind: %v", left)
+		}
+	})
+}

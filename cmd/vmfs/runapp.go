@@ -39,7 +39,7 @@ func (f *vmFlags) register(fs *pflag.FlagSet) {
 	registerVMM(fs, &f.vm)
 	fs.Uint32VarP(&f.vm.MemMiB, "mem", "m", 0, "guest memory in MiB (default: the VM config's)")
 	fs.IntVar(&f.vm.CPUs, "cpus", 0, "number of vCPUs (default: 1)")
-	fs.StringVar(&f.cpuTopology, "cpu-topology", "", "one_cpu or match_host (as many vCPUs as host CPUs), as `vm run-app`")
+	fs.StringVar(&f.cpuTopology, "cpu-topology", "", "one_cpu or match_host (as many vCPUs as host CPUs), as vm run-app's --cpu-topology")
 	fs.BoolVarP(&f.protected, "protected", "p", false, "a protected VM: refused, this host has no pKVM")
 	f.service.register(fs)
 	fs.BoolVarP(&f.detach, "daemonize", "d", false, "through a vmfs service: return once the VM runs, printing its name and CID (vmfs stop ends it)")
@@ -121,7 +121,7 @@ type runFlags struct {
 
 func (f *runFlags) register(fs *pflag.FlagSet) {
 	f.specFlags.register(fs)
-	fs.StringVar(&f.mount, "mount", "", "run from this existing `vmfs mount` (through a service: a payload's name or mountpoint) instead of mounting the payload (no positional arguments then)")
+	fs.StringVar(&f.mount, "mount", "", "run from the mountpoint of an existing vmfs mount (through a service: a payload's name or mountpoint) instead of mounting the payload (no positional arguments then)")
 	fs.BoolVar(&f.skipVerify, "skip-verify", false, "boot even when the APK does not match its idsig")
 	f.vmFlags.register(fs)
 	fs.StringVar(&f.name, "name", "", "a name for the VM (QEMU's -name); through a vmfs service also the name of the payload made for the run (default: one the service makes)")

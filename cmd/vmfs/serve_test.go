@@ -225,9 +225,11 @@ func TestServeNonRoot(t *testing.T) {
 	a := newAttacker(t, s)
 	pub := testdata.PublicDir(t)
 	apk, idsig := copyFile(t, testdata.APKPath(), filepath.Join(pub, "app.apk"), 0o644), copyFile(t, testdata.IdsigPath(), filepath.Join(pub, "app.apk.idsig"), 0o644)
+	// Root's payload is world-readable too: only its owner keeps nobody out of it.
+	rootAPK, rootIdsig := copyFile(t, apk, filepath.Join(pub, "root.apk"), 0o644), copyFile(t, idsig, filepath.Join(pub, "root.apk.idsig"), 0o644)
 	nobody, asNobody := a.run, a.vmfs
 
-	if r := s.vmfs("mount", "--name", "roots", testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath); r.code != 0 {
+	if r := s.vmfs("mount", "--name", "roots", rootAPK, rootIdsig, testdata.ConfigPath); r.code != 0 {
 		t.Fatalf("mount as root: exit %d: %s", r.code, r.stderr)
 	}
 	r := asNobody("mount", "--name", "mine", apk, idsig, testdata.ConfigPath)
