@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime"
@@ -72,7 +73,12 @@ func (f *vmFlags) check(fs *pflag.FlagSet) error {
 	if f.console == "" {
 		return nil
 	}
-	if err := unix.Access(filepath.Dir(f.console), unix.W_OK); err != nil {
+	// The console is written if it is there (a FIFO, /dev/null), else made.
+	err := unix.Access(f.console, unix.W_OK)
+	if errors.Is(err, unix.ENOENT) {
+		err = unix.Access(filepath.Dir(f.console), unix.W_OK)
+	}
+	if err != nil {
 		return withCode(exitUsage, fmt.Errorf("console: %s: %w", f.console, err))
 	}
 	return nil

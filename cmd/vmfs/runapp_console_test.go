@@ -12,12 +12,16 @@ import (
 	"vmfs/testdata"
 )
 
-// fullConsole makes a FIFO for --console, full to the brim, whose reader the
-// test holds and never reads: every write to it blocks.
-func fullConsole(t *testing.T) string {
+// fullConsole makes a FIFO for --console in dir, full to the brim, whose
+// reader the test holds and never reads: every write to it blocks. Anyone may
+// open it.
+func fullConsole(t *testing.T, dir string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "console")
-	if err := unix.Mkfifo(path, 0o600); err != nil {
+	path := filepath.Join(dir, "console")
+	if err := unix.Mkfifo(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil { // past the umask
 		t.Fatal(err)
 	}
 	r, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
@@ -52,7 +56,7 @@ func TestRunAppConsoleNobodyReads(t *testing.T) {
 	testdata.RequireFUSE(t)
 	t.Run("ends on its own", func(t *testing.T) {
 		tmp := t.TempDir()
-		r := start(t, tmp, guestArgs(t, testdata.APKPath(), "--require-verdict", "--console", fullConsole(t))...)
+		r := start(t, tmp, guestArgs(t, testdata.APKPath(), "--require-verdict", "--console", fullConsole(t, t.TempDir()))...)
 		if code := r.exit(t, 3*time.Minute); code != 0 {
 			t.Errorf("exit %d, want 0 (the verdict passes the watcher whatever the console does):\n%s", code, r.output())
 		}
@@ -70,7 +74,7 @@ func TestRunAppConsoleNobodyReads(t *testing.T) {
 			t.Fatal(err)
 		}
 		tmp := t.TempDir()
-		r := start(t, tmp, guestArgs(t, testdata.APKPath(), "--qemu", wrapper, "--console", fullConsole(t))...)
+		r := start(t, tmp, guestArgs(t, testdata.APKPath(), "--qemu", wrapper, "--console", fullConsole(t, t.TempDir()))...)
 		r.waitFor(t, "console written")
 		r.cmd.Process.Signal(syscall.SIGTERM)
 		if code := r.exit(t, time.Minute); code != 128+int(syscall.SIGTERM) {

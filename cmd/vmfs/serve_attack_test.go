@@ -437,3 +437,43 @@ func TestServeRunAppDetachMount(t *testing.T) {
 	}
 	s.servesAndStops()
 }
+
+// TestServeConsoleNobodyReads: nobody's VMs write their console to a FIFO
+// nobody keeps full and never reads. The service still sees each VMM end and
+// frees its VM, stops one on `vmfs stop`, and ends on SIGTERM within 10 s with
+// one running. (The service's copy of the console blocked in write(2) and the
+// VMM's reaping waited for it: the VM showed running for good, `stop` said
+// "still running after SIGKILL", and SIGTERM hung.)
+func TestServeConsoleNobodyReads(t *testing.T) {
+	s := startServe(t, "--group", strconv.Itoa(testdata.Nobody))
+	a := newAttacker(t, s)
+	cfg, console := rawVMConfig(t, a.dir), fullConsole(t, a.dir)
+	run := func() (name string, vmm int) {
+		t.Helper()
+		r := a.vmfs("run", "-d", "--console", console, cfg)
+		f := strings.Fields(r.stdout)
+		if r.code != 0 || len(f) != 2 {
+			t.Fatalf("nobody's detached run: exit %d: %s%s", r.code, r.stdout, r.stderr)
+		}
+		return f[0], s.list()[f[0]].pid
+	}
+
+	name, vmm := run()
+	if !proc.WaitExit(vmm, 3*time.Minute) {
+		t.Fatalf("the VMM %d of a guest that ends did not end", vmm)
+	}
+	if !testdata.Eventually(t, time.Minute, func() bool { _, listed := s.list()[name]; return !listed }) {
+		t.Errorf("VM %s still listed after its VMM ended: %+v", name, s.list()[name])
+	}
+
+	name, vmm = run()
+	if r := a.vmfs("stop", name); r.code != 0 {
+		t.Errorf("stop %s: exit %d: %s", name, r.code, r.stderr)
+	}
+	if proc.State(vmm) != 0 {
+		t.Errorf("VMM %d outlived its stop", vmm)
+	}
+
+	run()
+	s.servesAndStops()
+}
