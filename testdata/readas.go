@@ -79,3 +79,49 @@ func othersReach(dir string) bool {
 		}
 	}
 }
+
+// PublicCopy copies the files and directory trees rels of dir into a fresh
+// PublicDir, at the same relative paths, readable by every user whatever the
+// umask, and returns it: for sources another user (or a process with its rights)
+// must read, where dir may be under a 0700 checkout.
+func PublicCopy(t testing.TB, dir string, rels ...string) string {
+	t.Helper()
+	pub := PublicDir(t)
+	for _, rel := range rels {
+		err := filepath.WalkDir(filepath.Join(dir, rel), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			r, err := filepath.Rel(dir, p)
+			if err != nil {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			dst := filepath.Join(pub, r)
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(dst, b, 0o644); err != nil {
+				return err
+			}
+			return os.Chmod(dst, 0o644)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// MkdirAll's directories took the umask.
+	err := filepath.WalkDir(pub, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		return os.Chmod(p, 0o755)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}

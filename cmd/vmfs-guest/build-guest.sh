@@ -96,11 +96,11 @@ else
 	rm -rf "$stage"
 fi
 
-# The VM config, with absolute paths so any directory can hold it as --os-dir.
+# The VM config; its paths are relative to --os-dir, so that the directory may be moved or copied.
 cat >"$out/microdroid.json.tmp" <<EOF
 {
-  "kernel": "$out/vmlinuz",
-  "initrd": "$out/initramfs.cpio.gz",
+  "kernel": "vmlinuz",
+  "initrd": "initramfs.cpio.gz",
   "params": "$params",
   "memory_mib": 256,
   "disks": []

@@ -18,6 +18,7 @@ import (
 
 	"vmfs/internal/proc"
 	"vmfs/internal/wire"
+	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -120,9 +121,8 @@ func (s *serveProc) detached(r result) (name string, vmm int) {
 // the kernel and initrd it names; it returns the config's path.
 func rawVMConfig(t *testing.T, dir string) string {
 	t.Helper()
-	var guest struct{ Kernel, Initrd, Params string }
-	b, _ := os.ReadFile(filepath.Join(guestDir(t), "microdroid.json"))
-	if err := json.Unmarshal(b, &guest); err != nil {
+	guest, err := metadata.LoadVMConfig(filepath.Join(guestDir(t), "microdroid.json"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	cfg, _ := json.Marshal(map[string]any{"params": guest.Params, "disks": []any{},

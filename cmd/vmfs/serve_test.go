@@ -59,10 +59,14 @@ func startServeIn(t *testing.T, dir string, extra ...string) *serveProc {
 }
 
 // serveArgs run a service with its mount at mnt, its socket at sock and its
-// CIDs locked in cids.
+// CIDs locked in cids. Its APEXes and OS directory are copies every user may
+// read, as a service's are: a mount lets no one read more than its sources,
+// and a VMM runs with its client's rights.
 func serveArgs(t *testing.T, mnt, sock, cids string) []string {
-	return []string{"serve", "--dir", mnt, "--socket", sock, "--apex-info-list", testdata.APEXInfoListPath(),
-		"--os-dir", guestDir(t), "--vmm", "qemu", "--cid-dir", cids}
+	apexes := testdata.PublicCopy(t, testdata.Dir(), "apex-info-list.xml", "apex")
+	guest := testdata.PublicCopy(t, guestDir(t), "microdroid.json", "vmlinuz", "initramfs.cpio.gz")
+	return []string{"serve", "--dir", mnt, "--socket", sock, "--apex-info-list", filepath.Join(apexes, "apex-info-list.xml"),
+		"--os-dir", guest, "--vmm", "qemu", "--cid-dir", cids}
 }
 
 // stop sends the service sig and returns its exit code.
