@@ -91,14 +91,17 @@ func CreatePartition(path string, s PartitionSpec) error {
 		}
 		return WithKind(ErrInput, fmt.Errorf("create partition %s: %w", inputfile.Quote(path), pathless(err)))
 	}
-	err = FormatPartition(f, s)
+	made, err := f.Stat()
 	if err == nil {
-		err = f.Close()
-	} else {
-		removeOwn(path, f)
-		f.Close()
+		err = FormatPartition(f, s)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
+		if made != nil {
+			removeOwn(path, made)
+		}
 		return WithKind(ErrInput, fmt.Errorf("create partition %s: %w", inputfile.Quote(path), pathless(err)))
 	}
 	return nil
@@ -114,13 +117,10 @@ func pathless(err error) error {
 	return err
 }
 
-// removeOwn removes path if it is still f, the file this process made there.
-func removeOwn(path string, f *os.File) {
-	fst, err := f.Stat()
-	if err != nil {
-		return
-	}
-	if st, err := os.Lstat(path); err == nil && os.SameFile(st, fst) {
+// removeOwn removes path if it is still made, the file this process made there
+// (another may have replaced it since).
+func removeOwn(path string, made os.FileInfo) {
+	if st, err := os.Lstat(path); err == nil && os.SameFile(st, made) {
 		os.Remove(path)
 	}
 }
