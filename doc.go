@@ -14,8 +14,11 @@
 // of which imports vmfs. Package service, a user of this library, is vmfs as a
 // service.
 //
+// It also makes a VM's writable partitions (CreatePartition, FormatPartition), as
+// `vm create-partition` does, in the formats metadata and qcow2 own.
+//
 // Errors carry a kind an embedder can branch on with errors.Is: ErrInput (a bad or
-// missing input file), ErrMount (the mountpoint or FUSE refused) and ErrVMM (the
-// VMM could not be started); anything else is a failure of verification or of the
-// VM.
+// missing input file), ErrMount (the mountpoint or FUSE refused), ErrVMM (the VMM
+// could not be started) and ErrArgument (a value out of range); anything else is a
+// failure of verification or of the VM.
 package vmfs

@@ -7,6 +7,8 @@ var (
 	ErrInput = errors.New("bad input")
 	ErrMount = errors.New("mountpoint or FUSE refused")
 	ErrVMM   = errors.New("vmm could not be started")
+	// ErrArgument: a value a command line or a caller gave is out of range.
+	ErrArgument = errors.New("bad argument")
 )
 
 // kindError is err, of kind: its message is err's alone.

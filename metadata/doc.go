@@ -12,7 +12,10 @@
 // extra APKs (Profile.ExtraApks) and the facts the disk layout needs
 // (Profile.MetadataLabel, Profile.ZeroPadApexes), which the layout package takes as
 // plain values. The functions without a profile are android12's. It owns the payload
-// disk's partition labels (labels.go), which the metadata names.
+// disk's partition labels (labels.go), which the metadata names, and a VM's writable
+// partitions' types (partition.go): the header AVF writes at the start of a new
+// instance image or encrypted storage, and, per profile, the image format and size
+// AVF makes them in (the QCOW2 writer is package qcow2).
 //
 // It imports no other vmfs package but internal/inputfile (every input is opened
 // through it, so a FIFO or a device never blocks), no go-fuse and no zap; it logs

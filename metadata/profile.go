@@ -2,6 +2,7 @@ package metadata
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 )
@@ -94,6 +95,12 @@ type profileFacts struct {
 	// debugLevels are what `vm run-app --debug` takes, its default first.
 	debugLevels []DebugLevel
 	schema      configSchema
+	// rawPartitions: writable partitions are made sparse raw files (virtualizationmanager,
+	// 2024-05, "use raw file instead of qcow"); else QCOW2 (crosvm's QcowFile::new).
+	rawPartitions bool
+	// partitionGranule: a writable partition's size is rounded up to a multiple of it
+	// (initializeWritablePartition, 2023-01; crosvm wants 4 KiB multiples); 0: as asked.
+	partitionGranule int64
 }
 
 var profiles = [...]profileFacts{
@@ -126,6 +133,7 @@ var profiles = [...]profileFacts{
 		binaryName:         true,
 		debugLevels:        []DebugLevel{DebugNone, DebugFull},
 		schema:             configSchema{osName: osMicrodroid, exportTombstones: keyOption, enableAuthfs: keyDefault},
+		partitionGranule:   4096,
 	},
 	Android15: {
 		name:               "android15",
@@ -140,6 +148,8 @@ var profiles = [...]profileFacts{
 		debugLevels:        []DebugLevel{DebugFull, DebugNone},
 		schema: configSchema{osName: osDeprecated, exportTombstones: keyOption, enableAuthfs: keyDefault,
 			hugepages: keyDefault},
+		rawPartitions:    true,
+		partitionGranule: 4096,
 	},
 }
 
@@ -180,6 +190,27 @@ func (p Profile) MetadataLabel() string { return p.facts().metadataLabel }
 // ZeroPadApexes tells the disk layout to zero-pad each APEX to 4 KiB like every other
 // partition, instead of the mid-2021 size trailer.
 func (p Profile) ZeroPadApexes() bool { return !p.facts().sizeTrailer }
+
+// PartitionImage is the format AVF makes a VM's writable partition in (`vm
+// create-partition`, a missing instance image or storage): QCOW2 up to Android 14, a
+// sparse raw file from Android 15.
+func (p Profile) PartitionImage() ImageFormat {
+	if p.facts().rawPartitions {
+		return RawImage
+	}
+	return QCOW2Image
+}
+
+// PartitionSize is the size AVF gives a writable partition asked for at n bytes: n,
+// rounded up to 4 KiB from Android 14 (left as it is where that would overflow, as
+// AVF leaves it).
+func (p Profile) PartitionSize(n int64) int64 {
+	g := p.facts().partitionGranule
+	if g == 0 || n > math.MaxInt64-(g-1) {
+		return n
+	}
+	return (n + g - 1) / g * g
+}
 
 // ParseDebugLevel checks a --debug value; "" gives the profile's default.
 func (p Profile) ParseDebugLevel(s string) (DebugLevel, error) {

@@ -343,6 +343,27 @@ func checkBad(t *testing.T, args, wrap []string, code int, want []string, keep s
 	}
 }
 
+// snapshotDir says what each entry of dir is, to see that a refused run changed none
+// of them.
+func snapshotDir(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, e := range entries {
+		var st unix.Stat_t
+		p := filepath.Join(dir, e.Name())
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		target, _ := os.Readlink(p)
+		m[e.Name()] = fmt.Sprintf("ino %d mode %o rdev %d size %d mtime %d -> %q", st.Ino, st.Mode, st.Rdev, st.Size, st.Mtim.Nano(), target)
+	}
+	return m
+}
+
 // TestCreateIdsigOutput: create-idsig refuses, at once, with one line naming it
 // (exit 3), an output that is the APK (by its own name, a hard link or a
 // symlink), that is not a regular file (a device, a FIFO, a directory, a socket,
@@ -387,25 +408,7 @@ func TestCreateIdsigOutput(t *testing.T) {
 	symDev := link(filepath.Join(dir, "symnull.idsig"), os.Symlink, dev)
 	dangling := link(filepath.Join(dir, "dangling.idsig"), os.Symlink, filepath.Join(dir, "gone"))
 
-	// What each entry of dir is, to see that a refused run changed none of them.
-	snapshot := func() map[string]string {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]string{}
-		for _, e := range entries {
-			var st unix.Stat_t
-			p := filepath.Join(dir, e.Name())
-			if err := unix.Lstat(p, &st); err != nil {
-				t.Fatal(err)
-			}
-			target, _ := os.Readlink(p)
-			m[e.Name()] = fmt.Sprintf("ino %d mode %o rdev %d size %d mtime %d -> %q", st.Ino, st.Mode, st.Rdev, st.Size, st.Mtim.Nano(), target)
-		}
-		return m
-	}
-	before := snapshot()
+	before := snapshotDir(t, dir)
 	sameAsAPK := "the same file as the apk " + apk
 	for _, c := range []struct{ name, out, want string }{
 		{"the APK itself", apk, sameAsAPK},
@@ -420,7 +423,7 @@ func TestCreateIdsigOutput(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			checkBad(t, []string{"create-idsig", apk, c.out}, nil, exitInput, []string{"idsig", c.out, c.want}, "")
-			if after := snapshot(); !maps.Equal(after, before) {
+			if after := snapshotDir(t, dir); !maps.Equal(after, before) {
 				t.Errorf("%s changed:\nbefore %v\nafter  %v", dir, before, after)
 			}
 		})

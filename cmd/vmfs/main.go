@@ -68,6 +68,7 @@ var subcommands = []subcommand{
 	{"inspect", "[flags] <apk> <idsig> <config_path> (no config path with --payload-binary-name)", "print the payload disk's partition table and the VM config, without mounting", runInspect},
 	{"verify", "<apk> <idsig>", "check an APK against its APK Signature Scheme v4 idsig", runVerify},
 	{"create-idsig", "<apk> <idsig>", "write the v4 idsig of an APK (its merkle tree and root hash), as `vm create-idsig`", runCreateIdsig},
+	{"create-partition", "[flags] <path> <size>", "create a VM's writable partition image (an instance image, encrypted storage), as `vm create-partition`", runCreatePartition},
 	{"mount", "[flags] <apk> <idsig> [<config_path>] <mountpoint>", "serve the payload disk at mountpoint (in the background; through a service: add it there, the mountpoint optional)", runMount},
 	{"unmount", "<mountpoint> | <name> | --dir <service dir>", "stop a vmfs mount and wait for its server (through a service: remove a payload)", runUnmount},
 	{"list", "", "list active vmfs mounts, and a service's payloads and VMs", runList},
@@ -211,7 +212,7 @@ func exitCodeFor(err error) int {
 		return exitMount
 	case errors.Is(err, vmfs.ErrVMM):
 		return exitVMM
-	case errors.Is(err, service.ErrRequest):
+	case errors.Is(err, service.ErrRequest), errors.Is(err, vmfs.ErrArgument):
 		return exitUsage
 	}
 	return exitFailure
