@@ -18,7 +18,6 @@ import (
 
 	"vmfs/internal/proc"
 	"vmfs/internal/wire"
-	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -121,10 +120,7 @@ func (s *serveProc) detached(r result) (name string, vmm int) {
 // the kernel and initrd it names; it returns the config's path.
 func rawVMConfig(t *testing.T, dir string) string {
 	t.Helper()
-	guest, err := metadata.LoadVMConfig(filepath.Join(guestDir(t), "microdroid.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	guest := guestConfig(t)
 	cfg, _ := json.Marshal(map[string]any{"params": guest.Params, "disks": []any{},
 		"kernel": copyFile(t, guest.Kernel, filepath.Join(dir, "vmlinuz"), 0o644), "initrd": copyFile(t, guest.Initrd, filepath.Join(dir, "initrd"), 0o644)})
 	return copyBytes(t, cfg, filepath.Join(dir, "vm_config.json"))
