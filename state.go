@@ -74,4 +74,3 @@ func (r *rawState) Sync() error {
 func (r *rawState) Size() int64 { return r.size }
 
 func (r *rawState) Close() error { return r.Sync() }
-
