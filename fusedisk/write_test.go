@@ -31,7 +31,7 @@ type stateDisk struct {
 const stateSize = 1 << 20
 
 // newStateDisk makes the disk's files in dir.
-func newStateDisk(t *testing.T, dir, format string) *stateDisk {
+func newStateDisk(t testing.TB, dir, format string) *stateDisk {
 	t.Helper()
 	sd := &stateDisk{state: filepath.Join(dir, "state."+format), format: format}
 	for i, size := range []int64{12288, 5000} {
@@ -71,7 +71,7 @@ func newStateDisk(t *testing.T, dir, format string) *stateDisk {
 
 // mount serves the disk until stop, which unmounts it, closes its sources and
 // the state's engine; the test's end stops it too.
-func (sd *stateDisk) mount(t *testing.T) (s *Server, stop func()) {
+func (sd *stateDisk) mount(t testing.TB) (s *Server, stop func()) {
 	t.Helper()
 	testdata.RequireFUSE(t)
 	s, unmount, err := serveDisk(t.TempDir(), sd.disk, TreeOptions{Disks: []Disk{{Writable: map[string]Writable{sd.state: sd.w}}}}, MountOptions{Writable: true})
