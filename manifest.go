@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"vmfs/layout"
 )
 
 // ManifestName is the file every mount serves at its root to say what it is.
@@ -48,6 +50,8 @@ type DiskFiles struct {
 	Header     string            `json:"header"`
 	Footer     string            `json:"footer"`
 	Partitions map[string]string `json:"partitions"` // label -> file
+	// Writable: some partitions are writable, and so is the flat image there.
+	Writable bool `json:"writable,omitempty"`
 }
 
 // newManifest describes p served at dir by this process as kind.
@@ -66,7 +70,8 @@ func newManifest(p *Payload, dir, kind string) *Manifest {
 			name = "payload"
 		}
 		ps := d.Paths(dir)
-		m.Disks = append(m.Disks, DiskFiles{Name: name, Flat: ps.Flat, Composite: ps.Composite, Header: ps.Header, Footer: ps.Footer, Partitions: ps.Partitions})
+		rw := slices.ContainsFunc(d.Disk.Partitions, func(p layout.Partition) bool { return p.Writable })
+		m.Disks = append(m.Disks, DiskFiles{Name: name, Flat: ps.Flat, Composite: ps.Composite, Header: ps.Header, Footer: ps.Footer, Partitions: ps.Partitions, Writable: rw})
 	}
 	return m
 }
@@ -103,6 +108,18 @@ func (m *Manifest) FlatImages() map[string]string {
 	out := map[string]string{}
 	for _, d := range m.Disks {
 		out[d.Composite] = d.Flat
+	}
+	return out
+}
+
+// WritableImages are the composites whose flat images have writable
+// partitions (launcher.Options.WritableImages).
+func (m *Manifest) WritableImages() map[string]bool {
+	out := map[string]bool{}
+	for _, d := range m.Disks {
+		if d.Writable {
+			out[d.Composite] = true
+		}
 	}
 	return out
 }

@@ -62,14 +62,14 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 		return nil, err
 	}
 	s := &Server{Dir: dir, Manifest: t.Manifest, VMConfig: t.VMConfig, done: make(chan struct{})}
-	s.srv, err = fusedisk.Mount(dir, t.Root, fusedisk.MountOptions{FsName: FSName(os.Getpid()), AllowOther: o.AllowOther, Logger: log})
+	s.srv, err = fusedisk.Mount(dir, t.Root, fusedisk.MountOptions{FsName: FSName(os.Getpid()), AllowOther: o.AllowOther, Writable: t.Writable(), Logger: log})
 	if err != nil {
-		t.Sources.Close()
+		t.Close()
 		return nil, WithKind(ErrMount, err)
 	}
 	go func() {
 		s.srv.Wait()
-		t.Sources.Close()
+		t.Close()
 		close(s.done)
 	}()
 	return s, nil

@@ -88,7 +88,7 @@ func runPrivately(ctx context.Context, t *runTarget, o RunOptions) (err error) {
 	defer func() {
 		err = errors.Join(err, srv.Unmount())
 	}()
-	t.vm, t.flat = srv.VMConfig, srv.Manifest.FlatImages()
+	t.vm, t.flat, t.rw = srv.VMConfig, srv.Manifest.FlatImages(), srv.Manifest.WritableImages()
 	return launchOrPrint(ctx, t, o)
 }
 
@@ -97,7 +97,7 @@ func launchOrPrint(ctx context.Context, t *runTarget, o RunOptions) error {
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
-	o.VM.FlatImages = t.flat
+	o.VM.FlatImages, o.VM.WritableImages = t.flat, t.rw
 	vm := *t.vm
 	if t.profile != metadata.Android12.String() {
 		// Android 13 to 15 write the same metadata for a config path; the test
@@ -119,6 +119,7 @@ type runTarget struct {
 	apk, idsig string
 	payload    *Payload
 	flat       map[string]string
+	rw         map[string]bool // composites with writable partitions
 }
 
 // verify checks the APK against its idsig: the payload's own files, or those a
@@ -140,7 +141,7 @@ func target(ctx context.Context, o RunOptions) (*runTarget, error) {
 		if err != nil {
 			return nil, WithKind(ErrMount, err)
 		}
-		t := &runTarget{vm: vm, profile: m.Profile, apk: m.Inputs.APK, idsig: m.Inputs.Idsig, flat: m.FlatImages()}
+		t := &runTarget{vm: vm, profile: m.Profile, apk: m.Inputs.APK, idsig: m.Inputs.Idsig, flat: m.FlatImages(), rw: m.WritableImages()}
 		return t, WithKind(ErrInput, launcher.CheckBootFiles(vm))
 	}
 	o.Logger.Debug("phase: resolving the payload")

@@ -3,9 +3,12 @@ package vmfs
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"vmfs/fusedisk"
 	"vmfs/internal/jsonfmt"
@@ -29,6 +32,23 @@ type Tree struct {
 	Manifest *Manifest
 	VMConfig *metadata.VMConfig // the VM config to launch from the tree
 	Sources  *fusedisk.Sources  // the tree's open sources: close them once it is gone
+	// states are the writable partitions' state files, read and written through
+	// the tree: Close closes them after the sources.
+	states []stateImage
+}
+
+// Writable reports whether the tree has writable partitions: its mount must be
+// read-write (fusedisk.MountOptions.Writable).
+func (t *Tree) Writable() bool { return len(t.states) > 0 }
+
+// Close closes the tree's sources and then its state files' engines, syncing
+// them; nothing may read the tree any more.
+func (t *Tree) Close() error {
+	errs := []error{t.Sources.Close()}
+	for _, s := range t.states {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // NewTree opens p's sources, from pool (shared with other trees) or, when pool
@@ -43,21 +63,28 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 	if err != nil {
 		return nil, err
 	}
+	disks := p.Disks()
+	if t.states, err = openWritable(disks); err != nil {
+		return nil, err
+	}
 	if pool == nil {
-		t.Sources, err = fusedisk.OpenFiles(p.Disks(), p.opened(), o.Logger)
+		t.Sources, err = fusedisk.OpenFiles(disks, p.opened(), o.Logger)
 	} else {
-		t.Sources, err = pool.Open(p.Disks(), p.opened())
+		t.Sources, err = pool.Open(disks, p.opened())
 	}
 	if err != nil {
+		for _, s := range t.states {
+			s.Close()
+		}
 		var se *fusedisk.SourceError
 		if errors.As(err, &se) {
 			return nil, WithKind(ErrInput, err) // a source that cannot be served is a bad input
 		}
 		return nil, WithKind(ErrMount, err)
 	}
-	t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: p.Disks(), Files: files, Dir: dir, Owner: o.Owner, Passthrough: o.Passthrough, Logger: o.Logger})
+	t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: dir, Owner: o.Owner, Passthrough: o.Passthrough, Logger: o.Logger})
 	if err != nil {
-		t.Sources.Close()
+		t.Close()
 		return nil, WithKind(ErrMount, err)
 	}
 	return t, nil
@@ -90,3 +117,55 @@ func documents(p *Payload, m *Manifest, vm *metadata.VMConfig) (map[string][]byt
 	}
 	return files, nil
 }
+
+// openWritable opens the state file of each writable partition of disks
+// read-write (openState) and gives it to its disk as a writable source. A
+// state file whose size as the VM sees it is not the one laid out is an
+// ErrInput error.
+func openWritable(disks []fusedisk.Disk) (states []stateImage, err error) {
+	defer func() {
+		if err != nil {
+			for _, s := range states {
+				s.Close()
+			}
+			states = nil
+		}
+	}()
+	for i := range disks {
+		d := disks[i].Disk
+		for _, part := range d.Partitions {
+			if !part.Writable || len(part.Extents) == 0 || part.Extents[0].Kind != layout.File {
+				continue
+			}
+			src := d.Sources[part.Extents[0].Source]
+			// Non-blocking: a FIFO swapped in is refused, not waited on.
+			f, err := os.OpenFile(src.Path, os.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return states, WithKind(ErrInput, fmt.Errorf("writable partition %s: %w", part.Label, err))
+			}
+			s, err := openState(f)
+			if err != nil {
+				f.Close()
+				return states, err
+			}
+			s = closing{s, f}
+			states = append(states, s)
+			if s.Size() != src.Size {
+				return states, WithKind(ErrInput, fmt.Errorf("writable partition %s: %s shows %d bytes, laid out for %d", part.Label, src.Path, s.Size(), src.Size))
+			}
+			if disks[i].Writable == nil {
+				disks[i].Writable = map[string]fusedisk.Writable{}
+			}
+			disks[i].Writable[src.Path] = s
+		}
+	}
+	return states, nil
+}
+
+// closing is a state image that closes its file after it.
+type closing struct {
+	stateImage
+	f *os.File
+}
+
+func (c closing) Close() error { return errors.Join(c.stateImage.Close(), c.f.Close()) }

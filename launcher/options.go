@@ -34,6 +34,10 @@ type Options struct {
 	// FlatImages maps a crosvm composite disk to its flat raw image, which QEMU
 	// (unable to read composites) is given instead; crosvm ignores it.
 	FlatImages map[string]string
+	// WritableImages are the composites in FlatImages with writable partitions:
+	// QEMU opens their flat images read-write (the mount refuses writes outside
+	// those partitions).
+	WritableImages map[string]bool
 }
 
 // Resolve picks the VMM and its binary. Auto means crosvm when o.Crosvm is set or

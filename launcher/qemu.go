@@ -78,7 +78,7 @@ func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 		}
 		// QEMU's option parser reads ",," as a literal comma.
 		drive := "file=" + strings.ReplaceAll(path, ",", ",,") + ",format=raw,if=virtio"
-		if !d.Writable {
+		if !d.Writable && !o.WritableImages[d.Image] {
 			drive += ",readonly=on"
 		}
 		args = append(args, "-drive", drive)

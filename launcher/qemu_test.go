@@ -60,6 +60,12 @@ func TestQemuArgs(t *testing.T) {
 				"-drive", ro(raw), "-drive", ro(flat), "-drive", rw(inst)),
 		},
 		{
+			name: "composite with writable partitions given read-write",
+			cfg:  metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: composite}}},
+			o:    Options{FlatImages: map[string]string{composite: flat}, WritableImages: map[string]bool{composite: true}},
+			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k", "-drive", rw(flat)),
+		},
+		{
 			name: "comma in disk path is doubled",
 			cfg:  metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: comma}}},
 			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k",

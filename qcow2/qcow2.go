@@ -3,8 +3,9 @@
 // new, empty image of a given virtual size, laid out as crosvm's QcowFile::new lays it
 // out, with a few bytes written at virtual offset 0 as AVF formats the partition.
 //
-// It owns that writer only: it reads no image, follows no path (it writes to a File
-// it is given) and imports no other vmfs package.
+// It owns that writer, and the check of an existing image's header (Check) before
+// vmfs serves it: it follows no path (it writes to a File it is given) and imports
+// no other vmfs package.
 //
 // # Layout
 //
