@@ -38,7 +38,9 @@ type Server struct {
 
 // Mount serves p at dir, an existing empty directory, and returns once the kernel
 // has the mount. The mountpoint is locked while it is checked and mounted, so
-// that concurrent mounts on one directory never stack: the first wins. ctx bounds
+// that concurrent mounts on one directory never stack: the first wins. The
+// payload's state files are locked (an OFD lock) until it is unmounted: a second
+// mount of one is refused, as one VM at a time writes it. ctx bounds
 // only the wait for that lock.
 func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server, error) {
 	log := o.Logger
@@ -57,19 +59,26 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 	if _, err := CheckMountpoint(dir, o.AllowOther); err != nil {
 		return nil, err
 	}
+	release, err := lockState(p.State)
+	if err != nil {
+		return nil, err
+	}
 	t, err := NewTree(p, dir, nil, TreeOptions{Kind: o.Kind, Passthrough: o.Passthrough, Logger: log})
 	if err != nil {
+		release()
 		return nil, err
 	}
 	s := &Server{Dir: dir, Manifest: t.Manifest, VMConfig: t.VMConfig, done: make(chan struct{})}
 	s.srv, err = fusedisk.Mount(dir, t.Root, fusedisk.MountOptions{FsName: FSName(os.Getpid()), AllowOther: o.AllowOther, Logger: log})
 	if err != nil {
 		t.Sources.Close()
+		release()
 		return nil, WithKind(ErrMount, err)
 	}
 	go func() {
 		s.srv.Wait()
 		t.Sources.Close()
+		release() // the state files' one user is gone
 		close(s.done)
 	}()
 	return s, nil
