@@ -3,9 +3,9 @@
 // new, empty image of a given virtual size, laid out as crosvm's QcowFile::new lays it
 // out, with a few bytes written at virtual offset 0 as AVF formats the partition.
 //
-// It owns that writer, and the reading of an image's virtual size (VirtualSize); it
-// follows no path (it reads and writes a File it is given) and imports no other vmfs
-// package.
+// It owns that writer, the check of an existing image's header (Check) before vmfs
+// serves it and the reading of its virtual size (VirtualSize): it follows no path (it
+// reads and writes a File it is given) and imports no other vmfs package.
 //
 // # Layout
 //
