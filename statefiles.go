@@ -190,6 +190,9 @@ func (s *StateFile) read(prof metadata.Profile) error {
 	}
 	defer f.Close()
 	size, isQCOW2, err := qcow2.VirtualSize(f)
+	if err == nil && isQCOW2 {
+		err = qcow2.Check(f)
+	}
 	switch {
 	case err != nil:
 		return fmt.Errorf("%s %s: %w", s.kind(), inputfile.Quote(s.Path), err)
