@@ -3,14 +3,18 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"vmfs"
 	"vmfs/metadata"
 	"vmfs/testdata"
+	"vmfs/verdict"
 )
 
 // TestStateUsage: each profile takes the payload and its state in the form of its
@@ -129,4 +133,122 @@ func TestStateMount(t *testing.T) {
 		t.Errorf("mount once the first is gone: exit %d: %s", r.code, r.stderr)
 	}
 	runVmfs(t, "", "unmount", second)
+}
+
+// stateOSDir is osDir's OS config with a partitioned disk 1, as Microdroid's own
+// config has it for Android 13 to put vm-instance on: every disk up to 1 that has
+// no partitions gets one of 4 KiB of zeros. Paths are made absolute.
+func stateOSDir(t *testing.T, osDir string) string {
+	t.Helper()
+	cfg, err := metadata.LoadVMConfig(filepath.Join(osDir, "microdroid.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for len(cfg.Disks) < 2 {
+		cfg.Disks = append(cfg.Disks, metadata.DiskImage{})
+	}
+	for i := range cfg.Disks[:2] {
+		if len(cfg.Disks[i].Partitions) == 0 {
+			zeros := filepath.Join(dir, fmt.Sprintf("zeros%d.img", i))
+			if err := os.WriteFile(zeros, make([]byte, 4096), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Disks[i] = metadata.DiskImage{Partitions: []metadata.Partition{{Label: fmt.Sprintf("os-%d", i), Path: zeros}}}
+		}
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "microdroid.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// bootVerdict boots the sample at prof with the state files in args and returns
+// the guest's verdict; the run must pass.
+func bootVerdict(t *testing.T, args []string) *verdict.Verdict {
+	t.Helper()
+	console := filepath.Join(t.TempDir(), "console.txt")
+	r := runVmfs(t, "", append([]string{"run-app", "--vmm", "qemu", "--require-verdict", "--console", console, "--timeout", "3m"}, args...)...)
+	out, _ := os.ReadFile(console)
+	if r.code != 0 {
+		t.Fatalf("run-app: exit %d: %s\nconsole:\n%s", r.code, r.stderr, out)
+	}
+	for line := range strings.Lines(string(out)) {
+		if v, err := verdict.Parse(line); v != nil || err != nil {
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no verdict on the console:\n%s", out)
+	return nil
+}
+
+// TestStateBoots: a VM boots twice with one instance image (and storage), which
+// vmfs makes on the first run: the second boot finds the first boot's record and
+// the storage the first boot formatted; qemu-img check finds the QCOW2 images
+// clean after both. android13 has the instance on the OS disk, android14/15 on a
+// disk of its own.
+func TestStateBoots(t *testing.T) {
+	testdata.RequireFUSE(t)
+	qemuImg := testdata.RequireTool(t, "qemu-img")
+	for _, tc := range []struct {
+		prof    metadata.Profile
+		binary  bool
+		storage bool
+	}{{metadata.Android14, false, false}, {metadata.Android13, false, false}, {metadata.Android14, true, true}, {metadata.Android15, false, true}} {
+		t.Run(fmt.Sprintf("%s binary=%t storage=%t", tc.prof, tc.binary, tc.storage), func(t *testing.T) {
+			dir := t.TempDir()
+			inst, storage := filepath.Join(dir, "inst.img"), filepath.Join(dir, "storage.img")
+			osDir := guestDir(t)
+			if tc.prof == metadata.Android13 {
+				osDir = stateOSDir(t, osDir)
+			}
+			args := stateArgs(t, tc.prof, tc.binary, osDir, inst)
+			states := []string{inst}
+			if tc.storage {
+				args = append([]string{"--storage", storage}, args...)
+				states = append(states, storage)
+			}
+			for boot := uint32(1); boot <= 2; boot++ {
+				v := bootVerdict(t, args)
+				if v.Instance == nil || v.Instance.Found != boot-1 || v.Instance.Boots != boot {
+					t.Errorf("boot %d: instance %+v, want found %d, boots %d", boot, v.Instance, boot-1, boot)
+				}
+				if tc.storage && (v.Storage == nil || v.Storage.Formatted != (boot == 2)) {
+					t.Errorf("boot %d: storage %+v, want formatted before: %t", boot, v.Storage, boot == 2)
+				}
+				if tc.prof.PartitionImage() != metadata.QCOW2Image {
+					continue
+				}
+				for _, s := range states {
+					if out, err := exec.Command(qemuImg, "check", s).CombinedOutput(); err != nil || !strings.Contains(string(out), "No errors were found") {
+						t.Errorf("boot %d: qemu-img check %s: %v\n%s", boot, s, err, out)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestStateOneVM: while a VM runs on an instance image, a second run on it is
+// refused at once, naming the file, and the first run goes on.
+func TestStateOneVM(t *testing.T) {
+	testdata.RequireFUSE(t)
+	inst := filepath.Join(t.TempDir(), "inst.img")
+	args := append([]string{"run-app", "--vmm", "qemu", "--console", "/dev/null", "--timeout", "3m"}, stateArgs(t, metadata.Android15, false, guestDir(t), inst)...)
+	first := start(t, t.TempDir(), args...)
+	first.waitFor(t, "vm started")
+	r := runVmfs(t, "", args...)
+	if r.code != exitInput || !strings.Contains(r.stderr, "instance image "+inst+": in use") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("second run: exit %d: %q; want exit %d, in use", r.code, r.stderr, exitInput)
+	}
+	if code := first.exit(t, 3*time.Minute); code != 0 {
+		t.Errorf("first run: exit %d:\n%s", code, first.output())
+	}
 }
