@@ -1,5 +1,5 @@
-// Package fusedisk serves layout.Disks read-only through go-fuse, synthesizing
-// every byte on the fly from the original files.
+// Package fusedisk serves layout.Disks through go-fuse, synthesizing every byte
+// on the fly from the original files; read-only, but for a VM's state files.
 //
 // It owns the go-fuse node tree, the read paths, the guard on the sources and the
 // mount. It serves only what it is given: it builds no layouts, parses no formats
@@ -71,6 +71,23 @@
 // answered. Passthrough nodes bypass vmfs and with it this guard, which is why
 // passthrough is opt-in.
 //
+// # Writes
+//
+// A disk's writable sources (Disk.Writable: a VM's instance image, its
+// encrypted storage) are read and written through their backends, never their
+// files: a QCOW2 file's bytes are not the disk's. A node whose extents read one
+// (the flat image, partitions/<label>) takes writes that fall wholly inside
+// such extents, and refuses any other with EPERM, writing nothing: a write
+// that touches the GPT, a read-only partition or padding changes no byte. A
+// write is in the backend before the reply; fsync, and a close after a write,
+// sync it. Such nodes are direct I/O, without a page cache: a write through
+// the flat image is read at once through the partition, and the other way
+// round. Their size never changes (a truncation to it is taken, as dd does
+// one; O_APPEND and O_TRUNC are refused). Writable sources are not guarded
+// (they change by design) nor shared between trees: one VM writes a state
+// file, under its owner's lock. A tree with writable sources is mounted with
+// MountOptions.Writable; every other file stays read-only (EROFS).
+//
 // # Permissions
 //
 // A tree lets no one read more than its sources do (with MountOptions.AllowOther,
@@ -81,7 +98,10 @@
 // partition from the sources its extents read; a node that reads none but tells
 // of them (GPT header and footer, composite descriptors, the metadata partition,
 // TreeOptions.Files such as vm.json) from all the tree's sources together. Read
-// goes to a class only where every source grants it; write and execute never. A
+// goes to a class only where every source grants it; write only to a node that
+// reads a writable source, for a class that may read it and that every
+// writable source it reads lets write (its mode, cut by the directories on its
+// path, as for read); execute never. A
 // mount has default_permissions: the kernel checks them. Directories are 0555:
 // they show names, not bytes; but a tree with an Owner is 0500, its owner's, and
 // a Forest is 0711, so that no one but root lists the trees in it.

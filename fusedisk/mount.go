@@ -27,8 +27,11 @@ type MountOptions struct {
 	// FUSE readahead at 128 KiB at mount time, which splits sequential reads into
 	// 128 KiB requests; a larger window lets them reach MaxWrite. 0 means 1024.
 	ReadaheadKiB int
-	Debug        bool
-	Logger       *zap.Logger // default zap.NewNop()
+	// Writable mounts read-write, for a tree with writable sources (see
+	// "Writes"): its other files stay read-only, refused by vmfs, not the kernel.
+	Writable bool
+	Debug    bool
+	Logger   *zap.Logger // default zap.NewNop()
 }
 
 // Server is a mounted vmfs tree. It finds its mount by its mount ID, never by
@@ -87,6 +90,10 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*Server, error) {
 // fsOptions are go-fuse's options for a mount of a tree.
 func fsOptions(o MountOptions) *fs.Options {
 	timeout := cacheTimeout
+	flags, ro := uintptr(syscall.MS_RDONLY), []string{"ro"}
+	if o.Writable {
+		flags, ro = 0, nil
+	}
 	return &fs.Options{
 		EntryTimeout: &timeout,
 		AttrTimeout:  &timeout,
@@ -100,9 +107,9 @@ func fsOptions(o MountOptions) *fs.Options {
 			AllowOther:   o.AllowOther,
 			DirectMount:  os.Geteuid() == 0,
 			// The kernel enforces read-only before any request reaches vmfs.
-			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+			DirectMountFlags: flags | syscall.MS_NOSUID | syscall.MS_NODEV,
 			// The kernel checks each node's owner, group and mode (see permOf).
-			Options:                  []string{"ro", "default_permissions"},
+			Options:                  append(ro, "default_permissions"),
 			ExplicitDataCacheControl: true,
 			Debug:                    o.Debug,
 		},

@@ -92,7 +92,11 @@ func (p *payload) reference(t testing.TB, im *layout.Image) []byte {
 // them seen at mnt with to, and mounts it at mnt with mo. stop undoes them: it
 // unmounts, waits for the server, and closes the sources.
 func serveDisk(mnt string, d *layout.Disk, to TreeOptions, mo MountOptions) (s *Server, stop func() error, err error) {
-	to.Disks, to.Dir = []Disk{{Disk: d}}, mnt
+	var w map[string]Writable
+	if len(to.Disks) == 1 {
+		w = to.Disks[0].Writable // a test's writable sources
+	}
+	to.Disks, to.Dir = []Disk{{Disk: d, Writable: w}}, mnt
 	srcs, err := OpenSources(to.Disks, to.Logger)
 	if err != nil {
 		return nil, nil, err

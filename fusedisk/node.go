@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -28,7 +29,7 @@ const pipeSlot = 4096
 // zeros backs reads of zero extents; never written.
 var zeros [maxRead]byte
 
-// fileNode is any read-only file of a tree: a disk, a partition, the GPT pieces
+// fileNode is any file of a tree, read-only unless it reads a writable source: a disk, a partition, the GPT pieces
 // or a synthesized document, all described by a layout.Image.
 type fileNode struct {
 	fs.Inode
@@ -40,6 +41,8 @@ type fileNode struct {
 	perm perm      // from the sources it reveals (see NewTree)
 	// pass is the source served by kernel passthrough, or nil.
 	pass *source
+	// rw: some extent reads a writable source (see "Writes").
+	rw   bool
 	ref  *layout.Reader // the fallback when no pipe can be had
 	log  *zap.Logger
 	born time.Time // the tree's time: every file's mtime, ctime and atime
@@ -53,6 +56,9 @@ var (
 	_ = (fs.NodeReader)((*fileNode)(nil))
 	_ = (fs.NodeSetattrer)((*fileNode)(nil))
 	_ = (fs.NodeReleaser)((*fileNode)(nil))
+	_ = (fs.NodeWriter)((*fileNode)(nil))
+	_ = (fs.NodeFsyncer)((*fileNode)(nil))
+	_ = (fs.NodeFlusher)((*fileNode)(nil))
 )
 
 func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -66,13 +72,24 @@ func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	return 0
 }
 
+// Setattr changes nothing: a node that reads a writable source takes a
+// truncation to its own size (dd does one), and nothing else.
 func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	return syscall.EROFS
+	if !n.rw {
+		return syscall.EROFS
+	}
+	if size, ok := in.GetSize(); ok && size == uint64(n.im.Size) && in.Valid&^(fuse.FATTR_SIZE|fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0 {
+		return n.Getattr(ctx, fh, out)
+	}
+	return syscall.EPERM
 }
 
 // handle is an open file. go-fuse tells Release only of opens that returned a
 // handle, and the count of open files needs every Release.
-type handle struct{ n *fileNode }
+type handle struct {
+	n     *fileNode
+	wrote atomic.Bool // a write went through it: its Flush syncs
+}
 
 // passHandle hands the kernel the original file for passthrough reads.
 type passHandle struct{ fd int }
@@ -82,7 +99,10 @@ var _ = (fs.FilePassthroughFder)((*passHandle)(nil))
 func (h *passHandle) PassthroughFd() (int, bool) { return h.fd, true }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+	switch {
+	case n.rw && flags&(syscall.O_TRUNC|syscall.O_APPEND) != 0:
+		return nil, 0, syscall.EPERM // its size is the disk's
+	case !n.rw && flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0:
 		return nil, 0, syscall.EROFS
 	}
 	// A tree taken out of its mount serves the files open already, and no more.
@@ -100,7 +120,69 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		// go-fuse falls back to normal reads when the kernel refuses the backing fd.
 		return &passHandle{fd: n.pass.fd}, fuse.FOPEN_KEEP_CACHE, 0
 	}
-	return &handle{n}, fuse.FOPEN_KEEP_CACHE, 0
+	if n.rw {
+		// No page cache: a write through one node changes the bytes of others
+		// (disk.img and partitions/<label>), which then read them from vmfs.
+		return &handle{n: n}, fuse.FOPEN_DIRECT_IO, 0
+	}
+	return &handle{n: n}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Write writes data at off to the writable sources under it, and only there:
+// a write that touches any other byte (the GPT, metadata, an APK, padding)
+// fails with EPERM and writes nothing. The bytes are in the sources when it
+// returns.
+func (n *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if !n.rw {
+		return 0, syscall.EROFS
+	}
+	end := off + int64(len(data))
+	if len(data) == 0 {
+		return 0, 0
+	}
+	if off < 0 || end > n.im.Size {
+		return 0, syscall.EPERM
+	}
+	first, last := n.im.Index(off), n.im.Index(end-1)
+	for i := first; i <= last; i++ {
+		if e := &n.im.Extents[i]; e.Kind != layout.File || n.srcs[e.Source].w == nil {
+			return 0, syscall.EPERM
+		}
+	}
+	for i := first; i <= last; i++ {
+		e := &n.im.Extents[i]
+		from, to := max(off, e.Off), min(end, e.Off+e.Len)
+		if _, err := n.srcs[e.Source].w.WriteAt(data[from-off:to-off], e.SourceOff+from-e.Off); err != nil {
+			n.log.Error("write failed", zap.String("file", n.name), zap.Int64("offset", from), zap.Error(err))
+			return 0, syscall.EIO
+		}
+	}
+	if h, ok := fh.(*handle); ok {
+		h.wrote.Store(true)
+	}
+	return uint32(len(data)), 0
+}
+
+// Fsync syncs the writable sources the node reads.
+func (n *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	for _, src := range n.from {
+		if src.w == nil {
+			continue
+		}
+		if err := src.w.Sync(); err != nil {
+			n.log.Error("sync failed", zap.String("file", n.name), zap.Error(err))
+			return syscall.EIO
+		}
+	}
+	return 0
+}
+
+// Flush (a close) syncs what was written through the file.
+func (n *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	if h, ok := fh.(*handle); ok && h.wrote.Load() {
+		return n.Fsync(ctx, fh, 0)
+	}
+	return 0
 }
 
 // Release comes once the kernel's last user of an open closed it and every read
@@ -121,9 +203,12 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	size := int(min(int64(len(dest)), n.im.Size-off))
 	first := n.im.Index(off)
 	last := n.im.Index(off + int64(size) - 1)
+	viaBackend := false
 	for i := first; i <= last; i++ {
 		if e := &n.im.Extents[i]; e.Kind == layout.File && !n.srcs[e.Source].check() {
 			return nil, syscall.EIO
+		} else if e.Kind == layout.File && n.srcs[e.Source].w != nil {
+			viaBackend = true
 		}
 	}
 	if first == last {
@@ -136,7 +221,9 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 			return fuse.ReadResultData(zeros[:size]), 0
 		}
 	}
-	if slots := n.pipeSlots(off, size, first, last); spliceFits(size, slots) {
+	// A writable source is read through its backend (a QCOW2 file's bytes are
+	// not the disk's), copied.
+	if slots := n.pipeSlots(off, size, first, last); !viaBackend && spliceFits(size, slots) {
 		if first == last {
 			e := &n.im.Extents[first]
 			return fuse.ReadResultFd(uintptr(n.srcs[e.Source].fd), e.SourceOff+off-e.Off, size), 0

@@ -20,7 +20,7 @@ const (
 	everyone
 )
 
-// reachOf is how far bit (4 read, 1 execute) goes down the classes of mode.
+// reachOf is how far bit (4 read, 2 write, 1 execute) goes down the classes of mode.
 func reachOf(mode uint32, bit uint32) reach {
 	r := rootOnly
 	for _, shift := range []uint32{6, 3, 0} {
@@ -32,10 +32,12 @@ func reachOf(mode uint32, bit uint32) reach {
 	return r
 }
 
-// access is who may read a source: its owner, its group and how far read goes.
+// access is who may read a source: its owner, its group and how far read goes;
+// and how far write goes, for a writable source.
 type access struct {
 	uid, gid uint32
 	reach    reach
+	write    reach
 }
 
 // accessOf is who may read the open file fd, whose fstat is st: its mode, cut by
@@ -44,13 +46,14 @@ type access struct {
 // may take that path may read the bytes. A directory cuts in terms of the file's
 // classes only where it has the file's owner and group; else it leaves root only.
 func accessOf(fd int, st *unix.Stat_t) access {
-	a := access{uid: st.Uid, gid: st.Gid, reach: reachOf(st.Mode, 4)}
+	a := access{uid: st.Uid, gid: st.Gid, reach: reachOf(st.Mode, 4), write: reachOf(st.Mode, 2)}
 	path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
 	if err != nil || !filepath.IsAbs(path) {
-		a.reach = min(a.reach, ownerOnly) // the path is unknown: only the owner for sure
+		// the path is unknown: only the owner for sure
+		a.reach, a.write = min(a.reach, ownerOnly), min(a.write, ownerOnly)
 		return a
 	}
-	for dir := filepath.Dir(path); a.reach > rootOnly; dir = filepath.Dir(dir) {
+	for dir := filepath.Dir(path); max(a.reach, a.write) > rootOnly; dir = filepath.Dir(dir) {
 		var d unix.Stat_t
 		cut := rootOnly
 		if unix.Stat(dir, &d) == nil {
@@ -63,7 +66,7 @@ func accessOf(fd int, st *unix.Stat_t) access {
 				cut = ownerOnly
 			}
 		}
-		a.reach = min(a.reach, cut)
+		a.reach, a.write = min(a.reach, cut), min(a.write, cut)
 		if dir == "/" {
 			break
 		}
@@ -75,7 +78,7 @@ func accessOf(fd int, st *unix.Stat_t) access {
 type perm struct{ uid, gid, mode uint32 }
 
 // permOf is the perm of a node that reveals what srcs hold: read for a class only
-// where every source lets that class's people read it, write and execute never. A
+// where every source lets that class's people read it, write (see writeBits) and execute never. A
 // source everyone may read restricts nothing. The owner and group are those of
 // the other sources when they share them; where they differ, the owner is the
 // server's own user, who opened them all, and the group no one's in particular.
@@ -113,4 +116,27 @@ func permOf(srcs []*source) perm {
 		p.mode |= 0o400
 	}
 	return p
+}
+
+// writeBits are the write bits of a node with perm p that reads srcs: write for
+// a class only where the node lets it read and every writable source among srcs
+// lets its people write, as that source's owner and group are the node's.
+func writeBits(p perm, srcs []*source) uint32 {
+	bits := (p.mode & 0o444) >> 1
+	for _, s := range srcs {
+		if s.w == nil {
+			continue
+		}
+		a := s.access
+		switch {
+		case a.write == everyone:
+		case a.write >= ownerGroup && a.uid == p.uid && a.gid == p.gid:
+			bits &= 0o220
+		case a.write >= ownerOnly && a.uid == p.uid:
+			bits &= 0o200
+		default:
+			bits = 0
+		}
+	}
+	return bits
 }

@@ -3,6 +3,7 @@ package fusedisk
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -114,7 +115,7 @@ func (p *Pool) Open(disks []Disk, opened map[string]*os.File) (*Sources, error) 
 			if s.byPath[ls.Path] != nil {
 				continue
 			}
-			src, err := p.acquire(ls, opened[ls.Path])
+			src, err := p.acquire(ls, opened[ls.Path], d.Writable[ls.Path])
 			if err != nil {
 				s.release()
 				return nil, err
@@ -133,8 +134,8 @@ func (p *Pool) Open(disks []Disk, opened map[string]*os.File) (*Sources, error) 
 // acquire returns the pool's source for ls, opening it (or duplicating f, its
 // open file) and sharing it with the live source of the same file, with a
 // reference taken.
-func (p *Pool) acquire(ls layout.Source, f *os.File) (*source, error) {
-	src, err := openSource(ls, f, p.log)
+func (p *Pool) acquire(ls layout.Source, f *os.File, w Writable) (*source, error) {
+	src, err := openSource(ls, f, w, p.log)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +144,13 @@ func (p *Pool) acquire(ls layout.Source, f *os.File) (*source, error) {
 	if p.closed {
 		src.f.Close()
 		return nil, errors.New("sources: pool closed")
+	}
+	if w != nil {
+		// A writable source changes by design: it is neither watched nor
+		// shared (its file has one writer, its owner's lock says).
+		src.refs = 1
+		p.held[src] = true
+		return src, nil
 	}
 	if have := p.live[src.id()]; have != nil && have.sameAs(src) {
 		if err := have.share(src, p.watch); err != nil {
@@ -250,7 +258,7 @@ func (s *Sources) forDisk(d *layout.Disk) ([]*source, error) {
 	srcs := make([]*source, len(d.Sources))
 	for i, ls := range d.Sources {
 		srcs[i] = s.byPath[ls.Path]
-		if srcs[i] == nil || srcs[i].want.Size != ls.Size {
+		if srcs[i] == nil || srcs[i].size != ls.Size {
 			return nil, fmt.Errorf("source %s (%d bytes): not among the opened sources", ls.Path, ls.Size)
 		}
 	}
@@ -260,6 +268,8 @@ func (s *Sources) forDisk(d *layout.Disk) ([]*source, error) {
 // source is one original file, pinned by fd, however many names lead to it.
 type source struct {
 	path    string   // absolute, as first opened; an opened file's own path, for people
+	size    int64    // bytes, as laid out
+	w       Writable // the backend of a writable source, or nil
 	names   []string // every absolute path the disks name it by, path first; none for an opened file
 	f       *os.File
 	fd      int
@@ -273,6 +283,14 @@ type source struct {
 	// changes, added as they are first opened (see fileNode.Open).
 	mu    sync.Mutex
 	nodes []*fileNode
+}
+
+// reader is what the source's bytes are read through.
+func (s *source) reader() io.ReaderAt {
+	if s.w != nil {
+		return s.w
+	}
+	return s.f
 }
 
 // fileID tells files apart: the names of one file share it.
@@ -317,7 +335,7 @@ func (e *SourceError) Unwrap() error { return e.Err }
 // that name, and checks it still has the size the layout was built for.
 // inputfile.Open refuses what is not a regular file without blocking on it: the
 // file may have been swapped for a FIFO since the layout was made.
-func openSource(s layout.Source, opened *os.File, log *zap.Logger) (*source, error) {
+func openSource(s layout.Source, opened *os.File, w Writable, log *zap.Logger) (*source, error) {
 	var src *source
 	var err error
 	if opened != nil {
@@ -328,12 +346,13 @@ func openSource(s layout.Source, opened *os.File, log *zap.Logger) (*source, err
 	if err != nil {
 		return nil, err
 	}
-	src.log = log
+	src.log, src.size, src.w = log, s.Size, w
 	if err := unix.Fstat(src.fd, &src.want); err != nil {
 		src.f.Close()
 		return nil, &SourceError{Path: src.path, Err: &os.PathError{Op: "fstat", Path: src.path, Err: err}}
 	}
-	if src.want.Size != s.Size {
+	// A writable source's size is its backend's (a QCOW2 image's virtual size).
+	if w == nil && src.want.Size != s.Size {
 		src.f.Close()
 		return nil, &SourceError{Path: src.path, Err: fmt.Errorf("%s: %d bytes, laid out for %d: %w", src.path, src.want.Size, s.Size, layout.ErrSourceChanged)}
 	}
@@ -380,6 +399,9 @@ func dupSource(key string, opened *os.File) (*source, error) {
 // fstat per read: inotify alone misses writes through mmap and on network
 // filesystems, and in BenchmarkSequentialRead the fstat is lost in the noise.
 func (s *source) check() bool {
+	if s.w != nil {
+		return true // it changes by design, through its backend alone
+	}
 	if s.changed.Load() {
 		return false
 	}

@@ -27,6 +27,20 @@ import (
 type Disk struct {
 	Dir  string
 	Disk *layout.Disk
+	// Writable are the backends of the disk's writable sources, by their
+	// layout.Source Path: a VM's state files. A tree reads such a source through
+	// its backend, never its file, and writes it there (see "Writes").
+	Writable map[string]Writable
+}
+
+// Writable is what a tree reads and writes a writable source through: its bytes
+// as the VM sees them (a raw file's, a QCOW2 image's virtual disk). A write must
+// be in the source when WriteAt returns; Sync makes the writes durable. Its
+// owner closes it after the Sources that hold it.
+type Writable interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Sync() error
 }
 
 func (d Disk) base() string {
@@ -126,6 +140,9 @@ func NewTree(srcs *Sources, o TreeOptions) (fs.InodeEmbedder, error) {
 		if len(n.from) > 0 {
 			n.perm = permOf(n.from)
 		}
+		if n.rw {
+			n.perm.mode |= writeBits(n.perm, n.from)
+		}
 	}
 	return &root{dirNode: dirNode{born: b.born}, files: b.files, owner: o.Owner}, nil
 }
@@ -176,16 +193,17 @@ func (b *builder) addDisk(d Disk, srcs []*source, dir string) error {
 func (b *builder) add(name string, im *layout.Image, srcs []*source) {
 	readers := make([]io.ReaderAt, len(srcs))
 	for i, src := range srcs {
-		readers[i] = src.f
+		readers[i] = src.reader()
 	}
 	n := &fileNode{name: name, im: im, set: b.set, srcs: srcs, ref: layout.NewReader(im, readers), log: b.log, born: b.born}
-	if b.passthrough {
-		n.pass = wholeSource(im, srcs)
-	}
 	for _, e := range im.Extents {
 		if e.Kind == layout.File && !slices.Contains(n.from, srcs[e.Source]) {
 			n.from = append(n.from, srcs[e.Source])
+			n.rw = n.rw || srcs[e.Source].w != nil
 		}
+	}
+	if b.passthrough && !n.rw {
+		n.pass = wholeSource(im, srcs)
 	}
 	b.files[name] = n
 }
@@ -203,7 +221,7 @@ func wholeSource(im *layout.Image, srcs []*source) *source {
 	if len(im.Extents) != 1 || im.Extents[0].Kind != layout.File || im.Extents[0].SourceOff != 0 {
 		return nil
 	}
-	if s := srcs[im.Extents[0].Source]; s.want.Size == im.Size {
+	if s := srcs[im.Extents[0].Source]; s.size == im.Size {
 		return s
 	}
 	return nil
