@@ -59,17 +59,17 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 	if _, err := CheckMountpoint(dir, o.AllowOther); err != nil {
 		return nil, err
 	}
-	release, err := lockState(p.State)
+	state, release, err := lockState(p.State)
 	if err != nil {
 		return nil, err
 	}
-	t, err := NewTree(p, dir, nil, TreeOptions{Kind: o.Kind, Passthrough: o.Passthrough, Logger: log})
+	t, err := NewTree(p, dir, nil, TreeOptions{Kind: o.Kind, Passthrough: o.Passthrough, Logger: log, State: state})
 	if err != nil {
 		release()
 		return nil, err
 	}
 	s := &Server{Dir: dir, Manifest: t.Manifest, VMConfig: t.VMConfig, done: make(chan struct{})}
-	s.srv, err = fusedisk.Mount(dir, t.Root, fusedisk.MountOptions{FsName: FSName(os.Getpid()), AllowOther: o.AllowOther, Logger: log})
+	s.srv, err = fusedisk.Mount(dir, t.Root, fusedisk.MountOptions{FsName: FSName(os.Getpid()), AllowOther: o.AllowOther, Logger: log, Writable: len(state) > 0})
 	if err != nil {
 		t.Sources.Close()
 		release()

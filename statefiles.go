@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vmfs/fusedisk"
 	"vmfs/internal/inputfile"
 	"vmfs/layout"
 	"vmfs/metadata"
@@ -230,20 +231,26 @@ func (s *StateFile) part() layout.FilePart {
 // leaves qemu-img, qemu-io and the write engine (qemu-storage-daemon) alone.
 const stateLockByte = 0
 
-// lockState locks every state file for one user, a mount and the VM booting it; a
-// file another one holds is an ErrInput error naming it. release lets them go.
-func lockState(files []StateFile) (release func(), err error) {
+// lockState locks every state file for one user, a mount and the VM booting it,
+// and opens each as the VM sees it (openState); a file another one holds is an
+// ErrInput error naming it. release closes them and lets them go.
+func lockState(files []StateFile) (backends map[string]fusedisk.Writable, release func(), err error) {
 	var held []*os.File
+	var images []stateImage
 	release = func() {
+		for _, im := range images {
+			im.Close()
+		}
 		for _, f := range held {
 			f.Close() // an OFD lock goes with its last descriptor
 		}
 	}
+	backends = map[string]fusedisk.Writable{}
 	for _, s := range files {
 		f, err := inputfile.OpenFile(s.Path, os.O_RDWR)
 		if err != nil {
 			release()
-			return nil, &metadata.InputError{Kind: s.kind(), Err: err}
+			return nil, nil, &metadata.InputError{Kind: s.kind(), Err: err}
 		}
 		held = append(held, f)
 		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: stateLockByte, Len: 1}
@@ -252,8 +259,15 @@ func lockState(files []StateFile) (release func(), err error) {
 			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 				err = errors.New("in use by another vmfs VM or mount (one at a time writes it)")
 			}
-			return nil, WithKind(ErrInput, fmt.Errorf("%s %s: %w", s.kind(), inputfile.Quote(s.Path), err))
+			return nil, nil, WithKind(ErrInput, fmt.Errorf("%s %s: %w", s.kind(), inputfile.Quote(s.Path), err))
 		}
+		im, err := openState(f)
+		if err != nil {
+			release()
+			return nil, nil, err
+		}
+		images = append(images, im)
+		backends[s.Path] = im
 	}
-	return release, nil
+	return backends, release, nil
 }

@@ -20,6 +20,8 @@ type TreeOptions struct {
 	Owner       *fusedisk.Owner
 	Passthrough bool        // see MountOptions
 	Logger      *zap.Logger // nil: zap.NewNop()
+	// State are the backends of the payload's state files, by path (see Mount).
+	State map[string]fusedisk.Writable
 }
 
 // Tree is a payload's files, ready to be served at the directory it was made
@@ -39,14 +41,18 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 		o.Kind = "embedded"
 	}
 	t := &Tree{Manifest: newManifest(p, dir, o.Kind), VMConfig: p.VMConfig(dir)}
+	disks := p.Disks()
+	for i := range disks {
+		disks[i].Writable = o.State
+	}
 	files, err := documents(p, t.Manifest, t.VMConfig)
 	if err != nil {
 		return nil, err
 	}
 	if pool == nil {
-		t.Sources, err = fusedisk.OpenFiles(p.Disks(), p.opened(), o.Logger)
+		t.Sources, err = fusedisk.OpenFiles(disks, p.opened(), o.Logger)
 	} else {
-		t.Sources, err = pool.Open(p.Disks(), p.opened())
+		t.Sources, err = pool.Open(disks, p.opened())
 	}
 	if err != nil {
 		var se *fusedisk.SourceError
@@ -55,7 +61,7 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 		}
 		return nil, WithKind(ErrMount, err)
 	}
-	t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: p.Disks(), Files: files, Dir: dir, Owner: o.Owner, Passthrough: o.Passthrough, Logger: o.Logger})
+	t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: dir, Owner: o.Owner, Passthrough: o.Passthrough, Logger: o.Logger})
 	if err != nil {
 		t.Sources.Close()
 		return nil, WithKind(ErrMount, err)
