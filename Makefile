@@ -52,15 +52,16 @@ guest:
 
 # demo mounts the sample app, shows the mount, boots it from the mount under QEMU
 # (the guest prints its checks as one VMFS-VERDICT line) and unmounts.
-# PROFILE=android13|android14|android15 boots the Android 13+ sample (two extra APKs).
+# PROFILE=android14|android15 boots the Android 13+ sample (two extra APKs) with an instance image.
 PROFILE ?= android12
 ifeq ($(PROFILE),android12)
 DEMO_FLAGS := --apex-info-list testdata/apex-info-list.xml
 DEMO_APP   := testdata/app/sample.apk testdata/app/sample.apk.idsig assets/vm_config.json
 else
+# The instance image is made on the first demo and kept, as vm run-app keeps it.
 DEMO_FLAGS := --apex-info-list testdata/later/apex-info-list.xml \
 	--extra-idsig testdata/later/extra-0.apk.idsig --extra-idsig testdata/later/extra-1.apk.idsig
-DEMO_APP   := testdata/later/sample.apk testdata/later/sample.apk.idsig assets/vm_config.json
+DEMO_APP   := --config-path assets/vm_config.json testdata/later/sample.apk testdata/later/sample.apk.idsig $(BUILD)/demo-instance-$(PROFILE).img
 endif
 DEMO_FLAGS += --profile $(PROFILE) --os-dir $(GUEST)
 demo: deps build guest

@@ -40,6 +40,9 @@ type Inputs struct {
 	ConfigPath string   `json:"config_path"` // inside the APK
 	Apexes     []string `json:"apexes"`
 	OSConfig   string   `json:"os_config"`
+	// The VM's state files (android13+), absolute; "" when there is none.
+	Instance string `json:"instance,omitempty"`
+	Storage  string `json:"storage,omitempty"`
 }
 
 // DiskFiles are a disk's files in a mount.
@@ -63,6 +66,13 @@ func newManifest(p *Payload, dir, kind string) *Manifest {
 		Server:   ManifestServer{Pid: os.Getpid(), Kind: kind},
 		Inputs:   Inputs{APK: p.APK, Idsig: p.Idsig, ConfigPath: p.ConfigPath, Apexes: p.ApexPaths(), OSConfig: p.OSConfigPath},
 		VMConfig: filepath.Join(dir, "vm.json"),
+	}
+	for _, s := range p.State {
+		if s.Label == InstanceLabel {
+			m.Inputs.Instance = s.Path
+		} else {
+			m.Inputs.Storage = s.Path
+		}
 	}
 	for _, d := range p.Disks() {
 		name := d.Dir

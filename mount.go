@@ -38,8 +38,9 @@ type Server struct {
 
 // Mount serves p at dir, an existing empty directory, and returns once the kernel
 // has the mount. The mountpoint is locked while it is checked and mounted, so
-// that concurrent mounts on one directory never stack: the first wins. ctx bounds
-// only the wait for that lock.
+// that concurrent mounts on one directory never stack: the first wins; ctx
+// bounds only the wait for that lock. The payload's state files are the mount's
+// until it is unmounted (see NewTree): a second mount of one is refused.
 func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server, error) {
 	log := o.Logger
 	if log == nil {

@@ -40,6 +40,16 @@ type Spec struct {
 	OSDir        string // holds <os.name>.json; "" means DefaultOSDir
 	RandomGUIDs  bool   // fresh GUIDs, as Android does; default: derived from the inputs
 	Files        *Files // the APK and idsig already open: read these, never open APK and Idsig
+	// Instance is the instance image (`vm run-app <apk> <idsig> <instance>`, from
+	// android13), Storage encrypted storage (`--storage`, from android14): writable
+	// partitions of the VM's own (see PrepareState for missing ones). Without an
+	// instance image only the payload disk is laid out, which Microdroid of Android
+	// 13 and later refuses to boot. StorageSize is the size a missing storage is
+	// made at (0: DefaultStateSize).
+	Instance, Storage string
+	StorageSize       int64
+	// InstanceIDFile holds the VM's instance ID (`--instance-id-file`, android15).
+	InstanceIDFile string
 }
 
 // Payload is a Spec resolved: every input read and checked, every disk laid out,
@@ -56,7 +66,13 @@ type Payload struct {
 	Apexes                 []metadata.ApexInfo // in partition order, ModulePath absolute
 	Disk                   *layout.Disk
 	OSDisks                map[int]*layout.Disk // the OS config's partitioned disks, by index
-	files                  *Files               // Spec.Files
+	// State are the VM's state files, in partition order; StateDisk holds them
+	// when the profile gives them a disk of their own (android14+), else they are
+	// on OSDisks[1] (android13).
+	State      []StateFile
+	StateDisk  *layout.Disk
+	InstanceID []byte // from Spec.InstanceIDFile
+	files      *Files // Spec.Files
 }
 
 // Resolve reads and checks the inputs and lays out every disk, as
@@ -99,10 +115,26 @@ func resolve(spec Spec) (*Payload, error) {
 	if p.OSConfig, err = metadata.LoadVMConfig(p.OSConfigPath); err != nil {
 		return nil, err
 	}
+	if p.State, err = spec.stateFiles(); err != nil {
+		return nil, err
+	}
+	for i := range p.State {
+		if err := p.State[i].read(p.Profile); err != nil {
+			return nil, err
+		}
+	}
+	if spec.InstanceIDFile != "" {
+		if p.InstanceID, err = readInstanceID(spec.InstanceIDFile); err != nil {
+			return nil, err
+		}
+	}
 	if err := p.layOutPayload(spec, apk, idsig); err != nil {
 		return nil, err
 	}
-	return p, p.layOutOSDisks(spec.RandomGUIDs)
+	if err := p.layOutOSDisks(spec.RandomGUIDs); err != nil {
+		return nil, err
+	}
+	return p, p.layOutStateDisk(spec.RandomGUIDs)
 }
 
 // layOutPayload picks the APEXes and extra APKs as the profile's Android does,
@@ -205,9 +237,19 @@ func (p *Payload) layOutDisk(apexes []metadata.ApexInfo, randomGUIDs bool, apk, 
 	return nil
 }
 
-// layOutOSDisks lays out the OS config's partitioned disks.
+// stateOSDisk is the OS config's disk Android 13 appends vm-instance to
+// (virtualizationservice's `vm_config.disks[1]`).
+const stateOSDisk = 1
+
+// layOutOSDisks lays out the OS config's partitioned disks, with the state
+// partitions on disk 1 when the profile puts them there.
 func (p *Payload) layOutOSDisks(randomGUIDs bool) error {
 	p.OSDisks = map[int]*layout.Disk{}
+	onOS := p.Profile.State() == metadata.StateOnOSDisk && len(p.State) > 0
+	if onOS && (len(p.OSConfig.Disks) <= stateOSDisk || len(p.OSConfig.Disks[stateOSDisk].Partitions) == 0) {
+		return fmt.Errorf("vm config %s: %s puts %s on the config's disk %d, as Microdroid's config has it, but it has no partitioned disk %d",
+			p.OSConfigPath, p.Profile, InstanceLabel, stateOSDisk, stateOSDisk)
+	}
 	for i, d := range p.OSConfig.Disks {
 		if len(d.Partitions) == 0 {
 			continue
@@ -220,6 +262,11 @@ func (p *Payload) layOutOSDisks(randomGUIDs bool) error {
 			}
 			parts = append(parts, layout.FilePart{Label: part.Label, Source: src, Writable: part.Writable})
 		}
+		if onOS && i == stateOSDisk {
+			for _, s := range p.State {
+				parts = append(parts, s.part())
+			}
+		}
 		var err error
 		if p.OSDisks[i], err = layout.FilesDisk(parts, guids(randomGUIDs, len(parts))); err != nil {
 			return fmt.Errorf("vm config %s: disk %d: %w", p.OSConfigPath, i, err)
@@ -227,6 +274,27 @@ func (p *Payload) layOutOSDisks(randomGUIDs bool) error {
 	}
 	return nil
 }
+
+// layOutStateDisk lays out the disk of the state partitions, when there are
+// some and the profile gives them a disk.
+func (p *Payload) layOutStateDisk(randomGUIDs bool) error {
+	if p.Profile.State() != metadata.StateDiskFirst || len(p.State) == 0 {
+		return nil
+	}
+	parts := make([]layout.FilePart, len(p.State))
+	for i, s := range p.State {
+		parts[i] = s.part()
+	}
+	var err error
+	if p.StateDisk, err = layout.FilesDisk(parts, guids(randomGUIDs, len(parts))); err != nil {
+		return fmt.Errorf("%s state disk: %w", p.Profile, err)
+	}
+	return nil
+}
+
+// stateDiskIndex is the state disk's place in the VM config: after the OS
+// config's disks, before the payload disk.
+func (p *Payload) stateDiskIndex() int { return len(p.OSConfig.Disks) }
 
 // ApexPaths are the APEX files, in partition order.
 func (p *Payload) ApexPaths() []string {
@@ -244,7 +312,8 @@ func (p *Payload) MetadataBlob() []byte { return p.Disk.Partitions[0].Extents[0]
 func osDiskDir(i int) string { return fmt.Sprintf("disks/%d", i) }
 
 // Disks lists the disks to serve: the payload at the root, the OS config's
-// partitioned disks under disks/<i>, in that order.
+// partitioned disks under disks/<i>, and the state disk under disks/<n> (n: the
+// OS config's disk count, its index in the VM config), in that order.
 func (p *Payload) Disks() []fusedisk.Disk {
 	ds := []fusedisk.Disk{{Disk: p.Disk}}
 	for i := range p.OSConfig.Disks {
@@ -252,12 +321,15 @@ func (p *Payload) Disks() []fusedisk.Disk {
 			ds = append(ds, fusedisk.Disk{Dir: osDiskDir(i), Disk: d})
 		}
 	}
+	if p.StateDisk != nil {
+		ds = append(ds, fusedisk.Disk{Dir: osDiskDir(p.stateDiskIndex()), Disk: p.StateDisk})
+	}
 	return ds
 }
 
 // VMConfig is the VM config to launch from a mount at dir: the OS config with its
-// partitioned disks replaced by their composites in the mount and the payload disk
-// appended, as virtualizationservice does.
+// partitioned disks replaced by their composites in the mount, then the state
+// disk (android14+) and the payload disk appended, as virtualizationservice does.
 func (p *Payload) VMConfig(dir string) *metadata.VMConfig {
 	c := *p.OSConfig
 	c.Disks = nil
@@ -265,7 +337,13 @@ func (p *Payload) VMConfig(dir string) *metadata.VMConfig {
 		if p.OSDisks[i] != nil {
 			d = metadata.DiskImage{Image: fusedisk.Disk{Dir: osDiskDir(i)}.Paths(dir).Composite, Writable: d.Writable}
 		}
+		if p.Profile.State() == metadata.StateOnOSDisk && i == stateOSDisk {
+			d.Writable = true // crosvm opens a composite read-write only for a writable disk
+		}
 		c.Disks = append(c.Disks, d)
+	}
+	if p.StateDisk != nil {
+		c.Disks = append(c.Disks, metadata.DiskImage{Image: fusedisk.Disk{Dir: osDiskDir(p.stateDiskIndex())}.Paths(dir).Composite, Writable: true})
 	}
 	c.Disks = append(c.Disks, metadata.DiskImage{Image: fusedisk.Disk{}.Paths(dir).Composite})
 	return &c

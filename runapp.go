@@ -47,14 +47,32 @@ type RunOptions struct {
 // Every cleanup error is returned along with the run's own. A VMM that exits
 // non-zero gives a *launcher.ExitError; one that cannot start, an ErrVMM error;
 // when ctx is done, the VM is stopped and ctx's cause returned.
-func RunApp(ctx context.Context, o RunOptions) error {
+//
+// Missing state files (Spec.Instance, Spec.Storage, Spec.InstanceIDFile) are made
+// first, as `vm run-app` makes them (PrepareState), and removed again when the VM
+// never starts (AVF leaves them): a run that fails leaves nothing behind. Each state
+// file is locked for the run (see Mount): a second run on it is refused.
+func RunApp(ctx context.Context, o RunOptions) (err error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
+	}
+	started := false
+	if o.Mount == "" {
+		created, err := PrepareState(o.Spec)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if !started {
+				created.Remove()
+			}
+		}()
 	}
 	t, err := target(ctx, o)
 	if err != nil {
 		return err
 	}
+	t.started = &started
 	if !o.SkipVerify && o.DryRun == nil {
 		o.Logger.Debug("phase: pre-flight: verifying the APK against its idsig")
 		if err := t.verify(ctx); err != nil {
@@ -107,7 +125,7 @@ func launchOrPrint(ctx context.Context, t *runTarget, o RunOptions) error {
 	if o.DryRun != nil {
 		return PrintCommand(o.DryRun, &vm, o.VM)
 	}
-	return boot(ctx, &vm, o)
+	return boot(ctx, &vm, o, t.started)
 }
 
 // runTarget is what a run boots: the VM config (once mounted), the APK and idsig
@@ -120,6 +138,7 @@ type runTarget struct {
 	payload    *Payload
 	flat       map[string]string
 	rw         map[string]bool // composites with writable partitions
+	started    *bool           // set once the VMM runs
 }
 
 // verify checks the APK against its idsig: the payload's own files, or those a
@@ -169,8 +188,9 @@ func CreateIdsig(ctx context.Context, apk, idsig string) error {
 	return interruptible(ctx, func() error { return WithKind(ErrInput, metadata.CreateIdsig(apk, idsig)) })
 }
 
-// boot runs the VM to its end, streaming the console and watching for a verdict.
-func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
+// boot runs the VM to its end, streaming the console and watching for a verdict;
+// started is set once the VMM runs.
+func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions, started *bool) error {
 	console := o.Stdout
 	if o.Console != "" {
 		cf, err := outputfile.Open(o.Console)
@@ -187,6 +207,7 @@ func boot(ctx context.Context, vm *metadata.VMConfig, o RunOptions) error {
 	if err != nil {
 		return err
 	}
+	*started = true
 	return m.Outcome(ctx, o.RequireVerdict)
 }
 

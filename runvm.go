@@ -28,5 +28,5 @@ func RunVM(ctx context.Context, path string, o RunOptions) error {
 	if o.DryRun != nil {
 		return PrintCommand(o.DryRun, cfg, o.VM)
 	}
-	return boot(ctx, cfg, o)
+	return boot(ctx, cfg, o, new(bool))
 }

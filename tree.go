@@ -8,9 +8,9 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"vmfs/fusedisk"
+	"vmfs/internal/inputfile"
 	"vmfs/internal/jsonfmt"
 	"vmfs/layout"
 	"vmfs/metadata"
@@ -64,7 +64,7 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 		return nil, err
 	}
 	disks := p.Disks()
-	if t.states, err = openWritable(disks); err != nil {
+	if t.states, err = openWritable(p, disks); err != nil {
 		return nil, err
 	}
 	if pool == nil {
@@ -119,10 +119,11 @@ func documents(p *Payload, m *Manifest, vm *metadata.VMConfig) (map[string][]byt
 }
 
 // openWritable opens the state file of each writable partition of disks
-// read-write (openState) and gives it to its disk as a writable source. A
-// state file whose size as the VM sees it is not the one laid out is an
-// ErrInput error.
-func openWritable(disks []fusedisk.Disk) (states []stateImage, err error) {
+// read-write, locks it for this tree alone (lockState) and gives it to its disk
+// as a writable source (openState). A state file another tree holds, or whose
+// size as the VM sees it is not the one laid out, is an ErrInput error naming it
+// as p does (an instance image, ...).
+func openWritable(p *Payload, disks []fusedisk.Disk) (states []stateImage, err error) {
 	defer func() {
 		if err != nil {
 			for _, s := range states {
@@ -131,6 +132,10 @@ func openWritable(disks []fusedisk.Disk) (states []stateImage, err error) {
 			states = nil
 		}
 	}()
+	kinds := map[string]string{}
+	for _, s := range p.State {
+		kinds[s.Path] = s.kind()
+	}
 	for i := range disks {
 		d := disks[i].Disk
 		for _, part := range d.Partitions {
@@ -138,10 +143,17 @@ func openWritable(disks []fusedisk.Disk) (states []stateImage, err error) {
 				continue
 			}
 			src := d.Sources[part.Extents[0].Source]
-			// Non-blocking: a FIFO swapped in is refused, not waited on.
-			f, err := os.OpenFile(src.Path, os.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+			kind := kinds[src.Path]
+			if kind == "" {
+				kind = "writable partition " + part.Label
+			}
+			f, err := inputfile.OpenFile(src.Path, os.O_RDWR)
 			if err != nil {
-				return states, WithKind(ErrInput, fmt.Errorf("writable partition %s: %w", part.Label, err))
+				return states, &metadata.InputError{Kind: kind, Err: err}
+			}
+			if err := lockState(f); err != nil {
+				f.Close()
+				return states, WithKind(ErrInput, fmt.Errorf("%s %s: %w", kind, inputfile.Quote(src.Path), err))
 			}
 			s, err := openState(f)
 			if err != nil {
@@ -151,7 +163,7 @@ func openWritable(disks []fusedisk.Disk) (states []stateImage, err error) {
 			s = closing{s, f}
 			states = append(states, s)
 			if s.Size() != src.Size {
-				return states, WithKind(ErrInput, fmt.Errorf("writable partition %s: %s shows %d bytes, laid out for %d", part.Label, src.Path, s.Size(), src.Size))
+				return states, WithKind(ErrInput, fmt.Errorf("%s %s shows %d bytes, laid out for %d", kind, inputfile.Quote(src.Path), s.Size(), src.Size))
 			}
 			if disks[i].Writable == nil {
 				disks[i].Writable = map[string]fusedisk.Writable{}

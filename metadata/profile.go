@@ -101,7 +101,21 @@ type profileFacts struct {
 	// partitionGranule: a writable partition's size is rounded up to a multiple of it
 	// (initializeWritablePartition, 2023-01; crosvm wants 4 KiB multiples); 0: as asked.
 	partitionGranule int64
+	// state is where `vm run-app` puts the VM's writable state (formats-later.md).
+	state StatePlacement
+	// storage: `--storage` (encrypted storage, from Android 14); instanceID:
+	// `--instance-id-file` (Android 15).
+	storage, instanceID bool
 }
+
+// StatePlacement is where a profile's `vm run-app` puts the VM's state files.
+type StatePlacement uint8
+
+const (
+	NoState        StatePlacement = iota // no instance image (mid-2021)
+	StateOnOSDisk                        // vm-instance appended to the OS config's disk 1 (Android 13)
+	StateDiskFirst                       // a writable disk [vm-instance, encryptedstore] before the payload disk (Android 14+)
+)
 
 var profiles = [...]profileFacts{
 	Android12: {
@@ -121,6 +135,7 @@ var profiles = [...]profileFacts{
 		extraApks:          true,
 		debugLevels:        []DebugLevel{DebugNone, DebugAppOnly, DebugFull},
 		schema:             configSchema{osName: osMicrodroid, taskArgs: keyDefault, exportTombstones: keyRequired},
+		state:              StateOnOSDisk,
 	},
 	Android14: {
 		name:               "android14",
@@ -134,6 +149,8 @@ var profiles = [...]profileFacts{
 		debugLevels:        []DebugLevel{DebugNone, DebugFull},
 		schema:             configSchema{osName: osMicrodroid, exportTombstones: keyOption, enableAuthfs: keyDefault},
 		partitionGranule:   4096,
+		state:              StateDiskFirst,
+		storage:            true,
 	},
 	Android15: {
 		name:               "android15",
@@ -150,6 +167,9 @@ var profiles = [...]profileFacts{
 			hugepages: keyDefault},
 		rawPartitions:    true,
 		partitionGranule: 4096,
+		state:            StateDiskFirst,
+		storage:          true,
+		instanceID:       true,
 	},
 }
 
@@ -211,6 +231,15 @@ func (p Profile) PartitionSize(n int64) int64 {
 	}
 	return (n + g - 1) / g * g
 }
+
+// State is where the profile's `vm run-app` puts the instance image and storage.
+func (p Profile) State() StatePlacement { return p.facts().state }
+
+// Storage tells whether the profile's `vm run-app` takes `--storage`.
+func (p Profile) Storage() bool { return p.facts().storage }
+
+// InstanceID tells whether the profile's `vm run-app` takes `--instance-id-file`.
+func (p Profile) InstanceID() bool { return p.facts().instanceID }
 
 // ParseDebugLevel checks a --debug value; "" gives the profile's default.
 func (p Profile) ParseDebugLevel(s string) (DebugLevel, error) {

@@ -3,9 +3,9 @@
 // new, empty image of a given virtual size, laid out as crosvm's QcowFile::new lays it
 // out, with a few bytes written at virtual offset 0 as AVF formats the partition.
 //
-// It owns that writer, and the check of an existing image's header (Check) before
-// vmfs serves it: it follows no path (it writes to a File it is given) and imports
-// no other vmfs package.
+// It owns that writer, the check of an existing image's header (Check) before vmfs
+// serves it and the reading of its virtual size (VirtualSize): it follows no path (it
+// reads and writes a File it is given) and imports no other vmfs package.
 //
 // # Layout
 //
@@ -151,4 +151,21 @@ func Create(f File, size int64, head []byte) error {
 func l1Size(size int64) int64 {
 	clusters := (size + ClusterSize - 1) / ClusterSize
 	return (clusters + l2Entries - 1) / l2Entries
+}
+
+// VirtualSize is the virtual size of the QCOW2 image r, and false when r does not
+// start with the QCOW2 magic (a raw image).
+func VirtualSize(r io.ReaderAt) (int64, bool, error) {
+	var h [32]byte
+	if _, err := r.ReadAt(h[:], 0); err != nil && err != io.EOF {
+		return 0, false, err
+	}
+	if binary.BigEndian.Uint32(h[0:]) != Magic {
+		return 0, false, nil
+	}
+	size := binary.BigEndian.Uint64(h[24:])
+	if size > 1<<62 {
+		return 0, true, fmt.Errorf("%w: a virtual size of %d bytes", ErrSize, size)
+	}
+	return int64(size), true, nil
 }

@@ -19,6 +19,23 @@ type Verdict struct {
 	// Profile is the Android release the payload disk is from (e.g. "android13"), or
 	// the releases it could be from, joined by "|"; empty when the metadata was unreadable.
 	Profile string `json:"profile,omitempty"`
+	// Instance and Storage report the VM's state partitions, when it has them.
+	Instance *Instance `json:"instance,omitempty"`
+	Storage  *Storage  `json:"storage,omitempty"`
+}
+
+// Instance is what the guest found in vm-instance and left there: the boot record
+// after the instance header counts the boots that got that far.
+type Instance struct {
+	Found uint32 `json:"found"` // the count the record held at boot; 0: no record, a first boot
+	Boots uint32 `json:"boots"` // the count written for this boot
+}
+
+// Storage is what the guest found in encryptedstore.
+type Storage struct {
+	// Formatted: the guest's own marker was there (a later boot); else the storage was
+	// UNFORMATTED-STORAGE, as the host makes it, and the guest formatted it now.
+	Formatted bool `json:"formatted"`
 }
 
 // Check is one thing the agent verified, in the order it ran.

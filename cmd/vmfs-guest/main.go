@@ -9,9 +9,13 @@
 // apkdmverity does. It then prints one line, "VMFS-VERDICT {json}" naming the profile,
 // on the console and powers the VM off.
 //
+// With the VM's state partitions (android13+) it checks vm-instance's header as
+// Microdroid's manager does and keeps a boot record after it, and formats encrypted
+// storage on first boot (state.go); the verdict reports both.
+//
 // It runs only inside the guest (build-guest.sh packs it into an initramfs with the kernel
-// modules it loads), never writes to the payload disk, and imports no vmfs package but
-// metadata, so it builds static without cgo.
+// modules it loads), writes only to the state partitions, never to the payload disk, and
+// imports no vmfs package but metadata and verdict, so it builds static without cgo.
 package main
 
 import (
@@ -125,6 +129,11 @@ func run(r *report) {
 	}) {
 		return
 	}
+	// The state disk comes before the payload disk: its partitions are there.
+	if all, err := scanPartitions(); err == nil {
+		parts = all
+	}
+	checkState(r, parts)
 
 	seen := map[string]int{}
 	for i, a := range m.GetApexes() {

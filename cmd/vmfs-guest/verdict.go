@@ -35,7 +35,15 @@ type report struct {
 	mu      sync.Mutex
 	checks  []check
 	profile string
+	state   []func(*verdict.Verdict) // fill in the state partitions' reports
 	done    bool
+}
+
+// setState records set, which fills in a state partition's report.
+func (r *report) setState(set func(*verdict.Verdict)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.state = append(r.state, set)
 }
 
 // setProfile records the profile (or profiles) the disk is from.
@@ -71,6 +79,9 @@ func (r *report) finish(w io.Writer) error {
 	}
 	r.done = true
 	v := verdict.Verdict{OK: len(r.checks) > 0, Checks: r.checks, Profile: r.profile}
+	for _, set := range r.state {
+		set(&v)
+	}
 	for _, c := range r.checks {
 		v.OK = v.OK && c.OK
 	}

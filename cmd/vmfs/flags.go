@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/spf13/pflag"
 
 	"vmfs"
@@ -12,6 +15,10 @@ type specFlags struct {
 	profile           string
 	debug             string
 	payloadBinaryName string
+	configPath        string
+	storage           string
+	storageSize       string
+	instanceIDFile    string
 	extraIdsigs       []string
 	extraAPKs         []string
 	apexDirs          []string
@@ -25,7 +32,11 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 	f.registerSources(fs)
 	fs.StringVar(&f.profile, "profile", metadata.Android12.String(), "the Android release whose payload disk to build: android12 (mid-2021), android13, android14 or android15")
 	fs.StringVar(&f.debug, "debug", "", "debug level, as vm run-app's --debug: none, app_only or full (android13+; default: the release's)")
-	fs.StringVar(&f.payloadBinaryName, "payload-binary-name", "", "name the payload by a binary in the APK's lib/<abi>/ instead of a config path, which is then left out (android14+)")
+	fs.StringVar(&f.payloadBinaryName, "payload-binary-name", "", "name the payload by a binary in the APK's lib/<abi>/ instead of a config path (android14+)")
+	fs.StringVar(&f.configPath, "config-path", "", "the payload config inside the APK (android14+, where it is no argument)")
+	fs.StringVar(&f.storage, "storage", "", "encrypted storage image, made when missing (android14+)")
+	fs.StringVar(&f.storageSize, "storage-size", "", "size a missing --storage is made at: bytes, or K, M, G (default 10M)")
+	fs.StringVar(&f.instanceIDFile, "instance-id-file", "", "file holding the VM's 64-byte instance ID, made when missing (android15)")
 	fs.StringArrayVar(&f.extraIdsigs, "extra-idsig", nil, "idsig of an extra APK, in order (repeatable; android13+)")
 	fs.StringArrayVar(&f.extraAPKs, "extra-apk", nil, "an extra APK, with --payload-binary-name (repeatable; android15)")
 	fs.BoolVar(&f.randomGUIDs, "random-guids", false, "fresh random disk and partition GUIDs, as Android does (default: derived from the inputs)")
@@ -35,7 +46,7 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 var sourceFlags = []string{"apex-dir", "apex-info-list", "os-dir"}
 
 // profileFlags pick a later Android's payload, which a service does not build yet.
-var profileFlags = []string{"profile", "debug", "payload-binary-name", "extra-idsig", "extra-apk"}
+var profileFlags = []string{"profile", "debug", "payload-binary-name", "config-path", "extra-idsig", "extra-apk", "storage", "storage-size", "instance-id-file"}
 
 func (f *specFlags) registerSources(fs *pflag.FlagSet) {
 	f.flags = fs
@@ -60,13 +71,48 @@ func (f *specFlags) clientSpec(args []string) (vmfs.Spec, error) {
 	return vmfs.Spec{APK: args[0], Idsig: args[1], ConfigPath: args[2], RandomGUIDs: f.randomGUIDs}, nil
 }
 
-// payloadArgs is how many positional arguments name the payload: the APK, the
-// idsig and the config path, which a payload binary name replaces.
-func (f *specFlags) payloadArgs() int {
-	if f.payloadBinaryName != "" {
-		return 2
+// payloadForms are the positional arguments naming the payload, per profile, as
+// each Android's `vm run-app` takes them.
+var payloadForms = map[metadata.StatePlacement]string{
+	metadata.NoState:        "<apk> <idsig> <config_path>",
+	metadata.StateOnOSDisk:  "<apk> <idsig> <instance> <config_path>",
+	metadata.StateDiskFirst: "<apk> <idsig> <instance> with one of --config-path, --payload-binary-name",
+}
+
+// payloadArgs checks the payload's flags against the profile's form and says how
+// many positional arguments (extra more: a mountpoint) name the payload.
+func (f *specFlags) payloadArgs(fs *pflag.FlagSet, extra string) (int, error) {
+	prof, err := metadata.ParseProfile(f.profile)
+	if err != nil {
+		return 0, usagef("--profile: %v", err)
 	}
-	return 3
+	form := func(problem string) error {
+		return usagef("%s: %s; %s takes %s%s", fs.Name(), problem, prof, payloadForms[prof.State()], extra)
+	}
+	switch prof.State() {
+	case metadata.StateDiskFirst:
+		if (f.configPath == "") == (f.payloadBinaryName == "") {
+			return 0, form("give one of --config-path and --payload-binary-name")
+		}
+	default:
+		if f.configPath != "" {
+			return 0, form("--config-path is an argument")
+		}
+	}
+	if !prof.Storage() && (f.storage != "" || f.storageSize != "") {
+		return 0, form("no --storage (from android14)")
+	}
+	if !prof.InstanceID() && f.instanceIDFile != "" {
+		return 0, form("no --instance-id-file (android15)")
+	}
+	want := map[metadata.StatePlacement]int{metadata.NoState: 3, metadata.StateOnOSDisk: 4, metadata.StateDiskFirst: 3}[prof.State()]
+	if f.payloadBinaryName != "" && prof.State() == metadata.NoState {
+		want-- // the library says which profiles take a binary name
+	}
+	if fs.NArg() != want+len(strings.Fields(extra)) {
+		return 0, form(fmt.Sprintf("%d arguments", fs.NArg()))
+	}
+	return want, nil
 }
 
 // spec is the payload the command line names in args (payloadArgs of them).
@@ -79,9 +125,25 @@ func (f *specFlags) spec(args []string) (vmfs.Spec, error) {
 		Profile: prof, APK: args[0], Idsig: args[1], PayloadBinaryName: f.payloadBinaryName,
 		ExtraIdsigs: f.extraIdsigs, ExtraAPKs: f.extraAPKs, Debug: f.debug,
 		ApexDirs: f.apexDirs, OSDir: f.osDir, RandomGUIDs: f.randomGUIDs,
+		Storage: f.storage, InstanceIDFile: f.instanceIDFile, ConfigPath: f.configPath,
 	}
-	if f.payloadBinaryName == "" {
-		s.ConfigPath = args[2]
+	switch prof.State() {
+	case metadata.NoState:
+		if f.payloadBinaryName == "" {
+			s.ConfigPath = args[2]
+		}
+	case metadata.StateOnOSDisk:
+		s.Instance, s.ConfigPath = args[2], args[3]
+	default:
+		s.Instance = args[2]
+	}
+	if f.storageSize != "" {
+		if s.StorageSize, err = vmfs.ParseSize(f.storageSize); err != nil {
+			return vmfs.Spec{}, usagef("--storage-size: %v", err)
+		}
+		if s.StorageSize == 0 {
+			return vmfs.Spec{}, usagef("--storage-size: want at least 1 byte")
+		}
 	}
 	if f.flags.Changed("apex-info-list") {
 		s.ApexInfoList = f.apexInfoList

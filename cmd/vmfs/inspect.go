@@ -23,10 +23,10 @@ func runInspect(c *command, ctx context.Context, fs *pflag.FlagSet, args []strin
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	args, err := positional(fs, sf.payloadArgs())
-	if err != nil {
+	if _, err := sf.payloadArgs(fs, ""); err != nil {
 		return err
 	}
+	args = fs.Args()
 	spec, err := sf.spec(args)
 	if err != nil {
 		return err

@@ -65,14 +65,14 @@ type subcommand struct {
 }
 
 var subcommands = []subcommand{
-	{"inspect", "[flags] <apk> <idsig> <config_path> (no config path with --payload-binary-name)", "print the payload disk's partition table and the VM config, without mounting", runInspect},
+	{"inspect", "[flags] <apk> <idsig> <config_path> (android13: <apk> <idsig> <instance> <config_path>; android14+: <apk> <idsig> <instance> with --config-path or --payload-binary-name)", "print the payload disk's partition table and the VM config, without mounting", runInspect},
 	{"verify", "<apk> <idsig>", "check an APK against its APK Signature Scheme v4 idsig", runVerify},
 	{"create-idsig", "<apk> <idsig>", "write the v4 idsig of an APK (its merkle tree and root hash), as `vm create-idsig`", runCreateIdsig},
 	{"create-partition", "[flags] <path> <size>", "create a VM's writable partition image (an instance image, encrypted storage), as `vm create-partition`", runCreatePartition},
-	{"mount", "[flags] <apk> <idsig> [<config_path>] <mountpoint>", "serve the payload disk at mountpoint (in the background; through a service: add it there, the mountpoint optional)", runMount},
+	{"mount", "[flags] <apk> <idsig> <config_path> <mountpoint> (the payload as for inspect)", "serve the payload disk at mountpoint (in the background; through a service: add it there, the mountpoint optional)", runMount},
 	{"unmount", "<mountpoint> | <name> | --dir <service dir>", "stop a vmfs mount and wait for its server (through a service: remove a payload)", runUnmount},
 	{"list", "", "list active vmfs mounts, and a service's payloads and VMs", runList},
-	{"run-app", "[flags] <apk> <idsig> [<config_path>] | --mount <mountpoint>", "mount the payload on a private mountpoint, boot it (crosvm or QEMU) and clean up", runRunApp},
+	{"run-app", "[flags] <apk> <idsig> <config_path> (as for inspect) | --mount <mountpoint>", "mount the payload on a private mountpoint, boot it (crosvm or QEMU) and clean up", runRunApp},
 	{"run", "[flags] <vm_config.json>", "boot a raw VM config, as `vm run`", runRunVM},
 	{"serve", "[flags]", "serve many payloads in one mount, and the VMs booting them, over a control socket (in the foreground)", runServe},
 	{"stop", "<cid> | <name>", "stop a VM of the vmfs service", runStop},

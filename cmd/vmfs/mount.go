@@ -67,10 +67,10 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 	if err := needsService(fs, "name"); err != nil {
 		return err
 	}
-	args, err := positional(fs, f.payloadArgs()+1) // and the mountpoint
-	if err != nil {
+	if _, err := f.payloadArgs(fs, " <mountpoint>"); err != nil {
 		return err
 	}
+	args = fs.Args()
 	switch {
 	case f.readyFd > 0:
 		return f.serveReporting(c, ctx, args)
@@ -118,12 +118,22 @@ func (f *mountFlags) mountThrough(c *command, ctx context.Context, cl *service.C
 	return err
 }
 
-// mount resolves the payload and serves it at the mountpoint.
-func (f *mountFlags) mount(ctx context.Context, log *zap.Logger, args []string) (*vmfs.Server, error) {
+// mount makes the missing state files, resolves the payload and serves it at the
+// mountpoint; a state file it made goes again when the mount fails.
+func (f *mountFlags) mount(ctx context.Context, log *zap.Logger, args []string) (srv *vmfs.Server, err error) {
 	spec, err := f.spec(args)
 	if err != nil {
 		return nil, err
 	}
+	created, err := vmfs.PrepareState(spec)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			created.Remove()
+		}
+	}()
 	p, err := vmfs.Resolve(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -337,16 +347,19 @@ func runList(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) 
 		fmt.Fprintln(c.stdout)
 	}
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "MOUNTPOINT\tPID\tSTATE\tKIND\tPROFILE\tAPK")
+	fmt.Fprintln(w, "MOUNTPOINT\tPID\tSTATE\tKIND\tPROFILE\tAPK\tINSTANCE")
 	for _, m := range ms {
-		state, kind, profile, apk := m.State, "-", "-", "-"
+		state, kind, profile, apk, instance := m.State, "-", "-", "-", "-"
 		if s, ok := listStates[state]; ok {
 			state = s
 		}
 		if m.Manifest != nil {
 			kind, profile, apk = m.Manifest.Server.Kind, m.Manifest.Profile, inputfile.Quote(m.Manifest.Inputs.APK)
+			if in := m.Manifest.Inputs.Instance; in != "" {
+				instance = inputfile.Quote(in)
+			}
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", inputfile.Quote(m.Dir), m.Pid, state, kind, profile, apk)
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", inputfile.Quote(m.Dir), m.Pid, state, kind, profile, apk, instance)
 	}
 	return w.Flush()
 }

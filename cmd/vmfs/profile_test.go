@@ -17,8 +17,18 @@ import (
 
 // profileArgs are the flags and payload arguments of the committed sample at prof:
 // the mid-2021 sample at android12, the Android 13+ one with its two extra APKs
-// at the later profiles; binary names the payload by its binary (android14+).
+// at the later profiles, with a fresh instance image in the form of prof's `vm
+// run-app`; binary names the payload by its binary (android14+).
+// At android13 osDir gets the partitioned disk 1 the instance goes on (stateOSDir).
 func profileArgs(t *testing.T, prof metadata.Profile, binary bool, osDir string) []string {
+	if prof == metadata.Android13 {
+		osDir = stateOSDir(t, osDir)
+	}
+	return stateArgs(t, prof, binary, osDir, filepath.Join(t.TempDir(), "inst.img"))
+}
+
+// stateArgs are profileArgs with the instance image at instance.
+func stateArgs(t *testing.T, prof metadata.Profile, binary bool, osDir, instance string) []string {
 	args := []string{"--profile", prof.String(), "--os-dir", osDir}
 	if prof == metadata.Android12 {
 		return append(args, "--apex-info-list", testdata.APEXInfoListPath(), testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath)
@@ -32,10 +42,15 @@ func profileArgs(t *testing.T, prof metadata.Profile, binary bool, osDir string)
 			args = append(args, "--extra-idsig", e.Idsig)
 		}
 	}
-	if binary {
-		return append(args, "--payload-binary-name", testdata.PayloadBinaryName, testdata.LaterAPKPath(), testdata.LaterIdsigPath())
+	switch {
+	case prof == metadata.Android13:
+		return append(args, testdata.LaterAPKPath(), testdata.LaterIdsigPath(), instance, testdata.ConfigPath)
+	case binary:
+		args = append(args, "--payload-binary-name", testdata.PayloadBinaryName)
+	default:
+		args = append(args, "--config-path", testdata.ConfigPath)
 	}
-	return append(args, testdata.LaterAPKPath(), testdata.LaterIdsigPath(), testdata.ConfigPath)
+	return append(args, testdata.LaterAPKPath(), testdata.LaterIdsigPath(), instance)
 }
 
 // TestProfileMounts: for each profile a mount of the sample passes sgdisk -v, has
@@ -148,11 +163,11 @@ func TestProfileExtraAPKFlipped(t *testing.T) {
 	b[len(b)/3] ^= 0xff
 	os.WriteFile(extra, b, 0o644)
 	args := []string{"run-app", "--vmm", "qemu", "--require-verdict", "--console", "/dev/null", "--timeout", "3m",
-		"--profile", "android13", "--os-dir", guestDir(t), "--apex-info-list", testdata.LaterAPEXInfoListPath()}
+		"--profile", "android13", "--os-dir", stateOSDir(t, guestDir(t)), "--apex-info-list", testdata.LaterAPEXInfoListPath()}
 	for _, e := range testdata.LaterExtraAPKs() {
 		args = append(args, "--extra-idsig", e.Idsig)
 	}
-	args = append(args, filepath.Join(dir, filepath.Base(testdata.LaterAPKPath())), testdata.LaterIdsigPath(), testdata.ConfigPath)
+	args = append(args, filepath.Join(dir, filepath.Base(testdata.LaterAPKPath())), testdata.LaterIdsigPath(), filepath.Join(dir, "inst.img"), testdata.ConfigPath)
 	r := runVmfs(t, "", args...)
 	if r.code != exitFailure || !strings.Contains(r.stderr, "extra-apk:1") {
 		t.Errorf("exit %d: %s", r.code, r.stderr)

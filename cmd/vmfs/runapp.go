@@ -139,14 +139,14 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	want := f.payloadArgs()
 	if f.mount != "" {
-		want = 0
-	}
-	args, err := positional(fs, want)
-	if err != nil {
+		if _, err := positional(fs, 0); err != nil {
+			return err
+		}
+	} else if _, err := f.payloadArgs(fs, ""); err != nil {
 		return err
 	}
+	args = fs.Args()
 	if err := f.check(fs); err != nil {
 		return err
 	}

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"vmfs"
+	"vmfs/metadata"
+	"vmfs/testdata"
+	"vmfs/verdict"
+)
+
+// TestStateUsage: each profile takes the payload and its state in the form of its
+// own `vm run-app`; any other is a usage error naming that form, and makes nothing.
+func TestStateUsage(t *testing.T) {
+	dir := t.TempDir()
+	inst := filepath.Join(dir, "inst.img")
+	apk, idsig, cfg := testdata.LaterAPKPath(), testdata.LaterIdsigPath(), testdata.ConfigPath
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"android12 with an instance", []string{"--profile", "android12", testdata.APKPath(), testdata.IdsigPath(), inst, cfg},
+			"android12 takes <apk> <idsig> <config_path>"},
+		{"android13 without an instance", []string{"--profile", "android13", apk, idsig, cfg},
+			"android13 takes <apk> <idsig> <instance> <config_path>"},
+		{"android13 with --config-path", []string{"--profile", "android13", "--config-path", cfg, apk, idsig, inst},
+			"--config-path is an argument; android13 takes <apk> <idsig> <instance> <config_path>"},
+		{"android14 with a config path argument", []string{"--profile", "android14", apk, idsig, inst, cfg},
+			"android14 takes <apk> <idsig> <instance> with one of --config-path, --payload-binary-name"},
+		{"android14 with neither", []string{"--profile", "android14", apk, idsig, inst},
+			"give one of --config-path and --payload-binary-name"},
+		{"android15 with both", []string{"--profile", "android15", "--config-path", cfg, "--payload-binary-name", "x.so", apk, idsig, inst},
+			"give one of --config-path and --payload-binary-name"},
+		{"android13 with storage", []string{"--profile", "android13", "--storage", filepath.Join(dir, "st.img"), apk, idsig, inst, cfg},
+			"no --storage (from android14)"},
+		{"android14 with an instance id", []string{"--profile", "android14", "--instance-id-file", filepath.Join(dir, "id"), "--config-path", cfg, apk, idsig, inst},
+			"no --instance-id-file (android15)"},
+		{"a bad storage size", []string{"--profile", "android14", "--storage", filepath.Join(dir, "st.img"), "--storage-size", "10X", "--config-path", cfg, apk, idsig, inst},
+			"--storage-size"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, cmd := range []string{"run-app", "inspect"} {
+				r := runVmfs(t, "", append([]string{cmd, "--os-dir", guestDir(t)}, c.args...)...)
+				if r.code != exitUsage || !strings.Contains(r.stderr, c.want) || strings.Count(r.stderr, "\n") != 1 {
+					t.Errorf("%s: exit %d, stderr %q; want exit %d and one line with %q", cmd, r.code, r.stderr, exitUsage, c.want)
+				}
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Errorf("left behind: %v", ents)
+			}
+		})
+	}
+}
+
+// TestStateMount: a mount at android15 makes the missing instance image (raw, 10
+// MiB, the instance header) and storage, shows them as the partitions of a disk of
+// their own before the payload disk, writable in layout.json and named read-write in
+// the composite; list shows the instance; a second mount of the same instance is
+// refused while the first is there, and allowed once it is gone.
+func TestStateMount(t *testing.T) {
+	testdata.RequireFUSE(t)
+	dir := t.TempDir()
+	inst, storage := filepath.Join(dir, "inst.img"), filepath.Join(dir, "storage.img")
+	args := append([]string{"mount", "--storage", storage, "--storage-size", "20000"}, profileArgs(t, metadata.Android15, false, testdata.OSDir())...)
+	args[len(args)-1] = inst
+	mnt := t.TempDir()
+	if r := runVmfs(t, "", append(args, mnt)...); r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
+
+	for path, want := range map[string]struct {
+		size int64
+		head string
+	}{inst: {vmfs.DefaultStateSize, metadata.InstanceMagic + "\x01\x00"}, storage: {20480, metadata.UnformattedStorageMagic}} {
+		b, err := os.ReadFile(path)
+		if err != nil || int64(len(b)) != want.size || !bytes.HasPrefix(b, []byte(want.head)) {
+			t.Errorf("%s: %d bytes (%v), want %d starting %q", path, len(b), err, want.size, want.head)
+		}
+	}
+	// testdata's OS config has one disk: the state disk is disk 1, the payload 2.
+	for label, path := range map[string]string{vmfs.InstanceLabel: inst, vmfs.StorageLabel: storage} {
+		got, err := os.ReadFile(filepath.Join(mnt, "disks/1/partitions", label))
+		want, _ := os.ReadFile(path)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("disks/1/partitions/%s differs from %s (%v)", label, path, err)
+		}
+	}
+	var vm metadata.VMConfig
+	if b, err := os.ReadFile(filepath.Join(mnt, "vm.json")); err != nil || json.Unmarshal(b, &vm) != nil || len(vm.Disks) != 3 ||
+		vm.Disks[1].Image != filepath.Join(mnt, "disks/1/disk.composite") || !vm.Disks[1].Writable || vm.Disks[2].Writable {
+		t.Errorf("vm.json disks: %+v (%v)", vm.Disks, err)
+	}
+	lay, _ := os.ReadFile(filepath.Join(mnt, "layout.json"))
+	var layouts map[string]struct {
+		Partitions []struct {
+			Label    string
+			Writable bool
+		}
+	}
+	if err := json.Unmarshal(lay, &layouts); err != nil {
+		t.Fatal(err)
+	}
+	if ps := layouts["disks/1/disk"].Partitions; len(ps) != 2 || ps[0].Label != vmfs.InstanceLabel || !ps[0].Writable || ps[1].Label != vmfs.StorageLabel || !ps[1].Writable {
+		t.Errorf("layout.json disks/1: %+v", ps)
+	}
+	comp, _ := os.ReadFile(filepath.Join(mnt, "disks/1/disk.composite"))
+	if !bytes.Contains(comp, []byte(inst)) || !bytes.Contains(comp, []byte(storage)) {
+		t.Errorf("the composite does not name the state files")
+	}
+	if r := runVmfs(t, "", "list"); !strings.Contains(r.stdout, "INSTANCE") || !strings.Contains(r.stdout, inst) {
+		t.Errorf("list does not show the instance:\n%s", r.stdout)
+	}
+
+	second := t.TempDir()
+	r := runVmfs(t, "", append(args, second)...)
+	if r.code != exitInput || !strings.Contains(r.stderr, "instance image "+inst+": in use") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("second mount: exit %d: %q; want exit %d, in use", r.code, r.stderr, exitInput)
+	}
+	if r := runVmfs(t, "", "unmount", mnt); r.code != 0 {
+		t.Fatalf("unmount: %d %s", r.code, r.stderr)
+	}
+	if r := runVmfs(t, "", append(args, second)...); r.code != 0 {
+		t.Errorf("mount once the first is gone: exit %d: %s", r.code, r.stderr)
+	}
+	runVmfs(t, "", "unmount", second)
+}
+
+// stateOSDir is osDir's OS config with a partitioned disk 1, as Microdroid's own
+// config has it for Android 13 to put vm-instance on: every disk up to 1 that has
+// no partitions gets one of 4 KiB of zeros. Paths are made absolute.
+func stateOSDir(t *testing.T, osDir string) string {
+	t.Helper()
+	cfg, err := metadata.LoadVMConfig(filepath.Join(osDir, "microdroid.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for len(cfg.Disks) < 2 {
+		cfg.Disks = append(cfg.Disks, metadata.DiskImage{})
+	}
+	for i := range cfg.Disks[:2] {
+		if len(cfg.Disks[i].Partitions) == 0 {
+			zeros := filepath.Join(dir, fmt.Sprintf("zeros%d.img", i))
+			if err := os.WriteFile(zeros, make([]byte, 4096), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Disks[i] = metadata.DiskImage{Partitions: []metadata.Partition{{Label: fmt.Sprintf("os-%d", i), Path: zeros}}}
+		}
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "microdroid.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// bootVerdict boots the sample at prof with the state files in args and returns
+// the guest's verdict; the run must pass.
+func bootVerdict(t *testing.T, args []string) *verdict.Verdict {
+	t.Helper()
+	console := filepath.Join(t.TempDir(), "console.txt")
+	r := runVmfs(t, "", append([]string{"run-app", "--vmm", "qemu", "--require-verdict", "--console", console, "--timeout", "3m"}, args...)...)
+	out, _ := os.ReadFile(console)
+	if r.code != 0 {
+		t.Fatalf("run-app: exit %d: %s\nconsole:\n%s", r.code, r.stderr, out)
+	}
+	for line := range strings.Lines(string(out)) {
+		if v, err := verdict.Parse(line); v != nil || err != nil {
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("no verdict on the console:\n%s", out)
+	return nil
+}
+
+// TestStateBoots: a VM boots twice with one instance image (and storage), which
+// vmfs makes on the first run: the second boot finds the first boot's record and
+// the storage the first boot formatted; qemu-img check finds the QCOW2 images
+// clean after both. android13 has the instance on the OS disk, android14/15 on a
+// disk of its own.
+func TestStateBoots(t *testing.T) {
+	testdata.RequireFUSE(t)
+	qemuImg := testdata.RequireTool(t, "qemu-img")
+	for _, tc := range []struct {
+		prof    metadata.Profile
+		binary  bool
+		storage bool
+	}{{metadata.Android14, false, false}, {metadata.Android13, false, false}, {metadata.Android14, true, true}, {metadata.Android15, false, true}} {
+		t.Run(fmt.Sprintf("%s binary=%t storage=%t", tc.prof, tc.binary, tc.storage), func(t *testing.T) {
+			dir := t.TempDir()
+			inst, storage := filepath.Join(dir, "inst.img"), filepath.Join(dir, "storage.img")
+			osDir := guestDir(t)
+			if tc.prof == metadata.Android13 {
+				osDir = stateOSDir(t, osDir)
+			}
+			args := stateArgs(t, tc.prof, tc.binary, osDir, inst)
+			states := []string{inst}
+			if tc.storage {
+				args = append([]string{"--storage", storage}, args...)
+				states = append(states, storage)
+			}
+			for boot := uint32(1); boot <= 2; boot++ {
+				v := bootVerdict(t, args)
+				if v.Instance == nil || v.Instance.Found != boot-1 || v.Instance.Boots != boot {
+					t.Errorf("boot %d: instance %+v, want found %d, boots %d", boot, v.Instance, boot-1, boot)
+				}
+				if tc.storage && (v.Storage == nil || v.Storage.Formatted != (boot == 2)) {
+					t.Errorf("boot %d: storage %+v, want formatted before: %t", boot, v.Storage, boot == 2)
+				}
+				if tc.prof.PartitionImage() != metadata.QCOW2Image {
+					continue
+				}
+				for _, s := range states {
+					if out, err := exec.Command(qemuImg, "check", s).CombinedOutput(); err != nil || !strings.Contains(string(out), "No errors were found") {
+						t.Errorf("boot %d: qemu-img check %s: %v\n%s", boot, s, err, out)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestStateOneVM: while a VM runs on an instance image, a second run on it is
+// refused at once, naming the file, and the first run goes on.
+func TestStateOneVM(t *testing.T) {
+	testdata.RequireFUSE(t)
+	inst := filepath.Join(t.TempDir(), "inst.img")
+	args := append([]string{"run-app", "--vmm", "qemu", "--console", "/dev/null", "--timeout", "3m"}, stateArgs(t, metadata.Android15, false, guestDir(t), inst)...)
+	first := start(t, t.TempDir(), args...)
+	first.waitFor(t, "vm started")
+	r := runVmfs(t, "", args...)
+	if r.code != exitInput || !strings.Contains(r.stderr, "instance image "+inst+": in use") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("second run: exit %d: %q; want exit %d, in use", r.code, r.stderr, exitInput)
+	}
+	if code := first.exit(t, 3*time.Minute); code != 0 {
+		t.Errorf("first run: exit %d:\n%s", code, first.output())
+	}
+}
