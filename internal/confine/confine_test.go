@@ -47,6 +47,7 @@ func outcome(err error) string {
 
 var scenarios = map[string]func(dir string, out outcomes) error{
 	"apply":      applyScenario,
+	"helper":     helperScenario,
 	"nolandlock": noLandlockScenario,
 }
 
