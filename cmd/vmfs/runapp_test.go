@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"vmfs"
+	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -30,6 +31,16 @@ func guestDir(t *testing.T) string {
 		testdata.Missing(t, "no test guest (run make guest): %v", err)
 	}
 	return dir
+}
+
+// guestConfig is the test guest's OS config, its paths absolute.
+func guestConfig(t *testing.T) *metadata.VMConfig {
+	t.Helper()
+	cfg, err := metadata.LoadVMConfig(filepath.Join(guestDir(t), "microdroid.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func guestArgs(t *testing.T, apk string, extra ...string) []string {

@@ -120,11 +120,7 @@ func (s *serveProc) detached(r result) (name string, vmm int) {
 // the kernel and initrd it names; it returns the config's path.
 func rawVMConfig(t *testing.T, dir string) string {
 	t.Helper()
-	var guest struct{ Kernel, Initrd, Params string }
-	b, _ := os.ReadFile(filepath.Join(guestDir(t), "microdroid.json"))
-	if err := json.Unmarshal(b, &guest); err != nil {
-		t.Fatal(err)
-	}
+	guest := guestConfig(t)
 	cfg, _ := json.Marshal(map[string]any{"params": guest.Params, "disks": []any{},
 		"kernel": copyFile(t, guest.Kernel, filepath.Join(dir, "vmlinuz"), 0o644), "initrd": copyFile(t, guest.Initrd, filepath.Join(dir, "initrd"), 0o644)})
 	return copyBytes(t, cfg, filepath.Join(dir, "vm_config.json"))

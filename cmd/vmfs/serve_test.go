@@ -417,11 +417,7 @@ func TestServeKeptPayload(t *testing.T) {
 		t.Errorf("the payload after its VM ended: %+v, want it served still", row)
 	}
 
-	var guest struct{ Kernel, Initrd, Params string }
-	b, _ := os.ReadFile(filepath.Join(guestDir(t), "microdroid.json"))
-	if err := json.Unmarshal(b, &guest); err != nil {
-		t.Fatal(err)
-	}
+	guest := guestConfig(t)
 	tmp := t.TempDir()
 	disk := copyFile(t, filepath.Join(dir, "payload.img"), filepath.Join(tmp, "payload.img"), 0o644)
 	cfg, _ := json.Marshal(map[string]any{"kernel": guest.Kernel, "initrd": guest.Initrd, "params": guest.Params, "disks": []any{map[string]any{"image": disk, "writable": false}}})
