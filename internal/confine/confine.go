@@ -10,6 +10,12 @@
 // open. A file of an internal mount has no path to check: a memfd reopens
 // through /proc/self/fd/N whatever the rules. Where the kernel has no Landlock,
 // Apply says so once and the process runs unconfined.
+//
+// A landlocked process may not change the mount table, whatever its rules: it
+// owns also the Helper, an unconfined process it starts before Apply (this
+// binary again) that makes those changes for it, for one mount only. It uses
+// fusedisk's Mounter and Unmount, and knows nothing of what confines itself
+// (the service) nor of what the rules should be.
 package confine
 
 import (
