@@ -26,7 +26,10 @@
 // mount: any user may copy it into a mount namespace of its own (unshare -Urm),
 // and its connection, and Server.Wait, last as long as a copy or an open file
 // does. Server.Stop bounds that: past a short grace it aborts the connection
-// through fusectl, and every copy's requests fail with ENOTCONN.
+// through fusectl, and every copy's requests fail with ENOTCONN. Each change of
+// the mount table after Mount (and each abort) goes through a Mounter: Direct
+// makes it in this process; a process confined by Landlock, which may make
+// none, passes one that has another process make it.
 //
 // # Many trees in one mount
 //

@@ -14,24 +14,24 @@ import (
 type Exposed struct {
 	root *os.File // O_PATH, the mount's root: it keeps the mount ID ours
 	id   int
+	mt   Mounter
 }
 
 // Expose mounts dir, a directory of a mount, on the directory at, opened by the
 // caller: on exactly that directory, wherever it is, never on a path. Only root
-// may.
-func Expose(dir string, at *os.File) (*Exposed, error) {
+// may. mt (nil: Direct) mounts it, and unmounts it later.
+func Expose(dir string, at *os.File, mt Mounter) (*Exposed, error) {
 	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
 		return nil, &os.PathError{Op: "open_tree", Path: dir, Err: err}
 	}
-	e := &Exposed{root: os.NewFile(uintptr(tree), dir)}
+	e := &Exposed{root: os.NewFile(uintptr(tree), dir), mt: orDirect(mt)}
 	// The clone has its ID already; attached, it keeps it.
 	stx, err := statMount(tree, "")
 	if err == nil {
 		e.id = int(stx.Mnt_id)
-		err = unix.MoveMount(tree, "", int(at.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
-		if err != nil {
-			err = &os.PathError{Op: "move_mount", Path: dir, Err: err}
+		if err = e.mt.Move(e.root, at); err != nil {
+			err = fmt.Errorf("mount %s: %w", dir, err)
 		}
 	}
 	if err != nil {
@@ -68,9 +68,8 @@ func (e *Exposed) Unmount() error {
 	if top := covered(ms, m); top != nil {
 		return &CoveredError{Point: m.Point, FSType: top.FSType}
 	}
-	// umount2 follows the magic link to the mount itself, whatever its path.
-	if err := unix.Unmount(fmt.Sprintf("/proc/self/fd/%d", e.root.Fd()), unix.MNT_DETACH); err != nil {
-		return &os.PathError{Op: "unmount", Path: m.Point, Err: err}
+	if err := e.mt.Detach(e.root); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.Point, err)
 	}
 	return e.root.Close()
 }

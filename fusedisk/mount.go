@@ -13,8 +13,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
-
-	"vmfs/internal/fusectl"
 )
 
 // MountOptions say how Mount mounts a tree.
@@ -32,6 +30,8 @@ type MountOptions struct {
 	Writable bool
 	Debug    bool
 	Logger   *zap.Logger // default zap.NewNop()
+	// Mounter ends the mount (Server.Stop); nil means Direct.
+	Mounter Mounter
 }
 
 // Server is a mounted vmfs tree. It finds its mount by its mount ID, never by
@@ -42,6 +42,7 @@ type Server struct {
 	fsName     string
 	srv        *fuse.Server
 	log        *zap.Logger
+	mt         Mounter
 	id         int           // the mount's ID (see MountInfo)
 	conn       uint32        // its FUSE connection, as fusectl names it
 	done       chan struct{} // closed once the connection has ended
@@ -67,7 +68,7 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: the kernel's FUSE refused: %w", dir, err)
 	}
-	s := &Server{Mountpoint: dir, fsName: o.FsName, srv: srv, log: log, done: make(chan struct{})}
+	s := &Server{Mountpoint: dir, fsName: o.FsName, srv: srv, log: log, mt: orDirect(o.Mounter), done: make(chan struct{})}
 	go func() { srv.Wait(); close(s.done) }()
 	stx, err := statMount(unix.AT_FDCWD, dir)
 	if err != nil {
@@ -147,7 +148,7 @@ func (s *Server) unmount(lazy bool) error {
 	if m == nil || m.FSType != FSType || s.fsName != "" && m.Source != s.fsName || m.Root != "/" {
 		return fmt.Errorf("%s: %w", s.Mountpoint, ErrNotMounted)
 	}
-	return unmount(ms, m, lazy)
+	return unmount(s.mt, ms, m, lazy)
 }
 
 // stopGrace is how long Stop lets what still holds a mount it unmounted go by
@@ -175,7 +176,7 @@ func (s *Server) Stop() error {
 	}
 	s.log.Warn("mount still held (a file open in it, a copy in another mount namespace): aborting its FUSE connection",
 		zap.String("mountpoint", s.Mountpoint), zap.Duration("after", stopGrace))
-	if err := fusectl.Abort(s.conn); err != nil {
+	if err := s.mt.Abort(s.conn); err != nil {
 		return fmt.Errorf("%s: unmounted, but still held elsewhere until this process exits: %w", s.Mountpoint, err)
 	}
 	if !s.waited(stopGrace) {

@@ -3,11 +3,6 @@ package fusedisk
 import (
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // ErrBusy reports a mount in use, which only a lazy unmount can remove.
@@ -46,40 +41,13 @@ func Unmount(point, source string, lazy bool) error {
 	if ours == nil {
 		return fmt.Errorf("%s: %w", point, ErrNotMounted)
 	}
-	return unmount(ms, ours, lazy)
+	return unmount(Direct{}, ms, ours, lazy)
 }
 
-// unmount removes m, one of the mounts ms, as Unmount does.
-func unmount(ms []MountInfo, m *MountInfo, lazy bool) error {
-	point := m.Point
+// unmount removes m, one of the mounts ms, through mt, as Unmount does.
+func unmount(mt Mounter, ms []MountInfo, m *MountInfo, lazy bool) error {
 	if top := covered(ms, m); top != nil {
-		return &CoveredError{Point: point, FSType: top.FSType}
+		return &CoveredError{Point: m.Point, FSType: top.FSType}
 	}
-	if os.Geteuid() == 0 {
-		flags := 0
-		if lazy {
-			flags = unix.MNT_DETACH
-		}
-		err := unix.Unmount(point, flags)
-		if errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("unmount %s: %w", point, ErrBusy)
-		}
-		if err != nil {
-			return &os.PathError{Op: "unmount", Path: point, Err: err}
-		}
-		return nil
-	}
-	args := []string{"-u", point}
-	if lazy {
-		args = []string{"-u", "-z", point}
-	}
-	out, err := exec.Command("fusermount3", args...).CombinedOutput()
-	if err == nil {
-		return nil
-	}
-	msg := strings.TrimSpace(string(out))
-	if strings.Contains(msg, unix.EBUSY.Error()) {
-		return fmt.Errorf("unmount %s: %w", point, ErrBusy)
-	}
-	return fmt.Errorf("fusermount3 -u %s: %s (%v)", point, msg, err)
+	return mt.Unmount(m.Point, lazy)
 }

@@ -28,5 +28,10 @@
 // RunOptions.Credential runs the VMM as another user and groups, without
 // capabilities, still in its own group and with its parent-death signal. Files
 // it may not reach by path (a client's, under directories it cannot enter) it
-// inherits as descriptors and opens as /proc/self/fd/N (Inherited).
+// inherits as descriptors (Inherited). crosvm takes /proc/self/fd/N as the
+// descriptor itself. QEMU would reopen that path, which Landlock checks against
+// the file's own path when the VMM's parent is confined (a VMM inherits its
+// parent's Landlock domain): so it gets each inherited disk through an fd set,
+// which it dups, and an inherited kernel, initrd or bootloader as a sealed
+// copy in memory (a memfd, at most 1 GiB), which has no path to check.
 package launcher

@@ -1,12 +1,17 @@
 package launcher
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 
 	"vmfs/internal/inputfile"
+	"vmfs/metadata"
+
+	"golang.org/x/sys/unix"
 )
 
 // Inherited is a set of open files a VMM inherits as descriptors, so that it
@@ -62,4 +67,71 @@ func (h Inherited) stat(path string) error {
 		return &inputfile.NotRegularError{Path: f.Name(), Mode: st.Mode()}
 	}
 	return nil
+}
+
+// maxInMemory bounds a kernel, initrd or bootloader that inMemory copies.
+const maxInMemory = 1 << 30
+
+// inMemory is cfg with its kernel, initrd and bootloader, where they are files
+// of h, replaced by sealed copies in memory (memfds) added to h, for QEMU:
+// it reopens those by path, and Landlock, which confines a VMM its confined
+// parent starts, checks a reopen through /proc/self/fd/N against the file's
+// own path, but a memfd has none. The copies are returned to be closed once
+// the VMM has exited.
+func (h *Inherited) inMemory(cfg *metadata.VMConfig) (*metadata.VMConfig, []*os.File, error) {
+	out := *cfg
+	var copies []*os.File
+	h.files = slices.Clip(h.files) // the caller's set stays as it was
+	for _, b := range []struct {
+		what string
+		path *string
+	}{{"kernel", &out.Kernel}, {"initrd", &out.Initrd}, {"bootloader", &out.Bootloader}} {
+		f := h.file(*b.path)
+		if f == nil {
+			continue
+		}
+		m, err := memCopy(b.what, f)
+		if err != nil {
+			closeAll(copies)
+			return nil, nil, err
+		}
+		copies = append(copies, m)
+		*b.path = h.Path(m)
+	}
+	return &out, copies, nil
+}
+
+// memCopy copies f, the VM's what, into a sealed memfd, reading it at offsets
+// so that the offset f shares with whoever opened it stays as it was.
+func memCopy(what string, f *os.File) (*os.File, error) {
+	tooLarge := fmt.Errorf("%w: %s %s: larger than %d MiB, the most QEMU is handed", ErrConfig, what, f.Name(), maxInMemory>>20)
+	if st, err := f.Stat(); err == nil && st.Size() > maxInMemory {
+		return nil, tooLarge
+	}
+	fd, err := unix.MemfdCreate("vmfs "+what, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: a copy in memory: %w", what, f.Name(), os.NewSyscallError("memfd_create", err))
+	}
+	m := os.NewFile(uintptr(fd), what)
+	n, err := io.Copy(m, io.NewSectionReader(f, 0, maxInMemory+1))
+	switch {
+	case err != nil:
+		err = fmt.Errorf("%s %s: a copy in memory: %w", what, f.Name(), err)
+	case n > maxInMemory:
+		err = tooLarge // it grew
+	default:
+		_, err = unix.FcntlInt(m.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE)
+		err = os.NewSyscallError("seal the copy of the "+what, err)
+	}
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }

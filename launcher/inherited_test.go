@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -190,6 +191,17 @@ func TestQemuInheritedFiles(t *testing.T) {
 		if uid := status(t, vm.Pid())["Uid"]; uid != "65534 65534 65534 65534" {
 			t.Errorf("qemu runs as %q, want nobody", uid)
 		}
+		// Its kernel and initrd are copies in memory, which it may reopen by
+		// /proc/self/fd/N even under Landlock.
+		links := map[string]bool{}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", vm.Pid()))
+		for _, fd := range fds {
+			l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", vm.Pid(), fd.Name()))
+			links[l] = true
+		}
+		if !links["/memfd:vmfs kernel (deleted)"] || !links["/memfd:vmfs initrd (deleted)"] {
+			t.Errorf("qemu's descriptors: %v, want the copies of the kernel and initrd in memory", links)
+		}
 		if err := vm.Stop(time.Minute); err != nil {
 			t.Fatalf("Stop: %v", err)
 		}
@@ -219,5 +231,29 @@ func TestLaunchChecksInheritedFiles(t *testing.T) {
 	var nr *inputfile.NotRegularError
 	if !errors.Is(err, ErrConfig) || !errors.As(err, &nr) || nr.Path != dir {
 		t.Errorf("Launch with a directory as kernel = %v, want ErrConfig and a NotRegularError naming %s", err, dir)
+	}
+}
+
+// TestLaunchRefusesLargeBootFiles: QEMU gets an inherited kernel as a copy in
+// memory, and one larger than 1 GiB is a config error naming it, not a copy.
+func TestLaunchRefusesLargeBootFiles(t *testing.T) {
+	bin, _ := argvRecorder(t)
+	big := filepath.Join(t.TempDir(), "vmlinuz")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(maxInMemory + 1); err != nil { // sparse
+		t.Fatal(err)
+	}
+	var files Inherited
+	cfg := &metadata.VMConfig{Kernel: files.Path(f)}
+	vm, err := Launch(context.Background(), cfg, Options{VMM: VMMQemu, Qemu: bin}, RunOptions{Files: files})
+	if vm != nil {
+		vm.Stop(0)
+	}
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), big) || !strings.Contains(err.Error(), "larger than 1024 MiB") {
+		t.Errorf("Launch with a kernel of 1 GiB + 1 byte = %v, want ErrConfig naming %s", err, big)
 	}
 }

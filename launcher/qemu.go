@@ -17,7 +17,9 @@ const qemuMachine = "q35"
 // console to o.Console or stdout, and every disk a virtio-blk drive in config
 // order (the guest sees vda, vdb, ... in that order), read-only unless writable.
 // Memory and vCPUs default to crosvm's (256 MiB, 1) so both VMMs match.
-// A disk in o.FlatImages (a crosvm composite) is given as its flat image.
+// A disk in o.FlatImages (a crosvm composite) is given as its flat image. A
+// disk named /proc/self/fd/N (Inherited) is given as fd set N (-add-fd), and
+// then every disk as a -blockdev and its -device.
 func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 	if err := checkBoot(cfg); err != nil {
 		return nil, err
@@ -68,20 +70,60 @@ func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 	if cfg.Params != "" {
 		args = append(args, "-append", cfg.Params)
 	}
+	paths := make([]string, len(cfg.Disks))
+	fdSets := false
 	for i, d := range cfg.Disks {
 		if err := checkImage(i, d); err != nil {
 			return nil, err
 		}
-		path := d.Image
-		if flat, ok := o.FlatImages[path]; ok {
-			path = flat
+		paths[i] = d.Image
+		if flat, ok := o.FlatImages[d.Image]; ok {
+			paths[i] = flat
 		}
-		// QEMU's option parser reads ",," as a literal comma.
-		drive := "file=" + strings.ReplaceAll(path, ",", ",,") + ",format=raw,if=virtio"
-		if !d.Writable && !o.WritableImages[d.Image] {
-			drive += ",readonly=on"
+		if _, ok := inheritedFD(paths[i]); ok {
+			fdSets = true
 		}
-		args = append(args, "-drive", drive)
+	}
+	for i, d := range cfg.Disks {
+		args = append(args, qemuDisk(i, paths[i], d.Writable || o.WritableImages[d.Image], fdSets)...)
 	}
 	return args, nil
+}
+
+// qemuDisk is the arguments that give QEMU disk i, at path, read-only unless
+// writable: a -drive, or with asBlockdev a -blockdev and its -device, which
+// QEMU creates in the same order. A path of an inherited descriptor
+// (Inherited) goes in an fd set that QEMU dups from, never reopening a path
+// (which Landlock would check against the file's own): that takes -blockdev,
+// as -drive asks a set for a read-only descriptor even for a writable disk.
+func qemuDisk(i int, path string, writable, asBlockdev bool) []string {
+	var args []string
+	if fd, ok := inheritedFD(path); ok {
+		// The set's access mode must be the disk's: read-only or read-write.
+		args = append(args, "-add-fd", "fd="+fd+",set="+fd+",opaque=disk"+strconv.Itoa(i))
+		path = "/dev/fdset/" + fd
+	}
+	// QEMU's option parsers read ",," as a literal comma.
+	path = strings.ReplaceAll(path, ",", ",,")
+	if !asBlockdev {
+		drive := "file=" + path + ",format=raw,if=virtio"
+		if !writable {
+			drive += ",readonly=on"
+		}
+		return append(args, "-drive", drive)
+	}
+	node := "disk" + strconv.Itoa(i)
+	blockdev := "driver=raw,node-name=" + node + ",file.driver=file,file.filename=" + path
+	if !writable {
+		blockdev += ",read-only=on"
+	}
+	return append(args, "-blockdev", blockdev, "-device", "virtio-blk-pci,drive="+node)
+}
+
+// inheritedFD is the descriptor's number in path when path is a file of an
+// Inherited set, /proc/self/fd/N.
+func inheritedFD(path string) (string, bool) {
+	n, ok := strings.CutPrefix(path, fdPrefix)
+	i, err := strconv.Atoi(n)
+	return n, ok && err == nil && i >= 0 && strconv.Itoa(i) == n
 }

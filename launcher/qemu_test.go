@@ -66,6 +66,26 @@ func TestQemuArgs(t *testing.T) {
 			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k", "-drive", rw(flat)),
 		},
 		{
+			name: "inherited disks in fd sets, every disk a blockdev",
+			cfg: metadata.VMConfig{Kernel: "/proc/self/fd/3", Disks: []metadata.DiskImage{
+				{Image: "/proc/self/fd/4"}, {Image: "/proc/self/fd/5", Writable: true}, {Image: comma}}},
+			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/proc/self/fd/3",
+				"-add-fd", "fd=4,set=4,opaque=disk0",
+				"-blockdev", "driver=raw,node-name=disk0,file.driver=file,file.filename=/dev/fdset/4,read-only=on",
+				"-device", "virtio-blk-pci,drive=disk0",
+				"-add-fd", "fd=5,set=5,opaque=disk1",
+				"-blockdev", "driver=raw,node-name=disk1,file.driver=file,file.filename=/dev/fdset/5",
+				"-device", "virtio-blk-pci,drive=disk1",
+				"-blockdev", "driver=raw,node-name=disk2,file.driver=file,file.filename="+filepath.Join(dir, "a,,b.img")+",read-only=on",
+				"-device", "virtio-blk-pci,drive=disk2"),
+		},
+		{
+			name: "a path like a descriptor's that is not one",
+			cfg:  metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: "/proc/self/fd/x"}, {Image: "/proc/self/fd/04"}}},
+			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k",
+				"-drive", ro("/proc/self/fd/x"), "-drive", ro("/proc/self/fd/04")),
+		},
+		{
 			name: "comma in disk path is doubled",
 			cfg:  metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: comma}}},
 			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k",

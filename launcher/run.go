@@ -16,6 +16,8 @@ import (
 // opens o.Log, and starts the VMM (Start, whose ctx and RunOptions contract
 // applies). The CID and the log file are released once the VMM has exited.
 // QEMU gets no vsock device, so o.CID is ignored for it and VM.CID returns 0.
+// QEMU gets a kernel, initrd or bootloader of ro.Files as a copy in memory
+// (at most 1 GiB each), its disks of ro.Files as fd sets: it reopens no path.
 func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOptions) (*VM, error) {
 	if err := checkBootFiles(cfg, ro.Files); err != nil {
 		return nil, err
@@ -35,6 +37,13 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 	cid := 0
 	if vmm == VMMCrosvm {
 		cid = o.CID
+	}
+	if vmm == VMMQemu {
+		var copies []*os.File
+		if cfg, copies, err = ro.Files.inMemory(cfg); err != nil {
+			return nil, errors.Join(err, runAll(cleanups))
+		}
+		cleanups = append(cleanups, func() error { closeAll(copies); return nil })
 	}
 	args, err := argsFor(vmm, cfg, o)
 	if err == nil && o.Log != "" {

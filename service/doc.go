@@ -7,5 +7,7 @@
 //
 // It is a user of the vmfs library (Resolve, NewTree, Start) and of fusedisk's
 // Pool and Forest; it owns the protocol, the clients' rights and quotas, and the
-// lives of their payloads and VMs. Only cmd/vmfs imports it.
+// lives of their payloads and VMs, and what it may open once confined
+// (Options.Confine: its Landlock rules, and its mount changes made by an
+// internal/confine Helper). Only cmd/vmfs imports it.
 package service

@@ -222,7 +222,7 @@ func (s *Service) bind(dir string, mp *os.File, c *client) (*fusedisk.Exposed, e
 		}
 		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
 	}
-	e, err := fusedisk.Expose(dir, mp)
+	e, err := fusedisk.Expose(dir, mp, s.mounter)
 	if err != nil {
 		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("mountpoint %s: %w", path, err))
 	}

@@ -20,6 +20,7 @@ import (
 
 	"vmfs"
 	"vmfs/fusedisk"
+	"vmfs/internal/confine"
 	"vmfs/internal/inputfile"
 	"vmfs/internal/jsonfmt"
 	"vmfs/internal/wire"
@@ -59,6 +60,10 @@ type Options struct {
 	// accelerator, memory and CPUs. VM.CIDDir locks the CIDs of the VMs.
 	VM     launcher.Options
 	Logger *zap.Logger
+	// Confine has New confine this process, and the VMMs it starts, with
+	// Landlock to the service's own files (see rules), for good: for a process
+	// that is the service alone, as `vmfs serve`.
+	Confine bool
 }
 
 // Service is vmfs as a service, as virtualizationservice is: one process and
@@ -77,6 +82,9 @@ type Service struct {
 	srv    *fusedisk.Server
 	ln     *net.UnixListener
 	lock   *os.File // held while the service owns its socket
+	// mounter changes the mount table and removes the socket and its lock,
+	// which a confined process may not: once confined, through its helper.
+	mounter *confine.Helper
 	// vmCtx bounds every VM: Serve cancels it to stop them all.
 	vmCtx    context.Context
 	stopVMs  context.CancelCauseFunc
@@ -106,7 +114,7 @@ var errShutdown = errors.New("the vmfs service is stopping")
 func New(o Options) (*Service, error) {
 	s := &Service{o: o, fsName: vmfs.FSName(os.Getpid()), log: o.Logger,
 		payloads: map[string]*served{}, running: map[int]*runningVM{}, conns: map[*wire.Conn]bool{},
-		connsOf: map[uint32]int{}, vmsOf: map[uint32]int{}}
+		connsOf: map[uint32]int{}, vmsOf: map[uint32]int{}, mounter: &confine.Helper{}}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -122,13 +130,19 @@ func New(o Options) (*Service, error) {
 		return nil, err
 	}
 	if err := s.mount(); err != nil {
-		unlockSocket(s.lock)
+		s.unlockSocket()
 		return nil, err
 	}
 	if s.ln, err = s.listen(); err != nil {
 		s.unmount()
-		unlockSocket(s.lock)
+		s.unlockSocket()
 		return nil, err
+	}
+	if o.Confine {
+		if err := s.confine(); err != nil {
+			s.ln.Close()
+			return nil, errors.Join(err, s.mounter.Remove(s.o.Socket), s.unmount(), s.unlockSocket(), s.mounter.Close())
+		}
 	}
 	s.vmCtx, s.stopVMs = context.WithCancelCause(context.Background())
 	return s, nil
@@ -157,8 +171,8 @@ func (s *Service) checkCIDDir() error {
 	return nil
 }
 
-// lockSocket takes <socket>.lock for the service's life (unlockSocket gives
-// it up). Holding it, a service knows no other one owns the socket, so one that
+// lockSocket takes <socket>.lock for the service's life (Service.unlockSocket
+// gives it up). Holding it, a service knows no other one owns the socket, so one that
 // is there was left by a killed service and may be removed.
 func lockSocket(socket string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
@@ -193,8 +207,8 @@ func lockSocket(socket string) (*os.File, error) {
 }
 
 // unlockSocket removes the lock file while it still holds it, then lets it go.
-func unlockSocket(lock *os.File) error {
-	return errors.Join(os.Remove(lock.Name()), lock.Close())
+func (s *Service) unlockSocket() error {
+	return errors.Join(s.mounter.Remove(s.lock.Name()), s.lock.Close())
 }
 
 // mount mounts an empty forest at the service's directory, made if need be.
@@ -215,7 +229,7 @@ func (s *Service) mount() error {
 	s.forest = fusedisk.NewForest(map[string][]byte{vmfs.ManifestName: manifest})
 	// Clients are other users: they read through allow_other what their own
 	// directories and their sources let them. Only root may mount so directly.
-	s.srv, err = fusedisk.Mount(s.dir, s.forest, fusedisk.MountOptions{FsName: s.fsName, AllowOther: os.Geteuid() == 0, Logger: s.log})
+	s.srv, err = fusedisk.Mount(s.dir, s.forest, fusedisk.MountOptions{FsName: s.fsName, AllowOther: os.Geteuid() == 0, Logger: s.log, Mounter: s.mounter})
 	if err != nil {
 		s.pool.Close()
 		return vmfs.WithKind(vmfs.ErrMount, err)
@@ -315,7 +329,9 @@ func (s *Service) shutdown() error {
 	s.closing = true
 	s.mu.Unlock()
 	s.ln.Close()
-	os.Remove(s.o.Socket)
+	if err := s.mounter.Remove(s.o.Socket); err != nil {
+		s.log.Error("remove the socket", zap.Error(err))
+	}
 	s.stopVMs(errShutdown)
 	s.vms.Wait()
 	// The attached clients get their runs' outcomes; a client that is still
@@ -341,7 +357,7 @@ func (s *Service) shutdown() error {
 			errs = append(errs, s.drop(p))
 		}
 	}
-	errs = append(errs, s.unmount(), unlockSocket(s.lock))
+	errs = append(errs, s.unmount(), s.unlockSocket(), s.mounter.Close())
 	return errors.Join(errs...)
 }
 

@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // InCI reports whether the tests run under CI, where a missing tool or privilege
@@ -49,5 +51,13 @@ func RequireFUSE(t testing.TB) {
 	f.Close()
 	if os.Geteuid() != 0 {
 		RequireTool(t, "fusermount3")
+	}
+}
+
+// RequireLandlock is for tests of what a process confined by Landlock cannot do.
+func RequireLandlock(t testing.TB) {
+	t.Helper()
+	if _, _, err := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION); err != 0 {
+		Missing(t, "no Landlock in this kernel: %v", err)
 	}
 }

@@ -33,7 +33,7 @@ func guestDir(t *testing.T) string {
 	return dir
 }
 
-// guestConfig is the test guest's VM config, its paths made absolute.
+// guestConfig is the test guest's OS config, its paths absolute.
 func guestConfig(t *testing.T) *metadata.VMConfig {
 	t.Helper()
 	cfg, err := metadata.LoadVMConfig(filepath.Join(guestDir(t), "microdroid.json"))

@@ -21,7 +21,7 @@ import (
 func runServe(c *command, ctx context.Context, fs *pflag.FlagSet, args []string) error {
 	var sf specFlags
 	sf.registerSources(fs)
-	o := service.Options{Logger: c.log}
+	o := service.Options{Logger: c.log, Confine: true}
 	fs.StringVar(&o.Dir, "dir", service.DefaultDir, "the mount holding one directory per payload")
 	fs.StringVar(&o.Socket, "socket", service.DefaultSocket, "the control socket")
 	fs.StringVar(&o.Group, "group", "", "a group (name or id) that may use the socket too (default: root alone, mode 0600)")

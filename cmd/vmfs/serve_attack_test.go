@@ -115,13 +115,18 @@ func (s *serveProc) detached(r result) (name string, vmm int) {
 	return f[0], vmm
 }
 
-// rawVMConfig writes, in the world-readable dir, a raw VM config booting the
-// test guest with no disk (it runs some seconds, then fails its checks), and
-// the kernel and initrd it names; it returns the config's path.
-func rawVMConfig(t *testing.T, dir string) string {
+// rawVMConfig writes, in dir, a raw VM config booting the test guest and
+// copies there of the kernel and initrd it names; it returns the config's
+// path. With no disk the guest runs some seconds, then fails its checks; with
+// a payload's disk (read-only), it passes.
+func rawVMConfig(t *testing.T, dir string, disks ...string) string {
 	t.Helper()
 	guest := guestConfig(t)
-	cfg, _ := json.Marshal(map[string]any{"params": guest.Params, "disks": []any{},
+	images := []any{}
+	for _, d := range disks {
+		images = append(images, map[string]any{"image": d, "writable": false})
+	}
+	cfg, _ := json.Marshal(map[string]any{"params": guest.Params, "disks": images,
 		"kernel": copyFile(t, guest.Kernel, filepath.Join(dir, "vmlinuz"), 0o644), "initrd": copyFile(t, guest.Initrd, filepath.Join(dir, "initrd"), 0o644)})
 	return copyBytes(t, cfg, filepath.Join(dir, "vm_config.json"))
 }

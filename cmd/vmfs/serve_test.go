@@ -421,12 +421,8 @@ func TestServeKeptPayload(t *testing.T) {
 		t.Errorf("the payload after its VM ended: %+v, want it served still", row)
 	}
 
-	guest := guestConfig(t)
 	tmp := t.TempDir()
-	disk := copyFile(t, filepath.Join(dir, "payload.img"), filepath.Join(tmp, "payload.img"), 0o644)
-	cfg, _ := json.Marshal(map[string]any{"kernel": guest.Kernel, "initrd": guest.Initrd, "params": guest.Params, "disks": []any{map[string]any{"image": disk, "writable": false}}})
-	cfgPath := filepath.Join(tmp, "vm_config.json")
-	os.WriteFile(cfgPath, cfg, 0o644)
+	cfgPath := rawVMConfig(t, tmp, copyFile(t, filepath.Join(dir, "payload.img"), filepath.Join(tmp, "payload.img"), 0o644))
 	console := filepath.Join(tmp, "console")
 	if r := s.vmfs("run", "--require-verdict", "--console", console, "--timeout", "3m", cfgPath); r.code != 0 {
 		out, _ := os.ReadFile(console)
