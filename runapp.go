@@ -236,6 +236,14 @@ func Start(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.
 	if o.Stderr != nil {
 		stderr = out.add(o.Stderr, "vmm stderr", o.Logger)
 	}
+	if vmm, _, err := launcher.Resolve(o.VM); err == nil && vmm == launcher.VMMCrosvm {
+		locked, err := lockForCrosvm(ctx, vm, o.VM.FlatImages, &o.Files)
+		if err != nil {
+			out.close()
+			return nil, err
+		}
+		defer closeAll(locked) // crosvm has its own copies
+	}
 	machine, err := launcher.Launch(ctx, vm, o.VM, launcher.RunOptions{
 		Stdout:     stdout,
 		Stderr:     stderr,

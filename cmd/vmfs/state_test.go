@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -250,5 +253,133 @@ func TestStateOneVM(t *testing.T) {
 	}
 	if code := first.exit(t, 3*time.Minute); code != 0 {
 		t.Errorf("first run: exit %d:\n%s", code, first.output())
+	}
+}
+
+// fakeCrosvm is a stand-in for crosvm, a real process: it writes 4 KiB of 0x5a
+// at 1 MiB into the QCOW2 image $VMFS_TEST_STATE with qemu-io, as crosvm writes a
+// state file a composite names read-write, writes its pid to $VMFS_TEST_PIDFILE
+// and waits to be killed, holding what it inherited.
+func fakeCrosvm(t *testing.T) string {
+	t.Helper()
+	qemuIO := testdata.RequireTool(t, "qemu-io")
+	path := filepath.Join(t.TempDir(), "crosvm")
+	script := "#!/bin/sh\n" + qemuIO + " -f qcow2 -c 'write -P 0x5a 1M 4k' \"$VMFS_TEST_STATE\" >&2 || exit 1\n" +
+		"echo $$ > \"$VMFS_TEST_PIDFILE\"\nexec sleep infinity\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// engines are the qemu-storage-daemon processes pid started.
+func engines(pid int) []string {
+	var out []string
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(task)
+		for _, child := range strings.Fields(string(b)) {
+			if exe, _ := os.Readlink("/proc/" + child + "/exe"); strings.Contains(exe, "qemu-storage-daemon") {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
+}
+
+// TestStateOneWriterCrosvm: crosvm writes a state file itself, so a mount's views
+// of it and crosvm never write it at once. While a view is open, a crosvm launch
+// on the mount is refused (exit 3, naming the file) and nothing starts; while
+// crosvm runs, both views refuse opens with EBUSY and the mount runs no engine;
+// once it has ended, the views show what crosvm wrote, next to what the view wrote
+// before, and qemu-img check is clean.
+func TestStateOneWriterCrosvm(t *testing.T) {
+	testdata.RequireFUSE(t)
+	qemuImg := testdata.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	inst, pidfile := filepath.Join(dir, "inst.img"), filepath.Join(dir, "crosvm.pid")
+	t.Setenv("VMFS_TEST_STATE", inst)
+	t.Setenv("VMFS_TEST_PIDFILE", pidfile)
+	mnt := t.TempDir()
+	if r := runVmfs(t, "", append(append([]string{"mount"}, stateArgs(t, metadata.Android14, false, guestDir(t), inst)...), mnt)...); r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
+	server, err := vmfs.Status(context.Background(), mnt)
+	if err != nil || server == nil {
+		t.Fatalf("mount not in mountinfo: %v", err)
+	}
+	m, err := vmfs.ReadManifest(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var views []string
+	for _, d := range m.Disks {
+		if p := d.Partitions[vmfs.InstanceLabel]; p != "" {
+			views = []string{p, d.Flat}
+		}
+	}
+	if views == nil {
+		t.Fatalf("no %s in the manifest: %+v", vmfs.InstanceLabel, m.Disks)
+	}
+	runCrosvm := []string{"run-app", "--mount", mnt, "--vmm", "crosvm", "--crosvm", fakeCrosvm(t), "--console", "/dev/null", "--timeout", "20s"}
+
+	view, err := os.OpenFile(views[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runVmfs(t, "", runCrosvm...)
+	if r.code != exitInput || !strings.Contains(r.stderr, "state file "+inst+": ") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("crosvm while a view is open: exit %d: %q; want exit %d naming %s", r.code, r.stderr, exitInput, inst)
+	}
+	if _, err := os.Stat(pidfile); err == nil {
+		t.Errorf("crosvm started while a view was open")
+	}
+	if _, err := view.WriteAt(bytes.Repeat([]byte{0x11}, 4096), 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := view.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	vm := start(t, "", runCrosvm...)
+	var pid int
+	if !testdata.Eventually(t, time.Minute, func() bool {
+		b, err := os.ReadFile(pidfile)
+		return err == nil && json.Unmarshal(bytes.TrimSpace(b), &pid) == nil
+	}) {
+		t.Fatalf("crosvm did not start:\n%s", vm.output())
+	}
+	for _, v := range views {
+		if f, err := os.Open(v); !errors.Is(err, syscall.EBUSY) {
+			t.Errorf("open %s while crosvm runs: %v, want EBUSY", v, err)
+			if err == nil {
+				f.Close()
+			}
+		}
+	}
+	if e := engines(server.Pid); len(e) != 0 {
+		t.Errorf("the mount runs engines while crosvm runs: %v", e)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	vm.exit(t, time.Minute)
+
+	for _, c := range []struct {
+		off  int64
+		fill byte
+	}{{1 << 20, 0x5a}, {2 << 20, 0x11}} {
+		b := make([]byte, 4096)
+		f, err := os.Open(views[0])
+		if err != nil {
+			t.Fatalf("open once crosvm is gone: %v", err)
+		}
+		_, err = f.ReadAt(b, c.off)
+		f.Close()
+		if err != nil || !bytes.Equal(b, bytes.Repeat([]byte{c.fill}, 4096)) {
+			t.Errorf("at %d: %x... (%v), want %#x", c.off, b[:8], err, c.fill)
+		}
+	}
+	if out, err := exec.Command(qemuImg, "check", inst).CombinedOutput(); err != nil || !strings.Contains(string(out), "No errors were found") {
+		t.Errorf("qemu-img check: %v\n%s", err, out)
 	}
 }
