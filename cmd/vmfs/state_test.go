@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"vmfs"
+	"vmfs/internal/proc"
 	"vmfs/metadata"
 	"vmfs/testdata"
 	"vmfs/verdict"
@@ -382,4 +384,77 @@ func TestStateOneWriterCrosvm(t *testing.T) {
 	if out, err := exec.Command(qemuImg, "check", inst).CombinedOutput(); err != nil || !strings.Contains(string(out), "No errors were found") {
 		t.Errorf("qemu-img check: %v\n%s", err, out)
 	}
+}
+
+// TestStateKill: kill -9 of a `vmfs mount` just after an fsync'd write through
+// disk.img, the file still open: qemu-io reads the write from the QCOW2
+// instance, qemu-img check finds it clean, and the mount's engine
+// (qemu-storage-daemon) dies with it.
+func TestStateKill(t *testing.T) {
+	testdata.RequireFUSE(t)
+	inst := filepath.Join(t.TempDir(), "inst.img")
+	mnt := t.TempDir()
+	if r := runVmfs(t, "", append(append([]string{"mount"}, stateArgs(t, metadata.Android14, false, guestDir(t), inst)...), mnt)...); r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
+	server, err := vmfs.Status(context.Background(), mnt)
+	if err != nil || server == nil {
+		t.Fatalf("mount not in mountinfo: %v", err)
+	}
+	m, err := vmfs.ReadManifest(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Where vm-instance starts in disk.img, from layout.json.
+	var flat string
+	var at int64 = -1
+	var layouts map[string]struct {
+		Partitions []struct {
+			Label  string
+			Offset int64
+		}
+	}
+	lay, _ := os.ReadFile(filepath.Join(mnt, "layout.json"))
+	if err := json.Unmarshal(lay, &layouts); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range m.Disks {
+		for _, p := range layouts[d.Name+"/disk"].Partitions {
+			if p.Label == vmfs.InstanceLabel {
+				flat, at = d.Flat, p.Offset
+			}
+		}
+	}
+	if at < 0 {
+		t.Fatalf("no %s in layout.json:\n%s", vmfs.InstanceLabel, lay)
+	}
+	f, err := os.OpenFile(flat, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0x3c}, 64<<10), at+1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	daemons := engines(server.Pid)
+	if len(daemons) != 1 {
+		t.Fatalf("engines of the mount: %v, want one", daemons)
+	}
+	syscall.Kill(server.Pid, syscall.SIGKILL)
+	for _, d := range daemons {
+		pid, _ := strconv.Atoi(d)
+		if !proc.WaitExit(pid, 10*time.Second) {
+			t.Errorf("qemu-storage-daemon %d outlives vmfs", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if !proc.WaitExit(server.Pid, 10*time.Second) {
+		t.Fatal("vmfs survived SIGKILL")
+	}
+	testdata.QemuIO(t, inst, "qcow2", false, "read -P 0x3c 1M 64k")
+	testdata.QemuImgCheck(t, inst)
 }
