@@ -140,33 +140,12 @@ func TestStateMount(t *testing.T) {
 	runVmfs(t, "", "unmount", second)
 }
 
-// stateOSDir is osDir's OS config with a partitioned disk 1, as Microdroid's own
-// config has it for Android 13 to put vm-instance on: every disk up to 1 that has
-// no partitions gets one of 4 KiB of zeros. Paths are made absolute.
+// stateOSDir is osDir's OS config with a partitioned disk 1, for Android 13 to
+// put vm-instance on (testdata.StateOSDir).
 func stateOSDir(t *testing.T, osDir string) string {
 	t.Helper()
-	cfg, err := metadata.LoadVMConfig(filepath.Join(osDir, "microdroid.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	for len(cfg.Disks) < 2 {
-		cfg.Disks = append(cfg.Disks, metadata.DiskImage{})
-	}
-	for i := range cfg.Disks[:2] {
-		if len(cfg.Disks[i].Partitions) == 0 {
-			zeros := filepath.Join(dir, fmt.Sprintf("zeros%d.img", i))
-			if err := os.WriteFile(zeros, make([]byte, 4096), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			cfg.Disks[i] = metadata.DiskImage{Partitions: []metadata.Partition{{Label: fmt.Sprintf("os-%d", i), Path: zeros}}}
-		}
-	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "microdroid.json"), b, 0o644); err != nil {
+	if err := testdata.StateOSDir(osDir, dir); err != nil {
 		t.Fatal(err)
 	}
 	return dir
