@@ -52,8 +52,12 @@ guest:
 
 # demo mounts the sample app, shows the mount, boots it from the mount under QEMU
 # (the guest prints its checks as one VMFS-VERDICT line) and unmounts.
-# PROFILE=android14|android15 boots the Android 13+ sample (two extra APKs) with an instance image.
+# PROFILE=android13|android14|android15 boots the Android 13+ sample (two extra APKs) with an
+# instance image; android13 puts it on the OS config's disk 1, which the test guest's config
+# gets in $(BUILD)/demo-os-android13 (testdata.StateOSDir).
 PROFILE ?= android12
+DEMO_OS := $(GUEST)
+DEMO_INSTANCE := $(BUILD)/demo-instance-$(PROFILE).img
 ifeq ($(PROFILE),android12)
 DEMO_FLAGS := --apex-info-list testdata/apex-info-list.xml
 DEMO_APP   := testdata/app/sample.apk testdata/app/sample.apk.idsig assets/vm_config.json
@@ -61,11 +65,17 @@ else
 # The instance image is made on the first demo and kept, as vm run-app keeps it.
 DEMO_FLAGS := --apex-info-list testdata/later/apex-info-list.xml \
 	--extra-idsig testdata/later/extra-0.apk.idsig --extra-idsig testdata/later/extra-1.apk.idsig
-DEMO_APP   := --config-path assets/vm_config.json testdata/later/sample.apk testdata/later/sample.apk.idsig $(BUILD)/demo-instance-$(PROFILE).img
+ifeq ($(PROFILE),android13)
+DEMO_OS  := $(BUILD)/demo-os-android13
+DEMO_APP := testdata/later/sample.apk testdata/later/sample.apk.idsig $(DEMO_INSTANCE) assets/vm_config.json
+else
+DEMO_APP := --config-path assets/vm_config.json testdata/later/sample.apk testdata/later/sample.apk.idsig $(DEMO_INSTANCE)
 endif
-DEMO_FLAGS += --profile $(PROFILE) --os-dir $(GUEST)
+endif
+DEMO_FLAGS += --profile $(PROFILE) --os-dir $(DEMO_OS)
 demo: deps build guest
-	@mnt=$$(mktemp -d /tmp/vmfs-demo.XXXXXX); \
+	@if [ "$(PROFILE)" = android13 ]; then $(GO) run ./testdata/stateos $(GUEST) $(DEMO_OS) || exit 1; fi; \
+	mnt=$$(mktemp -d /tmp/vmfs-demo.XXXXXX); \
 	set -x; $(VMFS) mount $(DEMO_FLAGS) $(DEMO_APP) $$mnt || { rmdir $$mnt; exit 1; }; \
 	ls -l $$mnt $$mnt/partitions; $(VMFS) list; \
 	$(VMFS) run-app --mount $$mnt --require-verdict --timeout 5m; rc=$$?; \

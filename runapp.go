@@ -220,7 +220,9 @@ type Machine struct {
 
 // Start starts the VM vm describes under ctx (see launcher.Start), its console
 // going to console (nil: nowhere) and to a watcher of the guest's verdict;
-// o.Stdout, o.Console, o.Spec and o.Mount are not used. A VMM that cannot start
+// o.Stdout, o.Console, o.Spec and o.Mount are not used. crosvm first takes the
+// writer lock of each state file a mount's composite names read-write
+// (lockForCrosvm): one open through a view of the mount is an ErrInput error. A VMM that cannot start
 // is an ErrVMM error; when ctx is done first, nothing starts and ctx's cause is
 // returned.
 func Start(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.Writer) (*Machine, error) {
@@ -235,6 +237,14 @@ func Start(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.
 	var stderr io.Writer
 	if o.Stderr != nil {
 		stderr = out.add(o.Stderr, "vmm stderr", o.Logger)
+	}
+	if vmm, _, err := launcher.Resolve(o.VM); err == nil && vmm == launcher.VMMCrosvm {
+		locked, err := lockForCrosvm(ctx, vm, o.VM.FlatImages, &o.Files)
+		if err != nil {
+			out.close()
+			return nil, err
+		}
+		defer closeAll(locked) // crosvm has its own copies
 	}
 	machine, err := launcher.Launch(ctx, vm, o.VM, launcher.RunOptions{
 		Stdout:     stdout,

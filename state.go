@@ -1,10 +1,13 @@
 package vmfs
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"vmfs/internal/qsd"
@@ -74,3 +77,97 @@ func (r *rawState) Sync() error {
 func (r *rawState) Size() int64 { return r.size }
 
 func (r *rawState) Close() error { return r.Sync() }
+
+// heldState is a state file a tree serves while one of its views (the flat
+// image, partitions/<label>) is open: the first open takes the file's writer
+// lock (lockWriter) and starts its engine (openState), the last release stops
+// the engine, syncing, and lets the lock go. So while no view is open vmfs
+// holds nothing of the file, no dirty data nor cached QCOW2 tables, and crosvm
+// may write it; while crosvm has it, an open fails with EBUSY. It is a
+// fusedisk.Holder.
+type heldState struct {
+	f     *os.File // the tree's, locked for it (lockState)
+	log   *zap.Logger
+	mu    sync.Mutex
+	users int        // open views
+	im    stateImage // the engine while users > 0
+}
+
+func (h *heldState) Hold() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.users == 0 {
+		if err := lockWriter(h.f); err != nil {
+			return fmt.Errorf("state file %s: %w", h.f.Name(), err)
+		}
+		im, err := openState(h.f)
+		if err != nil {
+			unlockWriter(h.f)
+			return err
+		}
+		h.im = im
+	}
+	h.users++
+	return nil
+}
+
+func (h *heldState) Let() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.users--; h.users == 0 {
+		h.stop()
+	}
+}
+
+// stop stops the engine and lets the writer lock go. Callers hold mu.
+func (h *heldState) stop() {
+	if err := errors.Join(h.im.Close(), unlockWriter(h.f)); err != nil {
+		h.log.Error("state file", zap.String("file", h.f.Name()), zap.Error(err))
+	}
+	h.im = nil
+}
+
+// engine is the running engine; nil only when no view is open, when the tree
+// reads nothing.
+func (h *heldState) engine() (stateImage, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.im == nil {
+		return nil, fmt.Errorf("state file %s: no view open", h.f.Name())
+	}
+	return h.im, nil
+}
+
+func (h *heldState) ReadAt(p []byte, off int64) (int, error) {
+	im, err := h.engine()
+	if err != nil {
+		return 0, err
+	}
+	return im.ReadAt(p, off)
+}
+
+func (h *heldState) WriteAt(p []byte, off int64) (int, error) {
+	im, err := h.engine()
+	if err != nil {
+		return 0, err
+	}
+	return im.WriteAt(p, off)
+}
+
+func (h *heldState) Sync() error {
+	im, err := h.engine()
+	if err != nil {
+		return err
+	}
+	return im.Sync()
+}
+
+// Close stops the engine if a view is still open, and closes the file.
+func (h *heldState) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.im != nil {
+		h.stop()
+	}
+	return h.f.Close()
+}

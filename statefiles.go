@@ -1,16 +1,19 @@
 package vmfs
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"vmfs/internal/inputfile"
+	"vmfs/launcher"
 	"vmfs/layout"
 	"vmfs/metadata"
 	"vmfs/qcow2"
@@ -189,27 +192,38 @@ func (s *StateFile) read(prof metadata.Profile) error {
 		return &metadata.InputError{Kind: s.kind(), Err: err}
 	}
 	defer f.Close()
-	size, isQCOW2, err := qcow2.VirtualSize(f)
-	if err == nil && isQCOW2 {
-		err = qcow2.Check(f)
-	}
+	size, isQCOW2, err := virtualSize(f)
 	switch {
 	case err != nil:
 		return fmt.Errorf("%s %s: %w", s.kind(), inputfile.Quote(s.Path), err)
 	case isQCOW2:
 		s.Format, s.Size = metadata.QCOW2Image, size
 	default:
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		s.Format, s.Size = metadata.RawImage, st.Size()
+		s.Format, s.Size = metadata.RawImage, size
 	}
 	if s.Size == 0 || s.Size%layout.PartitionAlign != 0 {
 		return fmt.Errorf("%s %s: a virtual size of %d bytes, not a multiple of 4096: a GPT partition is laid out in 4 KiB units (vmfs create-partition rounds up)",
 			s.kind(), inputfile.Quote(s.Path), s.Size)
 	}
 	return nil
+}
+
+// virtualSize is the size of the state file f as the VM sees it: a QCOW2
+// image's virtual size (the image checked as openState checks it), a raw file's
+// size.
+func virtualSize(f *os.File) (size int64, isQCOW2 bool, err error) {
+	size, isQCOW2, err = qcow2.VirtualSize(f)
+	if err == nil && isQCOW2 {
+		err = qcow2.Check(f)
+	}
+	if err != nil || isQCOW2 {
+		return size, isQCOW2, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return 0, false, err
+	}
+	return st.Size(), false, nil
 }
 
 // kind names the state file for people.
@@ -239,4 +253,103 @@ func lockState(f *os.File) error {
 		return errors.New("in use by another vmfs VM or mount (one at a time writes it)")
 	}
 	return err
+}
+
+// stateWriterByte is the byte of a state file locked (F_OFD_SETLK) by whoever
+// writes it at the moment: a mount while one of its views of the file (the flat
+// image, partitions/<label>) is open, or crosvm, which opens the file itself,
+// for as long as it runs (lockForCrosvm).
+const stateWriterByte = 1
+
+// errWriting is a state file's writer lock held by another writer.
+var errWriting = fmt.Errorf("written by another program (crosvm, or a view of a vmfs mount): %w", unix.EBUSY)
+
+// lockWriter takes f's writer lock; a lock another one holds is errWriting.
+func lockWriter(f *os.File) error {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Start: stateWriterByte, Len: 1}
+	err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+		return errWriting
+	}
+	return os.NewSyscallError("fcntl", err)
+}
+
+// unlockWriter lets f's writer lock go.
+func unlockWriter(f *os.File) error {
+	lk := unix.Flock_t{Type: unix.F_UNLCK, Start: stateWriterByte, Len: 1}
+	return os.NewSyscallError("fcntl", unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk))
+}
+
+// releaseWait bounds how long lockForCrosvm waits for a mount to let a state
+// file go: the kernel tells a mount of a view's last close (FUSE release) just
+// after close(2) returns, not before.
+const releaseWait = 2 * time.Second
+
+// lockForCrosvm takes the writer lock of every state file that a composite disk
+// of vm, made by a vmfs mount (a key of flat), names read-write: crosvm opens
+// those files itself, so no view of a mount may write them while it runs. The
+// locks are on the files returned, which crosvm inherits (files), so that they
+// last as long as it runs, whoever launched it; the caller closes its copies
+// once it has started. A file open through a view of a mount is an ErrInput
+// error naming it.
+func lockForCrosvm(ctx context.Context, vm *metadata.VMConfig, flat map[string]string, files *launcher.Inherited) (locked []*os.File, err error) {
+	defer func() {
+		if err != nil {
+			closeAll(locked)
+			locked = nil
+		}
+	}()
+	for _, d := range vm.Disks {
+		if _, ok := flat[d.Image]; !ok {
+			continue
+		}
+		b, err := os.ReadFile(d.Image)
+		if err != nil {
+			return locked, err
+		}
+		c, err := layout.ParseComposite(b)
+		if err != nil {
+			return locked, fmt.Errorf("%s: %w", d.Image, err)
+		}
+		for _, comp := range c.Components {
+			if !comp.Writable {
+				continue
+			}
+			f, err := inputfile.OpenFile(comp.Path, os.O_RDWR)
+			if err != nil {
+				return locked, &metadata.InputError{Kind: "state file", Err: err}
+			}
+			locked = append(locked, f)
+			if err := waitWriter(ctx, f); err != nil {
+				return locked, WithKind(ErrInput, fmt.Errorf("state file %s: %w; crosvm writes it itself, so close it there first", inputfile.Quote(comp.Path), err))
+			}
+			files.Path(f)
+		}
+	}
+	return locked, nil
+}
+
+// waitWriter takes f's writer lock, waiting up to releaseWait for a mount to
+// let it go.
+func waitWriter(ctx context.Context, f *os.File) error {
+	deadline := time.Now().Add(releaseWait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := lockWriter(f)
+		if !errors.Is(err, errWriting) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-tick.C:
+		}
+	}
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }

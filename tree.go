@@ -34,7 +34,7 @@ type Tree struct {
 	Sources  *fusedisk.Sources  // the tree's open sources: close them once it is gone
 	// states are the writable partitions' state files, read and written through
 	// the tree: Close closes them after the sources.
-	states []stateImage
+	states []*heldState
 }
 
 // Writable reports whether the tree has writable partitions: its mount must be
@@ -64,7 +64,10 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 		return nil, err
 	}
 	disks := p.Disks()
-	if t.states, err = openWritable(p, disks); err != nil {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if t.states, err = openWritable(p, disks, o.Logger); err != nil {
 		return nil, err
 	}
 	if pool == nil {
@@ -120,10 +123,10 @@ func documents(p *Payload, m *Manifest, vm *metadata.VMConfig) (map[string][]byt
 
 // openWritable opens the state file of each writable partition of disks
 // read-write, locks it for this tree alone (lockState) and gives it to its disk
-// as a writable source (openState). A state file another tree holds, or whose
-// size as the VM sees it is not the one laid out, is an ErrInput error naming it
-// as p does (an instance image, ...).
-func openWritable(p *Payload, disks []fusedisk.Disk) (states []stateImage, err error) {
+// as a writable source, served while a view of it is open (heldState). A state
+// file another tree holds, or whose size as the VM sees it is not the one laid
+// out, is an ErrInput error naming it as p does (an instance image, ...).
+func openWritable(p *Payload, disks []fusedisk.Disk, log *zap.Logger) (states []*heldState, err error) {
 	defer func() {
 		if err != nil {
 			for _, s := range states {
@@ -155,15 +158,14 @@ func openWritable(p *Payload, disks []fusedisk.Disk) (states []stateImage, err e
 				f.Close()
 				return states, WithKind(ErrInput, fmt.Errorf("%s %s: %w", kind, inputfile.Quote(src.Path), err))
 			}
-			s, err := openState(f)
-			if err != nil {
-				f.Close()
-				return states, err
-			}
-			s = closing{s, f}
+			s := &heldState{f: f, log: log}
 			states = append(states, s)
-			if s.Size() != src.Size {
-				return states, WithKind(ErrInput, fmt.Errorf("%s %s shows %d bytes, laid out for %d", kind, inputfile.Quote(src.Path), s.Size(), src.Size))
+			size, _, err := virtualSize(f)
+			switch {
+			case err != nil:
+				return states, WithKind(ErrInput, fmt.Errorf("%s %s: %w", kind, inputfile.Quote(src.Path), err))
+			case size != src.Size:
+				return states, WithKind(ErrInput, fmt.Errorf("%s %s shows %d bytes, laid out for %d", kind, inputfile.Quote(src.Path), size, src.Size))
 			}
 			if disks[i].Writable == nil {
 				disks[i].Writable = map[string]fusedisk.Writable{}
@@ -173,11 +175,3 @@ func openWritable(p *Payload, disks []fusedisk.Disk) (states []stateImage, err e
 	}
 	return states, nil
 }
-
-// closing is a state image that closes its file after it.
-type closing struct {
-	stateImage
-	f *os.File
-}
-
-func (c closing) Close() error { return errors.Join(c.stateImage.Close(), c.f.Close()) }

@@ -88,7 +88,9 @@
 // round. Their size never changes (a truncation to it is taken, as dd does
 // one; O_APPEND and O_TRUNC are refused). Writable sources are not guarded
 // (they change by design) nor shared between trees: one VM writes a state
-// file, under its owner's lock. A tree with writable sources is mounted with
+// file, under its owner's lock. A backend that is a Holder is held from each
+// open of such a node to its release, and may refuse the open (EBUSY while
+// another program writes its file). A tree with writable sources is mounted with
 // MountOptions.Writable; every other file stays read-only (EROFS).
 //
 // # Permissions

@@ -2,6 +2,7 @@ package fusedisk
 
 import (
 	"context"
+	"errors"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -121,6 +122,10 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		return &passHandle{fd: n.pass.fd}, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	if n.rw {
+		if errno := n.hold(); errno != 0 {
+			n.set.unhold()
+			return nil, 0, errno
+		}
 		// No page cache: a write through one node changes the bytes of others
 		// (disk.img and partitions/<label>), which then read them from vmfs.
 		return &handle{n: n}, fuse.FOPEN_DIRECT_IO, 0
@@ -188,8 +193,41 @@ func (n *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 // Release comes once the kernel's last user of an open closed it and every read
 // on it was answered: the sources may go once no file is open (CloseWhenIdle).
 func (n *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	if n.rw {
+		n.let(len(n.from))
+	}
 	n.set.unhold()
 	return 0
+}
+
+// hold holds the writable sources the node reads that are Holders, all or
+// none.
+func (n *fileNode) hold() syscall.Errno {
+	for i, src := range n.from {
+		h, ok := src.w.(Holder)
+		if !ok {
+			continue
+		}
+		if err := h.Hold(); err != nil {
+			n.let(i)
+			n.log.Warn("open refused", zap.String("file", n.name), zap.Error(err))
+			var errno syscall.Errno
+			if errors.As(err, &errno) {
+				return errno
+			}
+			return syscall.EIO
+		}
+	}
+	return 0
+}
+
+// let lets go of the Holders among the node's first k sources.
+func (n *fileNode) let(k int) {
+	for _, src := range n.from[:k] {
+		if h, ok := src.w.(Holder); ok {
+			h.Let()
+		}
+	}
 }
 
 // Read serves [off, off+len(dest)) without copying where it can: one file extent

@@ -43,6 +43,17 @@ type Writable interface {
 	Sync() error
 }
 
+// Holder is a Writable that is read and written only while held: a node that
+// reads it holds it from each open to its release, so that its owner can let
+// another program (crosvm, which writes a state file itself) have the file
+// while none is open. An open whose Hold fails fails with the error's errno
+// (EBUSY while the other program has the file), else EIO.
+type Holder interface {
+	Writable
+	Hold() error
+	Let()
+}
+
 func (d Disk) base() string {
 	if d.Dir == "" {
 		return "payload"

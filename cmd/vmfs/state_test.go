@@ -2,16 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"vmfs"
+	"vmfs/internal/proc"
 	"vmfs/metadata"
 	"vmfs/testdata"
 	"vmfs/verdict"
@@ -135,33 +140,12 @@ func TestStateMount(t *testing.T) {
 	runVmfs(t, "", "unmount", second)
 }
 
-// stateOSDir is osDir's OS config with a partitioned disk 1, as Microdroid's own
-// config has it for Android 13 to put vm-instance on: every disk up to 1 that has
-// no partitions gets one of 4 KiB of zeros. Paths are made absolute.
+// stateOSDir is osDir's OS config with a partitioned disk 1, for Android 13 to
+// put vm-instance on (testdata.StateOSDir).
 func stateOSDir(t *testing.T, osDir string) string {
 	t.Helper()
-	cfg, err := metadata.LoadVMConfig(filepath.Join(osDir, "microdroid.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	for len(cfg.Disks) < 2 {
-		cfg.Disks = append(cfg.Disks, metadata.DiskImage{})
-	}
-	for i := range cfg.Disks[:2] {
-		if len(cfg.Disks[i].Partitions) == 0 {
-			zeros := filepath.Join(dir, fmt.Sprintf("zeros%d.img", i))
-			if err := os.WriteFile(zeros, make([]byte, 4096), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			cfg.Disks[i] = metadata.DiskImage{Partitions: []metadata.Partition{{Label: fmt.Sprintf("os-%d", i), Path: zeros}}}
-		}
-	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "microdroid.json"), b, 0o644); err != nil {
+	if err := testdata.StateOSDir(osDir, dir); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -251,4 +235,205 @@ func TestStateOneVM(t *testing.T) {
 	if code := first.exit(t, 3*time.Minute); code != 0 {
 		t.Errorf("first run: exit %d:\n%s", code, first.output())
 	}
+}
+
+// fakeCrosvm is a stand-in for crosvm, a real process: it writes 4 KiB of 0x5a
+// at 1 MiB into the QCOW2 image $VMFS_TEST_STATE with qemu-io, as crosvm writes a
+// state file a composite names read-write, writes its pid to $VMFS_TEST_PIDFILE
+// and waits to be killed, holding what it inherited.
+func fakeCrosvm(t *testing.T) string {
+	t.Helper()
+	qemuIO := testdata.RequireTool(t, "qemu-io")
+	path := filepath.Join(t.TempDir(), "crosvm")
+	script := "#!/bin/sh\n" + qemuIO + " -f qcow2 -c 'write -P 0x5a 1M 4k' \"$VMFS_TEST_STATE\" >&2 || exit 1\n" +
+		"echo $$ > \"$VMFS_TEST_PIDFILE\"\nexec sleep infinity\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// engines are the qemu-storage-daemon processes pid started.
+func engines(pid int) []string {
+	var out []string
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(task)
+		for _, child := range strings.Fields(string(b)) {
+			if exe, _ := os.Readlink("/proc/" + child + "/exe"); strings.Contains(exe, "qemu-storage-daemon") {
+				out = append(out, child)
+			}
+		}
+	}
+	return out
+}
+
+// TestStateOneWriterCrosvm: crosvm writes a state file itself, so a mount's views
+// of it and crosvm never write it at once. While a view is open, a crosvm launch
+// on the mount is refused (exit 3, naming the file) and nothing starts; while
+// crosvm runs, both views refuse opens with EBUSY and the mount runs no engine;
+// once it has ended, the views show what crosvm wrote, next to what the view wrote
+// before, and qemu-img check is clean.
+func TestStateOneWriterCrosvm(t *testing.T) {
+	testdata.RequireFUSE(t)
+	qemuImg := testdata.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	inst, pidfile := filepath.Join(dir, "inst.img"), filepath.Join(dir, "crosvm.pid")
+	t.Setenv("VMFS_TEST_STATE", inst)
+	t.Setenv("VMFS_TEST_PIDFILE", pidfile)
+	mnt := t.TempDir()
+	if r := runVmfs(t, "", append(append([]string{"mount"}, stateArgs(t, metadata.Android14, false, guestDir(t), inst)...), mnt)...); r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
+	server, err := vmfs.Status(context.Background(), mnt)
+	if err != nil || server == nil {
+		t.Fatalf("mount not in mountinfo: %v", err)
+	}
+	m, err := vmfs.ReadManifest(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var views []string
+	for _, d := range m.Disks {
+		if p := d.Partitions[vmfs.InstanceLabel]; p != "" {
+			views = []string{p, d.Flat}
+		}
+	}
+	if views == nil {
+		t.Fatalf("no %s in the manifest: %+v", vmfs.InstanceLabel, m.Disks)
+	}
+	runCrosvm := []string{"run-app", "--mount", mnt, "--vmm", "crosvm", "--crosvm", fakeCrosvm(t), "--console", "/dev/null", "--timeout", "20s"}
+
+	view, err := os.OpenFile(views[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runVmfs(t, "", runCrosvm...)
+	if r.code != exitInput || !strings.Contains(r.stderr, "state file "+inst+": ") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("crosvm while a view is open: exit %d: %q; want exit %d naming %s", r.code, r.stderr, exitInput, inst)
+	}
+	if _, err := os.Stat(pidfile); err == nil {
+		t.Errorf("crosvm started while a view was open")
+	}
+	if _, err := view.WriteAt(bytes.Repeat([]byte{0x11}, 4096), 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := view.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	vm := start(t, "", runCrosvm...)
+	var pid int
+	if !testdata.Eventually(t, time.Minute, func() bool {
+		b, err := os.ReadFile(pidfile)
+		return err == nil && json.Unmarshal(bytes.TrimSpace(b), &pid) == nil
+	}) {
+		t.Fatalf("crosvm did not start:\n%s", vm.output())
+	}
+	for _, v := range views {
+		if f, err := os.Open(v); !errors.Is(err, syscall.EBUSY) {
+			t.Errorf("open %s while crosvm runs: %v, want EBUSY", v, err)
+			if err == nil {
+				f.Close()
+			}
+		}
+	}
+	if e := engines(server.Pid); len(e) != 0 {
+		t.Errorf("the mount runs engines while crosvm runs: %v", e)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	vm.exit(t, time.Minute)
+
+	for _, c := range []struct {
+		off  int64
+		fill byte
+	}{{1 << 20, 0x5a}, {2 << 20, 0x11}} {
+		b := make([]byte, 4096)
+		f, err := os.Open(views[0])
+		if err != nil {
+			t.Fatalf("open once crosvm is gone: %v", err)
+		}
+		_, err = f.ReadAt(b, c.off)
+		f.Close()
+		if err != nil || !bytes.Equal(b, bytes.Repeat([]byte{c.fill}, 4096)) {
+			t.Errorf("at %d: %x... (%v), want %#x", c.off, b[:8], err, c.fill)
+		}
+	}
+	if out, err := exec.Command(qemuImg, "check", inst).CombinedOutput(); err != nil || !strings.Contains(string(out), "No errors were found") {
+		t.Errorf("qemu-img check: %v\n%s", err, out)
+	}
+}
+
+// TestStateKill: kill -9 of a `vmfs mount` just after an fsync'd write through
+// disk.img, the file still open: qemu-io reads the write from the QCOW2
+// instance, qemu-img check finds it clean, and the mount's engine
+// (qemu-storage-daemon) dies with it.
+func TestStateKill(t *testing.T) {
+	testdata.RequireFUSE(t)
+	inst := filepath.Join(t.TempDir(), "inst.img")
+	mnt := t.TempDir()
+	if r := runVmfs(t, "", append(append([]string{"mount"}, stateArgs(t, metadata.Android14, false, guestDir(t), inst)...), mnt)...); r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
+	server, err := vmfs.Status(context.Background(), mnt)
+	if err != nil || server == nil {
+		t.Fatalf("mount not in mountinfo: %v", err)
+	}
+	m, err := vmfs.ReadManifest(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Where vm-instance starts in disk.img, from layout.json.
+	var flat string
+	var at int64 = -1
+	var layouts map[string]struct {
+		Partitions []struct {
+			Label  string
+			Offset int64
+		}
+	}
+	lay, _ := os.ReadFile(filepath.Join(mnt, "layout.json"))
+	if err := json.Unmarshal(lay, &layouts); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range m.Disks {
+		for _, p := range layouts[d.Name+"/disk"].Partitions {
+			if p.Label == vmfs.InstanceLabel {
+				flat, at = d.Flat, p.Offset
+			}
+		}
+	}
+	if at < 0 {
+		t.Fatalf("no %s in layout.json:\n%s", vmfs.InstanceLabel, lay)
+	}
+	f, err := os.OpenFile(flat, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0x3c}, 64<<10), at+1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	daemons := engines(server.Pid)
+	if len(daemons) != 1 {
+		t.Fatalf("engines of the mount: %v, want one", daemons)
+	}
+	syscall.Kill(server.Pid, syscall.SIGKILL)
+	for _, d := range daemons {
+		pid, _ := strconv.Atoi(d)
+		if !proc.WaitExit(pid, 10*time.Second) {
+			t.Errorf("qemu-storage-daemon %d outlives vmfs", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if !proc.WaitExit(server.Pid, 10*time.Second) {
+		t.Fatal("vmfs survived SIGKILL")
+	}
+	testdata.QemuIO(t, inst, "qcow2", false, "read -P 0x3c 1M 64k")
+	testdata.QemuImgCheck(t, inst)
 }

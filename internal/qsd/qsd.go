@@ -30,9 +30,10 @@
 //
 // # Failures
 //
-// The daemon gets SIGKILL when the thread that started it dies (Pdeathsig),
-// every exchange with it is bounded by Options.Timeout, and one that fails or
-// times out kills it: later calls fail at once, never hang.
+// The daemon gets SIGKILL when vmfs dies (Pdeathsig, from a thread kept for
+// the daemon's life), every exchange with it is bounded by Options.Timeout,
+// and one that fails or times out kills it: later calls fail at once, never
+// hang.
 package qsd
 
 import (
@@ -42,6 +43,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -122,7 +124,7 @@ func Open(f *os.File, o Options) (*Image, error) {
 	im.cmd.ExtraFiles = []*os.File{child, lis}
 	im.cmd.Stderr = im.stderr
 	im.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: o.Credential}
-	err = im.cmd.Start()
+	err = im.start()
 	// Only the daemon holds these now: when it dies, the export's queued
 	// connection is reset and nothing waits on it.
 	child.Close()
@@ -132,7 +134,6 @@ func Open(f *os.File, o Options) (*Image, error) {
 		client.Close()
 		return nil, fmt.Errorf("%w: start %s: %v", ErrEngine, path, err)
 	}
-	go func() { im.cmd.Wait(); close(im.exited) }()
 	go serveFile(backend, f, backendSize)
 	im.nbd = &nbdConn{c: client, timeout: timeout}
 	if err := im.nbd.handshake("disk"); err != nil {
@@ -140,6 +141,25 @@ func Open(f *os.File, o Options) (*Image, error) {
 		return nil, im.failure(err)
 	}
 	return im, nil
+}
+
+// start starts the daemon from a thread kept until it has exited. The kernel
+// sends the parent-death signal when the thread that forked the daemon ends,
+// not the process, and Go ends a thread whose locked goroutine returns: from
+// any other thread the daemon could be killed while vmfs runs on. When vmfs
+// dies, all its threads do, and the signal comes.
+func (im *Image) start() error {
+	started := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread may end after Wait
+		err := im.cmd.Start()
+		started <- err
+		if err == nil {
+			im.cmd.Wait()
+			close(im.exited)
+		}
+	}()
+	return <-started
 }
 
 // failure is err with what the daemon last said, if it said anything.

@@ -3,14 +3,18 @@ package qsd_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"vmfs/internal/qsd"
 	"vmfs/testdata"
@@ -123,4 +127,51 @@ func TestRefusedImage(t *testing.T) {
 	if !errors.Is(err, qsd.ErrEngine) || !strings.Contains(err.Error(), "qcow2") {
 		t.Errorf("Open of junk: %v, want ErrEngine naming qcow2", err)
 	}
+}
+
+// The daemon outlives the OS thread that started it (Pdeathsig follows a
+// thread, not the process): a goroutine locked to its thread opens the image
+// and ends, so that Go ends the thread; once the thread is gone the daemon
+// still serves. The daemon dies with vmfs (TestStateKill in cmd/vmfs).
+func TestThreadExit(t *testing.T) {
+	path, f := newQcow2(t, "10M")
+	testdata.RequireTool(t, "qemu-storage-daemon")
+	type opened struct {
+		im  *qsd.Image
+		tid int
+	}
+	ch := make(chan opened)
+	var o opened
+	// Go keeps the main thread when its locked goroutine ends: then once more,
+	// on another thread.
+	for o.tid == 0 || o.tid == os.Getpid() {
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			if unix.Gettid() == os.Getpid() {
+				ch <- opened{tid: os.Getpid()}
+				return
+			}
+			im, err := qsd.Open(f, qsd.Options{Timeout: 20 * time.Second})
+			if err != nil {
+				t.Error(err)
+			}
+			ch <- opened{im, unix.Gettid()}
+		}()
+		o = <-ch
+	}
+	if o.im == nil {
+		t.FailNow()
+	}
+	defer o.im.Close()
+	task := fmt.Sprintf("/proc/self/task/%d", o.tid)
+	if !testdata.Eventually(t, 10*time.Second, func() bool { _, err := os.Stat(task); return err != nil }) {
+		t.Fatal("the locked thread did not end")
+	}
+	if _, err := o.im.WriteAt(bytes.Repeat([]byte{0x66}, 4096), 0); err != nil {
+		t.Fatalf("WriteAt once the thread that opened the image ended: %v", err)
+	}
+	if err := o.im.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testdata.QemuIO(t, path, "qcow2", false, "read -P 0x66 0 4k")
 }
