@@ -130,7 +130,7 @@ func refuseOwnSources(spec vmfs.Spec) error {
 // (vmfs.PrepareState): the service then takes every state file as one that
 // exists, checks it the same way, and writes nothing to it but what the VM
 // writes. created is what was made, to remove when the request fails.
-func payloadRequest(req *request, spec vmfs.Spec) (files []*os.File, created *vmfs.CreatedState, err error) {
+func payloadRequest(req *request, spec vmfs.Spec) (_ []*os.File, _ *vmfs.CreatedState, err error) {
 	if err := refuseOwnSources(spec); err != nil {
 		return nil, nil, err
 	}
@@ -138,9 +138,11 @@ func payloadRequest(req *request, spec vmfs.Spec) (files []*os.File, created *vm
 	if err != nil {
 		return nil, nil, err
 	}
-	if created, err = vmfs.PrepareState(spec); err != nil {
+	created, err := vmfs.PrepareState(spec)
+	if err != nil {
 		return nil, nil, err
 	}
+	var files []*os.File
 	defer func() {
 		if err != nil {
 			closeFiles(files...)

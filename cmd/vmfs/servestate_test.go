@@ -175,7 +175,7 @@ func TestServeStateAttacks(t *testing.T) {
 	}
 	add := func(inst rawFile) []map[string]any {
 		req := map[string]any{"op": "add", "files": []string{"apk", "idsig", "instance"}, "apk": apk, "idsig": apk + ".idsig",
-			"profile": "android14", "config_path": testdata.ConfigPath, "instance": inst.Path}
+			"profile": "android14", "payload_binary_name": testdata.PayloadBinaryName, "instance": "inst.img"}
 		return a.send(req, rawFile{"r", apk}, rawFile{"r", apk + ".idsig"}, inst)
 	}
 	for _, tc := range []struct {
