@@ -69,9 +69,9 @@ func newManifest(p *Payload, dir, kind string) *Manifest {
 	}
 	for _, s := range p.State {
 		if s.Label == InstanceLabel {
-			m.Inputs.Instance = s.Path
+			m.Inputs.Instance = s.Name
 		} else {
-			m.Inputs.Storage = s.Path
+			m.Inputs.Storage = s.Name
 		}
 	}
 	for _, d := range p.Disks() {

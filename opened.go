@@ -17,7 +17,15 @@ import (
 // opens them with its own rights and hands them over). Resolve, Mount and Verify
 // read them through these files and never open Spec.APK or Spec.Idsig, which then
 // only name them for people. They must stay open while the payload is served.
-type Files struct{ APK, Idsig *os.File }
+// Instance and Storage, when set, are Spec.Instance's and Spec.Storage's state
+// files, open read-write (they must exist: see PrepareState), and InstanceID
+// Spec.InstanceIDFile's, open for reading; a tree writes the state files through
+// these files and never opens their names. ExtraAPKs and ExtraIdsigs are the
+// extra APKs (Spec.ExtraAPKPaths) and their idsigs, in order, open for reading.
+type Files struct {
+	APK, Idsig, Instance, Storage, InstanceID *os.File
+	ExtraAPKs, ExtraIdsigs                    []*os.File
+}
 
 // input is a file a payload is made of: its name and, when the caller opened
 // it, the file.
@@ -97,15 +105,31 @@ func (p *Payload) opened() map[string]*os.File {
 	if p.files == nil {
 		return nil
 	}
-	return map[string]*os.File{openedKey(p.files.APK): p.files.APK, openedKey(p.files.Idsig): p.files.Idsig}
+	m := map[string]*os.File{}
+	for _, f := range p.files.all() {
+		m[openedKey(f)] = f
+	}
+	return m
 }
 
-// CloseFiles closes the APK and idsig the caller handed over open (Spec.Files),
-// which the payload holds from Resolve on; its trees keep their own sources.
+// all are the files set.
+func (fs *Files) all() []*os.File {
+	var out []*os.File
+	for _, f := range append([]*os.File{fs.APK, fs.Idsig, fs.Instance, fs.Storage, fs.InstanceID}, append(fs.ExtraAPKs, fs.ExtraIdsigs...)...) {
+		if f != nil {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// CloseFiles closes the files the caller handed over open (Spec.Files), which
+// the payload holds from Resolve on; its trees keep their own sources.
 func (p *Payload) CloseFiles() {
 	if p.files != nil {
-		p.files.APK.Close()
-		p.files.Idsig.Close()
+		for _, f := range p.files.all() {
+			f.Close()
+		}
 	}
 }
 

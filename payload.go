@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/google/uuid"
@@ -50,6 +50,25 @@ type Spec struct {
 	StorageSize       int64
 	// InstanceIDFile holds the VM's instance ID (`--instance-id-file`, android15).
 	InstanceIDFile string
+}
+
+// ExtraAPKPaths are the extra APKs of spec's payload, as Resolve finds them: the
+// payload config's extra_apks (read from the APK) or, with a binary name,
+// ExtraAPKs; a service's client opens these and sends them (Files.ExtraAPKs).
+// Its errors are of kind ErrInput.
+func (s Spec) ExtraAPKPaths() ([]string, error) {
+	apk, err := filepath.Abs(s.APK)
+	if err != nil {
+		return nil, WithKind(ErrInput, err)
+	}
+	var cfg *metadata.PayloadConfig
+	if s.PayloadBinaryName == "" {
+		if cfg, err = s.Profile.ReadPayloadConfig(apk, s.ConfigPath); err != nil {
+			return nil, WithKind(ErrInput, err)
+		}
+	}
+	paths, err := s.Profile.ExtraApks(apk, cfg, s.ExtraAPKs, len(s.ExtraIdsigs))
+	return paths, WithKind(ErrInput, err)
 }
 
 // Payload is a Spec resolved: every input read and checked, every disk laid out,
@@ -124,7 +143,11 @@ func resolve(spec Spec) (*Payload, error) {
 		}
 	}
 	if spec.InstanceIDFile != "" {
-		if p.InstanceID, err = readInstanceID(spec.InstanceIDFile); err != nil {
+		var opened *os.File
+		if spec.Files != nil {
+			opened = spec.Files.InstanceID
+		}
+		if p.InstanceID, err = readInstanceID(spec.InstanceIDFile, opened); err != nil {
 			return nil, err
 		}
 	}
@@ -162,9 +185,9 @@ func (p *Payload) layOutPayload(spec Spec, apk, idsig input) error {
 	if p.ExtraAPKs, err = prof.ExtraApks(p.APK, p.Config, spec.ExtraAPKs, len(spec.ExtraIdsigs)); err != nil {
 		return err
 	}
-	if len(p.ExtraAPKs) > 0 && p.files != nil {
-		// A service opens no file a client names; extra APKs are not handed over yet.
-		return errors.New("extra APKs are not taken over a service's socket yet; run without the service")
+	if p.files != nil && (len(p.files.ExtraAPKs) != len(p.ExtraAPKs) || len(p.files.ExtraIdsigs) != len(p.ExtraIdsigs)) {
+		return fmt.Errorf("%d extra APKs and %d extra idsigs handed over open (Spec.Files), the payload has %d",
+			len(p.files.ExtraAPKs), len(p.files.ExtraIdsigs), len(p.ExtraAPKs))
 	}
 	apexes, err := selectApexes(prof, metadata.ApexResolver{InfoList: list, Dirs: spec.ApexDirs}, names, debug)
 	if err != nil {
@@ -221,11 +244,15 @@ func (p *Payload) layOutDisk(apexes []metadata.ApexInfo, randomGUIDs bool, apk, 
 		return err
 	}
 	for i, apk := range p.ExtraAPKs {
+		a, id := input{name: apk, kind: "extra apk"}, input{name: p.ExtraIdsigs[i], kind: "extra idsig"}
+		if p.files != nil {
+			a.f, id.f = p.files.ExtraAPKs[i], p.files.ExtraIdsigs[i]
+		}
 		var e layout.ExtraAPK
-		if e.APK, err = statSource(apk); err != nil {
+		if e.APK, err = a.source(); err != nil {
 			return err
 		}
-		if e.Idsig, err = statSource(p.ExtraIdsigs[i]); err != nil {
+		if e.Idsig, err = id.source(); err != nil {
 			return err
 		}
 		lp.Extra = append(lp.Extra, e)

@@ -28,13 +28,10 @@ type stateImage interface {
 }
 
 // openState opens the state file f, open read-write: a QCOW2 image (by its
-// magic) through qemu-storage-daemon, anything else as raw bytes. A QCOW2 image
-// the engine cannot serve without opening another file (qcow2.Check) is an
-// ErrInput error naming f.
-func openState(f *os.File) (stateImage, error) { return openStateAs(f, nil) }
-
-// openStateAs is openState running the engine as cred (nil: as vmfs).
-func openStateAs(f *os.File, cred *syscall.Credential) (stateImage, error) {
+// magic) through qemu-storage-daemon running as cred (nil: as vmfs), anything
+// else as raw bytes. A QCOW2 image the engine cannot serve without opening
+// another file (qcow2.Check) is an ErrInput error naming f.
+func openState(f *os.File, cred *syscall.Credential) (stateImage, error) {
 	if !qcow2.IsImage(f) {
 		st, err := f.Stat()
 		if err != nil {
@@ -86,21 +83,27 @@ func (r *rawState) Close() error { return r.Sync() }
 // may write it; while crosvm has it, an open fails with EBUSY. It is a
 // fusedisk.Holder.
 type heldState struct {
-	f     *os.File // the tree's, locked for it (lockState)
-	log   *zap.Logger
-	mu    sync.Mutex
-	users int        // open views
-	im    stateImage // the engine while users > 0
+	f      *os.File            // the tree's, locked for it (lockState)
+	unlock func()              // lets lockState's lock go
+	cred   *syscall.Credential // the engine runs as (nil: as vmfs)
+	log    *zap.Logger
+	mu     sync.Mutex
+	users  int        // open views
+	im     stateImage // the engine while users > 0
+	closed bool       // the tree is gone: no view starts the engine again
 }
 
 func (h *heldState) Hold() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		return fmt.Errorf("state file %s: its payload is gone: %w", h.f.Name(), os.ErrClosed)
+	}
 	if h.users == 0 {
 		if err := lockWriter(h.f); err != nil {
 			return fmt.Errorf("state file %s: %w", h.f.Name(), err)
 		}
-		im, err := openState(h.f)
+		im, err := openState(h.f, h.cred)
 		if err != nil {
 			unlockWriter(h.f)
 			return err
@@ -114,7 +117,8 @@ func (h *heldState) Hold() error {
 func (h *heldState) Let() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.users--; h.users == 0 {
+	// A view still open when the tree closed outlives the engine (Close).
+	if h.users--; h.users == 0 && h.im != nil {
 		h.stop()
 	}
 }
@@ -162,12 +166,15 @@ func (h *heldState) Sync() error {
 	return im.Sync()
 }
 
-// Close stops the engine if a view is still open, and closes the file.
+// Close stops the engine if a view is still open (its later reads and writes
+// fail), lets the file's lock go and closes it.
 func (h *heldState) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.im != nil {
 		h.stop()
 	}
+	h.closed = true
+	h.unlock()
 	return h.f.Close()
 }

@@ -26,7 +26,7 @@ func TestOpenStateWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		s, err := openState(f)
+		s, err := openState(f, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestOpenStateRefusesBacking(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	_, err = openState(f)
+	_, err = openState(f, nil)
 	if !errors.Is(err, ErrInput) || !bytes.Contains([]byte(err.Error()), []byte("top.qcow2: qcow2: not an image a VM's state can be: it has a backing file")) {
 		t.Errorf("openState of an image with a backing file: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,12 +37,16 @@ const InstanceIDSize = 64
 // StateFile is a VM's writable state file (an instance image, encrypted storage)
 // and the partition it becomes: its virtual content, written by the VM.
 type StateFile struct {
-	Label  string                 // vm-instance or encryptedstore
-	Path   string                 // absolute
+	Label string // vm-instance or encryptedstore
+	// Path is where the layout finds the file: its absolute path, or for a file
+	// the caller opened (Files.Instance, Files.Storage) the descriptor's key.
+	Path   string
+	Name   string                 // the file's absolute path as its user named it, for people
 	Type   metadata.PartitionType // what a missing one is made as
 	Size   int64                  // the partition's size: the image's virtual size
 	Format metadata.ImageFormat   // QCOW2Image or RawImage, as the file is
 	create int64                  // the size to make a missing one at
+	f      *os.File               // the file the caller opened, or nil
 }
 
 // stateFiles are the state files spec names, checked against its profile: the
@@ -75,7 +80,17 @@ func (s Spec) stateFiles() ([]StateFile, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[i].Path = abs
+		out[i].Path, out[i].Name = abs, abs
+		if s.Files == nil {
+			continue
+		}
+		if out[i].f = s.Files.Instance; out[i].Label == StorageLabel {
+			out[i].f = s.Files.Storage
+		}
+		if out[i].f == nil {
+			return nil, fmt.Errorf("%s %s: not among the files handed over open (Spec.Files)", out[i].kind(), inputfile.Quote(abs))
+		}
+		out[i].Path = openedKey(out[i].f)
 	}
 	return out, nil
 }
@@ -165,14 +180,17 @@ func createInstanceID(path string) (made bool, err error) {
 	return true, nil
 }
 
-// readInstanceID reads the instance ID at path: its first 64 bytes, as `vm` reads
-// them.
-func readInstanceID(path string) ([]byte, error) {
-	f, err := inputfile.Open(path)
-	if err != nil {
-		return nil, &metadata.InputError{Kind: "instance id file", Err: err}
+// readInstanceID reads the instance ID at path, or in opened when the caller
+// opened it: its first 64 bytes, as `vm` reads them.
+func readInstanceID(path string, opened *os.File) ([]byte, error) {
+	f := opened
+	if f == nil {
+		var err error
+		if f, err = inputfile.Open(path); err != nil {
+			return nil, &metadata.InputError{Kind: "instance id file", Err: err}
+		}
+		defer f.Close()
 	}
-	defer f.Close()
 	id := make([]byte, InstanceIDSize)
 	if n, err := f.ReadAt(id, 0); n < len(id) {
 		return nil, fmt.Errorf("instance id file %s: %d bytes, want %d (%v)", inputfile.Quote(path), n, InstanceIDSize, err)
@@ -183,19 +201,23 @@ func readInstanceID(path string) ([]byte, error) {
 // readState reads what a state file holds: its format and virtual size. A missing
 // one (inspect) is laid out at the size it would be made at.
 func (s *StateFile) read(prof metadata.Profile) error {
-	f, err := inputfile.Open(s.Path)
-	if errors.Is(err, fs.ErrNotExist) {
-		s.Format, s.Size = prof.PartitionImage(), prof.PartitionSize(s.create)
-		return nil
+	f := s.f
+	if f == nil {
+		var err error
+		f, err = inputfile.Open(s.Path)
+		if errors.Is(err, fs.ErrNotExist) {
+			s.Format, s.Size = prof.PartitionImage(), prof.PartitionSize(s.create)
+			return nil
+		}
+		if err != nil {
+			return &metadata.InputError{Kind: s.kind(), Err: err}
+		}
+		defer f.Close()
 	}
-	if err != nil {
-		return &metadata.InputError{Kind: s.kind(), Err: err}
-	}
-	defer f.Close()
 	size, isQCOW2, err := virtualSize(f)
 	switch {
 	case err != nil:
-		return fmt.Errorf("%s %s: %w", s.kind(), inputfile.Quote(s.Path), err)
+		return fmt.Errorf("%s %s: %w", s.kind(), inputfile.Quote(s.Name), err)
 	case isQCOW2:
 		s.Format, s.Size = metadata.QCOW2Image, size
 	default:
@@ -203,7 +225,7 @@ func (s *StateFile) read(prof metadata.Profile) error {
 	}
 	if s.Size == 0 || s.Size%layout.PartitionAlign != 0 {
 		return fmt.Errorf("%s %s: a virtual size of %d bytes, not a multiple of 4096: a GPT partition is laid out in 4 KiB units (vmfs create-partition rounds up)",
-			s.kind(), inputfile.Quote(s.Path), s.Size)
+			s.kind(), inputfile.Quote(s.Name), s.Size)
 	}
 	return nil
 }
@@ -245,14 +267,34 @@ func (s *StateFile) part() layout.FilePart {
 const stateLockByte = 0
 
 // lockState locks f, a state file, for one tree (a mount and the VMs booting
-// it) until its last descriptor closes; a file another one holds is refused.
-func lockState(f *os.File) error {
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: stateLockByte, Len: 1}
-	err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
-	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
-		return errors.New("in use by another vmfs VM or mount (one at a time writes it)")
+// it) until unlock or until its last descriptor closes; a file another one
+// holds is refused. An OFD lock belongs to an open file description, which a
+// caller that hands files over (a service's client) may send twice: so a file
+// this process holds through another tree is refused too.
+func lockState(f *os.File) (unlock func(), err error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, err
 	}
-	return err
+	id := fileID{st.Dev, st.Ino}
+	heldStates.Lock()
+	defer heldStates.Unlock()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: stateLockByte, Len: 1}
+	err = unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+	if heldStates.m[id] || errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+		return nil, errors.New("in use by another vmfs VM or mount (one at a time writes it)")
+	}
+	if err != nil {
+		return nil, err
+	}
+	heldStates.m[id] = true
+	return func() {
+		heldStates.Lock()
+		defer heldStates.Unlock()
+		delete(heldStates.m, id)
+		lk.Type = unix.F_UNLCK
+		unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+	}, nil
 }
 
 // stateWriterByte is the byte of a state file locked (F_OFD_SETLK) by whoever
@@ -353,3 +395,12 @@ func closeAll(files []*os.File) {
 		f.Close()
 	}
 }
+
+// fileID names a file: its device and inode.
+type fileID struct{ dev, ino uint64 }
+
+// heldStates are the state files this process's trees hold.
+var heldStates = struct {
+	sync.Mutex
+	m map[fileID]bool
+}{m: map[fileID]bool{}}

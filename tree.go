@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"go.uber.org/zap"
@@ -23,6 +26,9 @@ type TreeOptions struct {
 	Owner       *fusedisk.Owner
 	Passthrough bool        // see MountOptions
 	Logger      *zap.Logger // nil: zap.NewNop()
+	// Credential runs the engines of the tree's QCOW2 state files as that user
+	// (nil: as this process), as a service runs them as the client they serve.
+	Credential *syscall.Credential
 }
 
 // Tree is a payload's files, ready to be served at the directory it was made
@@ -44,10 +50,24 @@ func (t *Tree) Writable() bool { return len(t.states) > 0 }
 // Close closes the tree's sources and then its state files' engines, syncing
 // them; nothing may read the tree any more.
 func (t *Tree) Close() error {
-	errs := []error{t.Sources.Close()}
+	return errors.Join(t.Sources.Close(), t.closeStates())
+}
+
+// Retire is Close for a tree taken out of a live mount (Forest.Remove): its
+// sources close once no file of it is open (Sources.CloseWhenIdle), its state
+// files now, synced and unlocked, so that nothing writes them once the tree is
+// gone (a write through a file still open fails).
+func (t *Tree) Retire() error {
+	t.Sources.CloseWhenIdle()
+	return t.closeStates()
+}
+
+func (t *Tree) closeStates() error {
+	var errs []error
 	for _, s := range t.states {
 		errs = append(errs, s.Close())
 	}
+	t.states = nil
 	return errors.Join(errs...)
 }
 
@@ -67,7 +87,7 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	if t.states, err = openWritable(p, disks, o.Logger); err != nil {
+	if t.states, err = openWritable(p, disks, o.Credential, o.Logger); err != nil {
 		return nil, err
 	}
 	if pool == nil {
@@ -122,11 +142,13 @@ func documents(p *Payload, m *Manifest, vm *metadata.VMConfig) (map[string][]byt
 }
 
 // openWritable opens the state file of each writable partition of disks
-// read-write, locks it for this tree alone (lockState) and gives it to its disk
-// as a writable source, served while a view of it is open (heldState). A state
-// file another tree holds, or whose size as the VM sees it is not the one laid
-// out, is an ErrInput error naming it as p does (an instance image, ...).
-func openWritable(p *Payload, disks []fusedisk.Disk, log *zap.Logger) (states []*heldState, err error) {
+// read-write (one the caller opened is used through its descriptor, never
+// reopened), locks it for this tree alone (lockState) and gives it to its disk
+// as a writable source, served while a view of it is open (heldState, the
+// engine running as cred). A state file another tree holds, or whose size as
+// the VM sees it is not the one laid out, is an ErrInput error naming it as p
+// does (an instance image, ...).
+func openWritable(p *Payload, disks []fusedisk.Disk, cred *syscall.Credential, log *zap.Logger) (states []*heldState, err error) {
 	defer func() {
 		if err != nil {
 			for _, s := range states {
@@ -135,9 +157,9 @@ func openWritable(p *Payload, disks []fusedisk.Disk, log *zap.Logger) (states []
 			states = nil
 		}
 	}()
-	kinds := map[string]string{}
+	kinds, names, opened := map[string]string{}, map[string]string{}, p.opened()
 	for _, s := range p.State {
-		kinds[s.Path] = s.kind()
+		kinds[s.Path], names[s.Path] = s.kind(), s.Name
 	}
 	for i := range disks {
 		d := disks[i].Disk
@@ -150,22 +172,27 @@ func openWritable(p *Payload, disks []fusedisk.Disk, log *zap.Logger) (states []
 			if kind == "" {
 				kind = "writable partition " + part.Label
 			}
-			f, err := inputfile.OpenFile(src.Path, os.O_RDWR)
+			name := names[src.Path]
+			if name == "" {
+				name = src.Path
+			}
+			f, err := openStateFile(src.Path, name, opened[src.Path])
 			if err != nil {
 				return states, &metadata.InputError{Kind: kind, Err: err}
 			}
-			if err := lockState(f); err != nil {
+			unlock, err := lockState(f)
+			if err != nil {
 				f.Close()
-				return states, WithKind(ErrInput, fmt.Errorf("%s %s: %w", kind, inputfile.Quote(src.Path), err))
+				return states, WithKind(ErrInput, fmt.Errorf("%s %s: %w", kind, inputfile.Quote(name), err))
 			}
-			s := &heldState{f: f, log: log}
+			s := &heldState{f: f, unlock: unlock, cred: cred, log: log}
 			states = append(states, s)
 			size, _, err := virtualSize(f)
 			switch {
 			case err != nil:
-				return states, WithKind(ErrInput, fmt.Errorf("%s %s: %w", kind, inputfile.Quote(src.Path), err))
+				return states, WithKind(ErrInput, fmt.Errorf("%s %s: %w", kind, inputfile.Quote(name), err))
 			case size != src.Size:
-				return states, WithKind(ErrInput, fmt.Errorf("%s %s shows %d bytes, laid out for %d", kind, inputfile.Quote(src.Path), size, src.Size))
+				return states, WithKind(ErrInput, fmt.Errorf("%s %s shows %d bytes, laid out for %d", kind, inputfile.Quote(name), size, src.Size))
 			}
 			if disks[i].Writable == nil {
 				disks[i].Writable = map[string]fusedisk.Writable{}
@@ -174,4 +201,18 @@ func openWritable(p *Payload, disks []fusedisk.Disk, log *zap.Logger) (states []
 		}
 	}
 	return states, nil
+}
+
+// openStateFile opens the state file at path read-write, or duplicates opened,
+// the file the caller opened (name names it for people), which is never
+// reopened by a name: the tree's copy closes with it.
+func openStateFile(path, name string, opened *os.File) (*os.File, error) {
+	if opened == nil {
+		return inputfile.OpenFile(path, os.O_RDWR)
+	}
+	fd, err := unix.FcntlInt(opened.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("dup", err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }

@@ -123,41 +123,84 @@ func refuseOwnSources(spec vmfs.Spec) error {
 	return nil
 }
 
-// payloadRequest fills req with spec's payload and returns the APK and idsig,
-// opened here.
-func payloadRequest(req *request, spec vmfs.Spec) ([]*os.File, error) {
+// payloadRequest fills req with spec's payload and returns the files it sends,
+// opened here: the APK and idsig, the extra APKs and idsigs, and the state files
+// read-write. A missing
+// state file is made here first, as this user, formatted for the profile
+// (vmfs.PrepareState): the service then takes every state file as one that
+// exists, checks it the same way, and writes nothing to it but what the VM
+// writes. created is what was made, to remove when the request fails.
+func payloadRequest(req *request, spec vmfs.Spec) (_ []*os.File, _ *vmfs.CreatedState, err error) {
 	if err := refuseOwnSources(spec); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	extras, err := spec.ExtraAPKPaths()
+	if err != nil {
+		return nil, nil, err
+	}
+	created, err := vmfs.PrepareState(spec)
+	if err != nil {
+		return nil, nil, err
 	}
 	var files []*os.File
-	for _, in := range []struct{ kind, path string }{{fileAPK, spec.APK}, {fileIdsig, spec.Idsig}} {
+	defer func() {
+		if err != nil {
+			closeFiles(files...)
+			created.Remove()
+		}
+	}()
+	type input struct {
+		kind, path string
+		name       *string
+		flag       int
+	}
+	ins := []input{
+		{fileAPK, spec.APK, &req.APK, os.O_RDONLY}, {fileIdsig, spec.Idsig, &req.Idsig, os.O_RDONLY},
+		{fileInstance, spec.Instance, &req.Instance, os.O_RDWR}, {fileStorage, spec.Storage, &req.Storage, os.O_RDWR},
+		{fileInstanceID, spec.InstanceIDFile, &req.InstanceIDFile, os.O_RDONLY},
+	}
+	req.ExtraAPKs, req.ExtraIdsigs = make([]string, len(extras)), make([]string, len(spec.ExtraIdsigs))
+	for i, path := range extras {
+		ins = append(ins, input{fileExtraAPK, path, &req.ExtraAPKs[i], os.O_RDONLY})
+	}
+	for i, path := range spec.ExtraIdsigs {
+		ins = append(ins, input{fileExtraIdsig, path, &req.ExtraIdsigs[i], os.O_RDONLY})
+	}
+	for _, in := range ins {
+		if in.path == "" {
+			continue
+		}
 		abs, err := filepath.Abs(in.path)
 		if err == nil {
 			var f *os.File
-			if f, err = inputfile.Open(abs); err == nil {
-				files, req.Files = append(files, f), append(req.Files, in.kind)
+			if f, err = inputfile.OpenFile(abs, in.flag); err == nil {
+				files, req.Files, *in.name = append(files, f), append(req.Files, in.kind), abs
 				continue
 			}
 		}
-		closeFiles(files...)
-		return nil, vmfs.WithKind(vmfs.ErrInput, &metadata.InputError{Kind: in.kind, Err: err})
+		return nil, nil, vmfs.WithKind(vmfs.ErrInput, &metadata.InputError{Kind: in.kind, Err: err})
 	}
-	req.APK, req.Idsig = files[0].Name(), files[1].Name()
 	req.ConfigPath, req.RandomGUIDs = spec.ConfigPath, spec.RandomGUIDs
-	return files, nil
+	req.Profile, req.Debug, req.PayloadBinaryName = spec.Profile.String(), spec.Debug, spec.PayloadBinaryName
+	return files, created, nil
 }
 
 // Add asks the service to serve spec's payload as name ("": the service names
 // it) and, given a mountpoint (an empty directory of this user's), to expose it
 // there as well. spec names the APK, the idsig and the config path: the APEXes
 // and the OS config are the service's.
-func (c *Client) Add(ctx context.Context, name string, spec vmfs.Spec, mountpoint string) (*PayloadStatus, error) {
+func (c *Client) Add(ctx context.Context, name string, spec vmfs.Spec, mountpoint string) (_ *PayloadStatus, err error) {
 	req := &request{Op: opAdd, Name: name}
-	files, err := payloadRequest(req, spec)
+	files, created, err := payloadRequest(req, spec)
 	if err != nil {
 		return nil, err
 	}
 	defer closeFiles(files...)
+	defer func() {
+		if err != nil {
+			created.Remove()
+		}
+	}()
 	if mountpoint != "" {
 		d, err := os.OpenFile(mountpoint, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -219,7 +262,8 @@ func (c *Client) Stop(ctx context.Context, target string) (*VMStatus, error) {
 }
 
 // RunApp asks the service to boot o.Spec's payload as name ("": the service
-// names it), or the payload o.Mount names, as RunApp does. Detached, it returns
+// names it), or the payload o.Mount names, as RunApp does (the state files it
+// names are made here when missing: see PrepareState). Detached, it returns
 // once the VM runs; else the console and the VMM's messages come to o.Stdout and
 // o.Stderr (or the files o.Console and o.VM.Log, which are opened here), it
 // returns how the run went, and ctx's end stops the VM. The VMM binaries are the
@@ -227,14 +271,18 @@ func (c *Client) Stop(ctx context.Context, target string) (*VMStatus, error) {
 func (c *Client) RunApp(ctx context.Context, o vmfs.RunOptions, name string, detach bool) (*VMStatus, error) {
 	req := &request{Op: opRunApp, Name: name, Run: runRequestOf(o, detach)}
 	req.Run.Payload = o.Mount
-	var files []*os.File
-	if o.Mount == "" {
-		var err error
-		if files, err = payloadRequest(req, o.Spec); err != nil {
-			return nil, err
-		}
+	if o.Mount != "" {
+		return c.run(ctx, req, nil, o)
 	}
-	return c.run(ctx, req, files, o)
+	files, created, err := payloadRequest(req, o.Spec)
+	if err != nil {
+		return nil, err
+	}
+	vm, err := c.run(ctx, req, files, o)
+	if vm == nil && err != nil {
+		created.Remove() // made for a VM that never started
+	}
+	return vm, err
 }
 
 // RunVM asks the service to boot the VM config at path, as `vm run` does: the

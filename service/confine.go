@@ -2,12 +2,14 @@ package service
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	"go.uber.org/zap"
 
 	"vmfs"
 	"vmfs/internal/confine"
+	"vmfs/internal/qsd"
 	"vmfs/launcher"
 	"vmfs/metadata"
 )
@@ -40,15 +42,17 @@ func (s *Service) confine() error {
 // sources (the OS directory and the files its configs name, the APEX
 // directories, the apex-info-list and the APEXes it names), the CID locks, its
 // own /proc/self (mountinfo), the devices a VMM uses, and the VMM binaries with
-// what they load. They are taken now: a source put elsewhere since (a config
+// what they load, and the state files' engine. They are taken now: a source put elsewhere since (a config
 // turned into a symlink out, an APEX listed at a new path, a VMM installed
 // since) is refused until the service restarts. The files a client sends come
 // open and need no rule; the mount changes and the socket's removal are the
 // helper's.
 func (s *Service) rules() (confine.Rules, error) {
+	// The mount read-write: a writable disk's flat image is opened so for
+	// its VMM (the mount itself refuses a write outside state files).
 	r := confine.Rules{
-		Read:      append([]string{s.dir, "/proc/self"}, systemFiles...),
-		ReadWrite: []string{"/dev/null", "/dev/kvm", "/dev/vhost-vsock"},
+		Read:      append([]string{"/proc/self"}, systemFiles...),
+		ReadWrite: []string{s.dir, "/dev/null", "/dev/kvm", "/dev/vhost-vsock"},
 	}
 	// The CID locks are made in there: it must be there now to be granted.
 	cids := orDefault(s.o.VM.CIDDir, launcher.DefaultCIDDir)
@@ -95,6 +99,10 @@ func (s *Service) rules() (confine.Rules, error) {
 		if _, bin, err := launcher.Resolve(vmm); err == nil {
 			r.Exec = append(r.Exec, bin)
 		}
+	}
+	// The engine of the payloads' QCOW2 state files (vmfs.TreeOptions.Credential).
+	if bin, err := exec.LookPath(qsd.DefaultBinary); err == nil {
+		r.Exec = append(r.Exec, bin)
 	}
 	return r, nil
 }

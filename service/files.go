@@ -22,6 +22,7 @@ type sent struct {
 var knownFiles = map[string]int{
 	fileAPK: 1, fileIdsig: 1, fileMountpoint: 1, fileConsole: 1, fileLog: 1,
 	fileKernel: 1, fileInitrd: 1, fileBootloader: 1, fileDisk: wire.MaxFiles,
+	fileInstance: 1, fileStorage: 1, fileInstanceID: 1, fileExtraAPK: wire.MaxFiles, fileExtraIdsig: wire.MaxFiles,
 }
 
 func sortFiles(names []string, files []*os.File) (*sent, error) {
@@ -54,6 +55,13 @@ func (s *sent) take(name string) *os.File {
 	}
 	s.files[name] = fs[1:]
 	return fs[0]
+}
+
+// takeAll hands over every file named so, in order.
+func (s *sent) takeAll(name string) []*os.File {
+	fs := s.files[name]
+	delete(s.files, name)
+	return fs
 }
 
 // hold keeps f, taken, open with the request until handOver.

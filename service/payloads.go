@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"vmfs"
@@ -32,16 +33,26 @@ type served struct {
 	payload   *vmfs.Payload
 	manifest  *vmfs.Manifest
 	vmConfig  *metadata.VMConfig // to launch from dir
-	srcs      *fusedisk.Sources
-	kept      bool              // added by mount: it stays when a VM booting it ends
-	exposed   *fusedisk.Exposed // its mount at a directory of the client's, or nil
+	tree      *vmfs.Tree         // its files: retired when it goes (sources, state files)
+	kept      bool               // added by mount: it stays when a VM booting it ends
+	exposed   *fusedisk.Exposed  // its mount at a directory of the client's, or nil
 	added     time.Time
 	vm        *runningVM // the VM that boots from it; guarded by Service.mu
 }
 
 // status is how p is, its mountpoint as the mounts ms tell.
 func (p *served) status(ms []fusedisk.MountInfo) PayloadStatus {
-	return PayloadStatus{Name: p.name, Dir: p.dir, Owner: int(p.owner.UID), APK: p.payload.APK, Mountpoint: p.mountpoint(ms), Kept: p.kept, Added: p.added}
+	return PayloadStatus{Name: p.name, Dir: p.dir, Owner: int(p.owner.UID), APK: p.payload.APK, Instance: p.instance(), Mountpoint: p.mountpoint(ms), Kept: p.kept, Added: p.added}
+}
+
+// instance is p's instance image as its client named it, or "".
+func (p *served) instance() string {
+	for _, st := range p.payload.State {
+		if st.Label == vmfs.InstanceLabel {
+			return st.Name
+		}
+	}
+	return ""
 }
 
 // mountpoint is where p is exposed now, as the mounts ms tell, or "".
@@ -105,28 +116,77 @@ func (s *Service) unreserve(name string) {
 	}
 }
 
-// prepare resolves the payload a request sends: its APK and idsig come open
-// from the client, the APEXes and the OS config from the service's own sources.
-// The payload holds the files from then on (Spec.Files).
+// prepare resolves the payload a request sends: its APK and idsig, and its state
+// files, come open from the client, the APEXes and the OS config from the
+// service's own sources. The payload holds the files from then on (Spec.Files).
 func (s *Service) prepare(req *request, snt *sent) (*vmfs.Payload, error) {
-	apk, idsig := snt.take(fileAPK), snt.take(fileIdsig)
-	if apk == nil || idsig == nil {
-		closeFiles(apk, idsig)
+	fs := &vmfs.Files{APK: snt.take(fileAPK), Idsig: snt.take(fileIdsig),
+		Instance: snt.take(fileInstance), Storage: snt.take(fileStorage), InstanceID: snt.take(fileInstanceID),
+		ExtraAPKs: snt.takeAll(fileExtraAPK), ExtraIdsigs: snt.takeAll(fileExtraIdsig)}
+	closeAll := func() {
+		closeFiles(fs.APK, fs.Idsig, fs.Instance, fs.Storage, fs.InstanceID)
+		closeFiles(fs.ExtraAPKs...)
+		closeFiles(fs.ExtraIdsigs...)
+	}
+	if fs.APK == nil || fs.Idsig == nil {
+		closeAll()
 		return nil, requestf("send the APK and the idsig open: a service opens no path a client names")
 	}
-	if err := errors.Join(s.check(named(fileAPK, req.APK), apk, useRead), s.check(named(fileIdsig, req.Idsig), idsig, useRead)); err != nil {
-		closeFiles(apk, idsig)
+	prof, err := metadata.ParseProfile(orDefault(req.Profile, metadata.Android12.String()))
+	if err != nil {
+		closeAll()
+		return nil, requestf("profile: %v", err)
+	}
+	if len(fs.ExtraAPKs) != len(req.ExtraAPKs) || len(fs.ExtraIdsigs) != len(req.ExtraIdsigs) {
+		closeAll()
+		return nil, requestf("%d extra APKs and %d extra idsigs sent, %d and %d named", len(fs.ExtraAPKs), len(fs.ExtraIdsigs), len(req.ExtraAPKs), len(req.ExtraIdsigs))
+	}
+	// Each file named must come open, and each file sent be named.
+	type file struct {
+		what, name string
+		f          *os.File
+		u          use
+	}
+	files := []file{
+		{fileAPK, req.APK, fs.APK, useRead}, {fileIdsig, req.Idsig, fs.Idsig, useRead},
+		{fileInstance, req.Instance, fs.Instance, useWrite}, {fileStorage, req.Storage, fs.Storage, useWrite},
+		{fileInstanceID, req.InstanceIDFile, fs.InstanceID, useRead},
+	}
+	for i, f := range fs.ExtraAPKs {
+		files = append(files, file{fileExtraAPK, req.ExtraAPKs[i], f, useRead})
+	}
+	for i, f := range fs.ExtraIdsigs {
+		files = append(files, file{fileExtraIdsig, req.ExtraIdsigs[i], f, useRead})
+	}
+	for _, f := range files {
+		switch {
+		case f.f == nil && f.name != "":
+			err = errors.Join(err, requestf("%s: named but not sent open: a service opens no path a client names", named(f.what, f.name)))
+		case f.f != nil && f.name == "" && f.what != fileAPK && f.what != fileIdsig && f.what != fileExtraAPK && f.what != fileExtraIdsig:
+			err = errors.Join(err, requestf("%s: sent but not named", f.what))
+		case f.f != nil:
+			err = errors.Join(err, s.check(named(f.what, f.name), f.f, f.u))
+		}
+	}
+	if err != nil {
+		closeAll()
 		return nil, err
+	}
+	var extraAPKs []string // else the payload config names them
+	if req.PayloadBinaryName != "" {
+		extraAPKs = req.ExtraAPKs
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
 	p, err := vmfs.Resolve(ctx, vmfs.Spec{
-		APK: req.APK, Idsig: req.Idsig, ConfigPath: req.ConfigPath, RandomGUIDs: req.RandomGUIDs,
+		Profile: prof, APK: req.APK, Idsig: req.Idsig, ConfigPath: req.ConfigPath, PayloadBinaryName: req.PayloadBinaryName,
+		ExtraAPKs: extraAPKs, ExtraIdsigs: req.ExtraIdsigs, Debug: req.Debug, RandomGUIDs: req.RandomGUIDs,
+		Instance: req.Instance, Storage: req.Storage, InstanceIDFile: req.InstanceIDFile,
 		ApexDirs: s.o.ApexDirs, ApexInfoList: s.o.ApexInfoList, OSDir: s.o.OSDir,
-		Files: &vmfs.Files{APK: apk, Idsig: idsig},
+		Files: fs,
 	})
 	if err != nil {
-		closeFiles(apk, idsig)
+		closeAll()
 		return nil, err
 	}
 	return p, nil
@@ -156,7 +216,7 @@ func (s *Service) graft(c *client, name string, p *vmfs.Payload, kept bool, mp *
 	if err == nil && mp != nil {
 		if sv.exposed, err = s.bind(sv.dir, mp, c); err != nil {
 			s.forest.Remove(name)
-			sv.srcs.CloseWhenIdle()
+			sv.tree.Retire()
 		}
 	}
 	closeFiles(mp)
@@ -175,13 +235,18 @@ func (s *Service) graft(c *client, name string, p *vmfs.Payload, kept bool, mp *
 func (s *Service) makeServed(c *client, name string, p *vmfs.Payload, kept bool) (*served, error) {
 	dir := filepath.Join(s.dir, name)
 	sv := &served{name: name, dir: dir, owner: fusedisk.Owner{UID: c.uid, GID: c.gid}, payload: p, kept: kept, added: time.Now()}
-	t, err := vmfs.NewTree(p, dir, s.pool, vmfs.TreeOptions{Kind: "serve", Owner: &sv.owner, Logger: s.log})
+	// The engines of its state files run as the client, as its VMM does.
+	cred, err := c.credential()
 	if err != nil {
 		return nil, err
 	}
-	sv.manifest, sv.vmConfig, sv.srcs = t.Manifest, t.VMConfig, t.Sources
+	t, err := vmfs.NewTree(p, dir, s.pool, vmfs.TreeOptions{Kind: "serve", Owner: &sv.owner, Logger: s.log, Credential: cred})
+	if err != nil {
+		return nil, err
+	}
+	sv.manifest, sv.vmConfig, sv.tree = t.Manifest, t.VMConfig, t
 	if !s.forest.Add(context.Background(), name, t.Root) {
-		sv.srcs.Close()
+		t.Close()
 		return nil, vmfs.WithKind(vmfs.ErrMount, fmt.Errorf("payload name %q is in the mount already", name))
 	}
 	return sv, nil
@@ -290,7 +355,8 @@ func (s *Service) remove(c *client, target string) error {
 
 // drop takes p, no longer among the payloads, out of the mount: its mountpoint
 // first (a mount covering it refuses, and p stays), then its directory; its
-// sources close once no file of it is open.
+// sources close once no file of it is open, its state files at once (synced and
+// unlocked: see vmfs.Tree.Retire).
 func (s *Service) drop(p *served) error {
 	if p.exposed != nil {
 		if err := p.exposed.Unmount(); err != nil && !errors.Is(err, fusedisk.ErrNotMounted) {
@@ -299,7 +365,9 @@ func (s *Service) drop(p *served) error {
 		p.exposed = nil
 	}
 	s.forest.Remove(p.name)
-	p.srcs.CloseWhenIdle()
+	if err := p.tree.Retire(); err != nil {
+		s.log.Error("payload's state files", zap.String("name", p.name), zap.Error(err))
+	}
 	p.payload.CloseFiles()
 	return nil
 }

@@ -38,6 +38,14 @@ const (
 	fileInitrd     = "initrd"
 	fileBootloader = "bootloader"
 	fileDisk       = "disk" // a raw config's disks, in order
+	// A payload's state files, open read-write (made by the client when
+	// missing, as itself), and its instance ID file, open for reading.
+	fileInstance   = "instance"
+	fileStorage    = "storage"
+	fileInstanceID = "instance-id"
+	// Extra APKs and their idsigs, in order, open for reading.
+	fileExtraAPK   = "extra-apk"
+	fileExtraIdsig = "extra-idsig"
 )
 
 // request is what a client asks. It names no file for the service to open:
@@ -50,10 +58,23 @@ type request struct {
 	// and stop (a CID or a name).
 	Name string `json:"name,omitempty"`
 	// APK and Idsig are the client's names for the files it sent, for people.
-	APK         string      `json:"apk,omitempty"`
-	Idsig       string      `json:"idsig,omitempty"`
-	ConfigPath  string      `json:"config_path,omitempty"`
-	RandomGUIDs bool        `json:"random_guids,omitempty"`
+	APK         string `json:"apk,omitempty"`
+	Idsig       string `json:"idsig,omitempty"`
+	ConfigPath  string `json:"config_path,omitempty"`
+	RandomGUIDs bool   `json:"random_guids,omitempty"`
+	// Profile, Debug and PayloadBinaryName are as vmfs.Spec's ("" is android12).
+	Profile           string `json:"profile,omitempty"`
+	Debug             string `json:"debug,omitempty"`
+	PayloadBinaryName string `json:"payload_binary_name,omitempty"`
+	// Instance, Storage and InstanceIDFile are the client's names for the state
+	// files and the instance ID file it sent, for people.
+	Instance       string `json:"instance,omitempty"`
+	Storage        string `json:"storage,omitempty"`
+	InstanceIDFile string `json:"instance_id_file,omitempty"`
+	// ExtraAPKs and ExtraIdsigs are the client's names for the extra APKs and
+	// idsigs it sent, in order.
+	ExtraAPKs   []string    `json:"extra_apks,omitempty"`
+	ExtraIdsigs []string    `json:"extra_idsigs,omitempty"`
 	Run         *runRequest `json:"run,omitempty"`
 	// VM is a raw config to run; its kernel, initrd, bootloader and disk images
 	// are the files sent, in that order, and the paths in it only name them.
@@ -61,13 +82,23 @@ type request struct {
 }
 
 // maxText bounds each name a request gives for people (APK, idsig, config
-// path) to a path's (PATH_MAX), so that what a service shows of a payload
+// path, state files) to a path's (PATH_MAX), so that what a service shows of a payload
 // always fits in a reply.
 const maxText = 4096
 
 // check refuses a request whose names for people are longer than maxText.
 func (r *request) check() error {
-	for _, f := range []struct{ what, text string }{{"apk", r.APK}, {"idsig", r.Idsig}, {"config path", r.ConfigPath}} {
+	texts := []struct{ what, text string }{
+		{"apk", r.APK}, {"idsig", r.Idsig}, {"config path", r.ConfigPath}, {"payload binary name", r.PayloadBinaryName},
+		{"instance", r.Instance}, {"storage", r.Storage}, {"instance id file", r.InstanceIDFile},
+	}
+	for _, a := range r.ExtraAPKs {
+		texts = append(texts, struct{ what, text string }{"extra apk", a})
+	}
+	for _, a := range r.ExtraIdsigs {
+		texts = append(texts, struct{ what, text string }{"extra idsig", a})
+	}
+	for _, f := range texts {
 		if len(f.text) > maxText {
 			return requestf("%s name %s: %d bytes, at most %d", f.what, inputfile.Quote(f.text), len(f.text), maxText)
 		}
@@ -170,9 +201,10 @@ func (r *replyErr) err() error {
 // PayloadStatus is a payload a service serves.
 type PayloadStatus struct {
 	Name       string    `json:"name"`
-	Dir        string    `json:"dir"`   // where it is in the service's mount
-	Owner      int       `json:"owner"` // the uid that added it, who alone may read it
-	APK        string    `json:"apk"`   // as its client named it
+	Dir        string    `json:"dir"`                // where it is in the service's mount
+	Owner      int       `json:"owner"`              // the uid that added it, who alone may read it
+	APK        string    `json:"apk"`                // as its client named it
+	Instance   string    `json:"instance,omitempty"` // its instance image, as its client named it
 	Mountpoint string    `json:"mountpoint,omitempty"`
 	Kept       bool      `json:"kept"` // added by mount: stays when its VMs end
 	Added      time.Time `json:"added"`
@@ -180,13 +212,14 @@ type PayloadStatus struct {
 
 // VMStatus is a VM a service runs.
 type VMStatus struct {
-	Name    string    `json:"name"` // its payload, or the raw config's VM
-	CID     int       `json:"cid"`
-	Pid     int       `json:"pid"` // the VMM's
-	State   string    `json:"state"`
-	Owner   int       `json:"owner"`
-	APK     string    `json:"apk,omitempty"`
-	Started time.Time `json:"started"`
+	Name     string    `json:"name"` // its payload, or the raw config's VM
+	CID      int       `json:"cid"`
+	Pid      int       `json:"pid"` // the VMM's
+	State    string    `json:"state"`
+	Owner    int       `json:"owner"`
+	APK      string    `json:"apk,omitempty"`
+	Instance string    `json:"instance,omitempty"` // its payload's instance image, as its client named it
+	Started  time.Time `json:"started"`
 }
 
 // A VM's state.

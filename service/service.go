@@ -229,7 +229,9 @@ func (s *Service) mount() error {
 	s.forest = fusedisk.NewForest(map[string][]byte{vmfs.ManifestName: manifest})
 	// Clients are other users: they read through allow_other what their own
 	// directories and their sources let them. Only root may mount so directly.
-	s.srv, err = fusedisk.Mount(s.dir, s.forest, fusedisk.MountOptions{FsName: s.fsName, AllowOther: os.Geteuid() == 0, Logger: s.log, Mounter: s.mounter})
+	// Read-write for the payloads' state files: every other file stays
+	// read-only (fusedisk.MountOptions.Writable).
+	s.srv, err = fusedisk.Mount(s.dir, s.forest, fusedisk.MountOptions{FsName: s.fsName, AllowOther: os.Geteuid() == 0, Writable: true, Logger: s.log, Mounter: s.mounter})
 	if err != nil {
 		s.pool.Close()
 		return vmfs.WithKind(vmfs.ErrMount, err)

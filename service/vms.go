@@ -34,19 +34,21 @@ var (
 
 // runningVM is a VM the service runs.
 type runningVM struct {
-	cid     int
-	name    string // its payload's, or one reserved for a raw config
-	owner   uint32
-	apk     string
-	started time.Time
-	machine *vmfs.Machine
-	stop    context.CancelCauseFunc // stops the VM, telling why
-	done    chan struct{}           // closed once it ended and was cleaned up after
-	result  error                   // how it ended, once done
+	cid   int
+	name  string // its payload's, or one reserved for a raw config
+	owner uint32
+	apk   string
+	// instance is its payload's instance image, as the client named it.
+	instance string
+	started  time.Time
+	machine  *vmfs.Machine
+	stop     context.CancelCauseFunc // stops the VM, telling why
+	done     chan struct{}           // closed once it ended and was cleaned up after
+	result   error                   // how it ended, once done
 }
 
 func (vm *runningVM) status() VMStatus {
-	st := VMStatus{Name: vm.name, CID: vm.cid, State: VMRunning, Owner: int(vm.owner), APK: vm.apk, Started: vm.started}
+	st := VMStatus{Name: vm.name, CID: vm.cid, State: VMRunning, Owner: int(vm.owner), APK: vm.apk, Instance: vm.instance, Started: vm.started}
 	if vm.machine != nil {
 		st.Pid = vm.machine.VM.Pid()
 	}
@@ -127,8 +129,8 @@ func (s *Service) runApp(c *client, req *request, snt *sent) (*reply, error) {
 		release()
 		return nil, err
 	}
-	vm.name, vm.apk = sv.name, sv.payload.APK
-	opts.CID, opts.FlatImages = cid, sv.manifest.FlatImages()
+	vm.name, vm.apk, vm.instance = sv.name, sv.payload.APK, sv.instance()
+	opts.CID, opts.FlatImages, opts.WritableImages = cid, sv.manifest.FlatImages(), sv.manifest.WritableImages()
 	end := func() { s.ended(sv); release() }
 	if r.DryRun {
 		defer end()
@@ -144,10 +146,10 @@ func (s *Service) runApp(c *client, req *request, snt *sent) (*reply, error) {
 }
 
 // openForVMM is cfg and o with every file they name (kernel, initrd,
-// bootloader, disks and their flat images) opened here and named by its
-// descriptor in files: the VMM, which runs with its client's rights, needs no
-// right to the service's directories (its OS directory, its mount). The files
-// are held by snt until the VM ends.
+// bootloader, disks and their flat images, read-write where o.WritableImages
+// says) opened here and named by its descriptor in files: the VMM, which runs
+// with its client's rights, needs no right to the service's directories (its
+// OS directory, its mount). The files are held by snt until the VM ends.
 func openForVMM(cfg *metadata.VMConfig, o *launcher.Options, files *launcher.Inherited, snt *sent) (*metadata.VMConfig, error) {
 	out := *cfg
 	opened := map[string]string{}
@@ -185,19 +187,21 @@ func openForVMM(cfg *metadata.VMConfig, o *launcher.Options, files *launcher.Inh
 		if len(d.Partitions) > 0 {
 			continue // the VMM gets those through a composite of the mount
 		}
-		if out.Disks[i].Image, err = open(d.Image, d.Writable); err != nil {
+		// A composite of the mount is read: the VMM writes through its flat image.
+		if out.Disks[i].Image, err = open(d.Image, d.Writable && o.FlatImages[d.Image] == ""); err != nil {
 			return nil, err
 		}
 	}
-	flat := map[string]string{}
+	flat, rw := map[string]string{}, map[string]bool{}
 	for composite, image := range o.FlatImages {
 		if p, ok := opened[composite]; ok {
-			if flat[p], err = open(image, false); err != nil {
+			if flat[p], err = open(image, o.WritableImages[composite]); err != nil {
 				return nil, err
 			}
+			rw[p] = o.WritableImages[composite]
 		}
 	}
-	o.FlatImages = flat
+	o.FlatImages, o.WritableImages = flat, rw
 	return &out, nil
 }
 

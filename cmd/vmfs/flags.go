@@ -45,9 +45,6 @@ func (f *specFlags) register(fs *pflag.FlagSet) {
 // sourceFlags name where APEXes and OS configs are found.
 var sourceFlags = []string{"apex-dir", "apex-info-list", "os-dir"}
 
-// profileFlags pick a later Android's payload, which a service does not build yet.
-var profileFlags = []string{"profile", "debug", "payload-binary-name", "config-path", "extra-idsig", "extra-apk", "storage", "storage-size", "instance-id-file"}
-
 func (f *specFlags) registerSources(fs *pflag.FlagSet) {
 	f.flags = fs
 	fs.StringArrayVar(&f.apexDirs, "apex-dir", nil, "directory holding <name>.apex files (repeatable)")
@@ -63,12 +60,9 @@ func (f *specFlags) clientSpec(args []string) (vmfs.Spec, error) {
 			return vmfs.Spec{}, usagef("--%s: a vmfs service finds APEXes and OS configs in its own sources (vmfs serve --%s)", name, name)
 		}
 	}
-	for _, name := range profileFlags {
-		if f.flags.Changed(name) {
-			return vmfs.Spec{}, usagef("--%s: a vmfs service builds android12 payloads only so far; run the command without a service", name)
-		}
-	}
-	return vmfs.Spec{APK: args[0], Idsig: args[1], ConfigPath: args[2], RandomGUIDs: f.randomGUIDs}, nil
+	s, err := f.spec(args)
+	s.OSDir = "" // the flag's default: the service's own
+	return s, err
 }
 
 // payloadForms are the positional arguments naming the payload, per profile, as
@@ -80,7 +74,8 @@ var payloadForms = map[metadata.StatePlacement]string{
 }
 
 // payloadArgs checks the payload's flags against the profile's form and says how
-// many positional arguments (extra more: a mountpoint) name the payload.
+// many positional arguments (extra more: a mountpoint, optional in brackets)
+// name the payload.
 func (f *specFlags) payloadArgs(fs *pflag.FlagSet, extra string) (int, error) {
 	prof, err := metadata.ParseProfile(f.profile)
 	if err != nil {
@@ -109,7 +104,9 @@ func (f *specFlags) payloadArgs(fs *pflag.FlagSet, extra string) (int, error) {
 	if f.payloadBinaryName != "" && prof.State() == metadata.NoState {
 		want-- // the library says which profiles take a binary name
 	}
-	if fs.NArg() != want+len(strings.Fields(extra)) {
+	more := strings.Fields(extra)
+	required := len(more) - strings.Count(extra, "[")
+	if fs.NArg() < want+required || fs.NArg() > want+len(more) {
 		return 0, form(fmt.Sprintf("%d arguments", fs.NArg()))
 	}
 	return want, nil

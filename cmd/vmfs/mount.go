@@ -98,8 +98,9 @@ func (f *mountFlags) mountThrough(c *command, ctx context.Context, cl *service.C
 	if err := notThroughService(fs, "allow-other", "passthrough", "log"); err != nil {
 		return err
 	}
-	if fs.NArg() != 3 && fs.NArg() != 4 {
-		return usagef("%s: want 3 or 4 arguments through a service, got %d (see --help)", fs.Name(), fs.NArg())
+	n, err := f.payloadArgs(fs, " [<mountpoint>]")
+	if err != nil {
+		return err
 	}
 	args := fs.Args()
 	spec, err := f.clientSpec(args)
@@ -107,8 +108,8 @@ func (f *mountFlags) mountThrough(c *command, ctx context.Context, cl *service.C
 		return err
 	}
 	mnt := ""
-	if len(args) == 4 {
-		mnt = args[3]
+	if len(args) > n {
+		mnt = args[n]
 	}
 	p, err := cl.Add(ctx, f.name, spec, mnt)
 	if err != nil {

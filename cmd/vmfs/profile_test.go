@@ -29,28 +29,36 @@ func profileArgs(t *testing.T, prof metadata.Profile, binary bool, osDir string)
 
 // stateArgs are profileArgs with the instance image at instance.
 func stateArgs(t *testing.T, prof metadata.Profile, binary bool, osDir, instance string) []string {
-	args := []string{"--profile", prof.String(), "--os-dir", osDir}
 	if prof == metadata.Android12 {
-		return append(args, "--apex-info-list", testdata.APEXInfoListPath(), testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath)
+		return []string{"--profile", prof.String(), "--os-dir", osDir, "--apex-info-list", testdata.APEXInfoListPath(), testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath}
 	}
-	args = append(args, "--apex-info-list", testdata.LaterAPEXInfoListPath())
+	args := []string{"--os-dir", osDir, "--apex-info-list", testdata.LaterAPEXInfoListPath()}
+	return append(args, laterArgs(prof, binary, filepath.Dir(testdata.LaterAPKPath()), instance)...)
+}
+
+// laterArgs name the Android 13+ sample in dir (the fixtures' later/, or a copy)
+// at prof with the instance image, as stateArgs does, without the sources: as a
+// service's client names it.
+func laterArgs(prof metadata.Profile, binary bool, dir, instance string) []string {
+	args := []string{"--profile", prof.String()}
 	for _, e := range testdata.LaterExtraAPKs() {
 		if binary && prof == metadata.Android15 {
-			args = append(args, "--extra-apk", e.APK)
+			args = append(args, "--extra-apk", filepath.Join(dir, filepath.Base(e.APK)))
 		}
 		if !binary || prof == metadata.Android15 {
-			args = append(args, "--extra-idsig", e.Idsig)
+			args = append(args, "--extra-idsig", filepath.Join(dir, filepath.Base(e.Idsig)))
 		}
 	}
+	apk := filepath.Join(dir, filepath.Base(testdata.LaterAPKPath()))
 	switch {
 	case prof == metadata.Android13:
-		return append(args, testdata.LaterAPKPath(), testdata.LaterIdsigPath(), instance, testdata.ConfigPath)
+		return append(args, apk, apk+".idsig", instance, testdata.ConfigPath)
 	case binary:
 		args = append(args, "--payload-binary-name", testdata.PayloadBinaryName)
 	default:
 		args = append(args, "--config-path", testdata.ConfigPath)
 	}
-	return append(args, testdata.LaterAPKPath(), testdata.LaterIdsigPath(), instance)
+	return append(args, apk, apk+".idsig", instance)
 }
 
 // TestProfileMounts: for each profile a mount of the sample passes sgdisk -v, has

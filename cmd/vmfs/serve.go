@@ -111,11 +111,11 @@ func listService(c *command, ctx context.Context, cl *service.Client) (pid int, 
 		return 0, err
 	}
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tCID\tPID\tSTATE\tUPTIME\tAPK")
+	fmt.Fprintln(w, "NAME\tCID\tPID\tSTATE\tUPTIME\tAPK\tINSTANCE")
 	booted := map[string]bool{}
 	for _, vm := range st.VMs {
 		booted[vm.Name] = true
-		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\n", inputfile.Quote(vm.Name), vm.CID, vm.Pid, vm.State, uptime(vm.Started), orDash(inputfile.Quote(vm.APK)))
+		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", inputfile.Quote(vm.Name), vm.CID, vm.Pid, vm.State, uptime(vm.Started), orDash(inputfile.Quote(vm.APK)), orDash(inputfile.Quote(vm.Instance)))
 	}
 	for _, p := range st.Payloads {
 		if booted[p.Name] {
@@ -125,7 +125,7 @@ func listService(c *command, ctx context.Context, cl *service.Client) (pid int, 
 		if p.Mountpoint != "" {
 			state = "served at " + inputfile.Quote(p.Mountpoint)
 		}
-		fmt.Fprintf(w, "%s\t-\t-\t%s\t%s\t%s\n", inputfile.Quote(p.Name), state, uptime(p.Added), inputfile.Quote(p.APK))
+		fmt.Fprintf(w, "%s\t-\t-\t%s\t%s\t%s\t%s\n", inputfile.Quote(p.Name), state, uptime(p.Added), inputfile.Quote(p.APK), orDash(inputfile.Quote(p.Instance)))
 	}
 	return st.Pid, w.Flush()
 }

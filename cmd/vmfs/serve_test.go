@@ -95,8 +95,8 @@ func (s *serveProc) runApp(name, apk, idsig string) (*running, string) {
 
 // listed is a row of `vmfs list` through the service.
 type listed struct {
-	cid, pid   int
-	state, apk string
+	cid, pid             int
+	state, apk, instance string
 }
 
 // list runs `vmfs list` through the service and returns its rows by name.
@@ -109,12 +109,12 @@ func (s *serveProc) list() map[string]listed {
 	rows := map[string]listed{}
 	for _, line := range strings.Split(r.stdout, "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) < 6 {
+		if len(f) < 7 {
 			break // the mounts of servers of their own follow
 		}
 		cid, _ := strconv.Atoi(f[1])
 		pid, _ := strconv.Atoi(f[2])
-		rows[f[0]] = listed{cid: cid, pid: pid, state: strings.Join(f[3:len(f)-2], " "), apk: f[len(f)-1]}
+		rows[f[0]] = listed{cid: cid, pid: pid, state: strings.Join(f[3:len(f)-3], " "), apk: f[len(f)-2], instance: f[len(f)-1]}
 	}
 	return rows
 }

@@ -53,7 +53,7 @@ import (
 
 // Options say how Open runs the daemon.
 type Options struct {
-	// Binary is the daemon; "" means qemu-storage-daemon, found in PATH.
+	// Binary is the daemon; "" means DefaultBinary, found in PATH.
 	Binary string
 	// Credential, when set, runs the daemon as that user (it opens nothing by name).
 	Credential *syscall.Credential
@@ -82,6 +82,9 @@ type Image struct {
 	broken  error
 }
 
+// DefaultBinary is the daemon run unless Options.Binary names another.
+const DefaultBinary = "qemu-storage-daemon"
+
 // backendSize is the size the daemon sees its image file have. QEMU cannot
 // grow an NBD node, and QCOW2 grows its file as it allocates clusters, so the
 // file is shown as large as a QCOW2 file can be; past its end it reads zeros.
@@ -92,7 +95,7 @@ const backendSize = 1 << 56
 func Open(f *os.File, o Options) (*Image, error) {
 	bin := o.Binary
 	if bin == "" {
-		bin = "qemu-storage-daemon"
+		bin = DefaultBinary
 	}
 	timeout := o.Timeout
 	if timeout == 0 {
