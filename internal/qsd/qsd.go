@@ -146,15 +146,18 @@ func Open(f *os.File, o Options) (*Image, error) {
 	return im, nil
 }
 
-// start starts the daemon from a thread kept until it has exited. The kernel
-// sends the parent-death signal when the thread that forked the daemon ends,
-// not the process, and Go ends a thread whose locked goroutine returns: from
-// any other thread the daemon could be killed while vmfs runs on. When vmfs
-// dies, all its threads do, and the signal comes.
+// start starts the daemon from a thread locked until it has exited. The kernel
+// sends the parent-death signal when the thread that forked a child ends, not
+// the process, and Go ends a thread only when a goroutine locked to it returns
+// locked: so the daemon's thread is not lent to a goroutine that might, and
+// this one unlocks before it returns, for the thread may have forked other
+// children (a VMM) before. When vmfs dies, all its threads do, and the signal
+// comes.
 func (im *Image) start() error {
 	started := make(chan error)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread may end after Wait
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		err := im.cmd.Start()
 		started <- err
 		if err == nil {
