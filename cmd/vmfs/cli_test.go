@@ -200,6 +200,12 @@ func leftovers(t *testing.T, tmp string, keep ...string) []string {
 		t.Fatal(err)
 	}
 	testDirs := filepath.Dir(t.TempDir())
+	var kept []int // the kept mounts' processes, and their children (a service's mount helper)
+	for _, m := range ms {
+		if slices.Contains(keep, m.Dir) {
+			kept = append(append(kept, m.Pid), children(m.Pid, "")...)
+		}
+	}
 	for _, m := range ms {
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", m.Pid))
 		if (exe == vmfsBin || strings.HasPrefix(m.Dir, testDirs)) && !slices.Contains(keep, m.Dir) {
@@ -213,7 +219,7 @@ func leftovers(t *testing.T, tmp string, keep ...string) []string {
 			continue
 		}
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		if !slices.ContainsFunc(ms, func(m vmfs.MountStatus) bool { return m.Pid == pid && slices.Contains(keep, m.Dir) }) {
+		if !slices.Contains(kept, pid) {
 			left = append(left, "process "+p)
 		}
 	}
@@ -224,6 +230,24 @@ func leftovers(t *testing.T, tmp string, keep ...string) []string {
 		}
 	}
 	return left
+}
+
+// children are the pids of pid's children whose command is comm (as the
+// kernel keeps it: 15 bytes; "": every child).
+func children(pid int, comm string) []int {
+	comm = comm[:min(len(comm), 15)]
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, task := range tasks {
+		kids, _ := os.ReadFile(task + "/children")
+		for _, c := range strings.Fields(string(kids)) {
+			if name, _ := os.ReadFile("/proc/" + c + "/comm"); comm == "" || strings.TrimSpace(string(name)) == comm {
+				n, _ := strconv.Atoi(c)
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
 
 func TestMountLifecycle(t *testing.T) {

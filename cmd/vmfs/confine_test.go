@@ -83,15 +83,8 @@ func TestServeConfined(t *testing.T) {
 // mountHelper is the pid of the mount helper of the service pid.
 func mountHelper(t *testing.T, pid int) int {
 	t.Helper()
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil || !isMountHelper(p) {
-			continue
-		}
-		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		// The parent's pid is the second field after the command, in parentheses.
-		if f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:])); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+	for _, p := range children(pid, "") {
+		if isMountHelper(p) {
 			return p
 		}
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -130,24 +129,6 @@ func TestServeStateNobody(t *testing.T) {
 	}
 	qcow2Clean(t, inst)
 	s.servesAndStops()
-}
-
-// children are the pids of pid's children whose command is comm (as the
-// kernel keeps it: 15 bytes).
-func children(pid int, comm string) []int {
-	comm = comm[:min(len(comm), 15)]
-	var out []int
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
-	for _, task := range tasks {
-		kids, _ := os.ReadFile(task + "/children")
-		for _, c := range strings.Fields(string(kids)) {
-			if name, _ := os.ReadFile("/proc/" + c + "/comm"); strings.TrimSpace(string(name)) == comm {
-				n, _ := strconv.Atoi(c)
-				out = append(out, n)
-			}
-		}
-	}
-	return out
 }
 
 // TestServeStateAttacks: nobody, a member of the service's group, sends state

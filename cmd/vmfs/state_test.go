@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -253,21 +252,6 @@ func fakeCrosvm(t *testing.T) string {
 	return path
 }
 
-// engines are the qemu-storage-daemon processes pid started.
-func engines(pid int) []string {
-	var out []string
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, task := range tasks {
-		b, _ := os.ReadFile(task)
-		for _, child := range strings.Fields(string(b)) {
-			if exe, _ := os.Readlink("/proc/" + child + "/exe"); strings.Contains(exe, "qemu-storage-daemon") {
-				out = append(out, child)
-			}
-		}
-	}
-	return out
-}
-
 // TestStateOneWriterCrosvm: crosvm writes a state file itself, so a mount's views
 // of it and crosvm never write it at once. While a view is open, a crosvm launch
 // on the mount is refused (exit 3, naming the file) and nothing starts; while
@@ -339,7 +323,7 @@ func TestStateOneWriterCrosvm(t *testing.T) {
 			}
 		}
 	}
-	if e := engines(server.Pid); len(e) != 0 {
+	if e := children(server.Pid, "qemu-storage-daemon"); len(e) != 0 {
 		t.Errorf("the mount runs engines while crosvm runs: %v", e)
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
@@ -419,13 +403,12 @@ func TestStateKill(t *testing.T) {
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	daemons := engines(server.Pid)
+	daemons := children(server.Pid, "qemu-storage-daemon")
 	if len(daemons) != 1 {
 		t.Fatalf("engines of the mount: %v, want one", daemons)
 	}
 	syscall.Kill(server.Pid, syscall.SIGKILL)
-	for _, d := range daemons {
-		pid, _ := strconv.Atoi(d)
+	for _, pid := range daemons {
 		if !proc.WaitExit(pid, 10*time.Second) {
 			t.Errorf("qemu-storage-daemon %d outlives vmfs", pid)
 			syscall.Kill(pid, syscall.SIGKILL)
