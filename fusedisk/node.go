@@ -241,12 +241,9 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	size := int(min(int64(len(dest)), n.im.Size-off))
 	first := n.im.Index(off)
 	last := n.im.Index(off + int64(size) - 1)
-	viaBackend := false
 	for i := first; i <= last; i++ {
 		if e := &n.im.Extents[i]; e.Kind == layout.File && !n.srcs[e.Source].check() {
 			return nil, syscall.EIO
-		} else if e.Kind == layout.File && n.srcs[e.Source].w != nil {
-			viaBackend = true
 		}
 	}
 	if first == last {
@@ -259,15 +256,17 @@ func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 			return fuse.ReadResultData(zeros[:size]), 0
 		}
 	}
-	// A writable source is read through its backend (a QCOW2 file's bytes are
-	// not the disk's), copied.
-	if slots := n.pipeSlots(off, size, first, last); !viaBackend && spliceFits(size, slots) {
-		if first == last {
-			e := &n.im.Extents[first]
-			return fuse.ReadResultFd(uintptr(n.srcs[e.Source].fd), e.SourceOff+off-e.Off, size), 0
-		}
-		if r, ok := n.readPipe(off, size, first, last, slots); ok {
-			return r, 0
+	// A node over a writable source reads it through its backend (a QCOW2
+	// file's bytes are not the disk's), copied.
+	if !n.rw {
+		if slots := n.pipeSlots(off, size, first, last); spliceFits(size, slots) {
+			if first == last {
+				e := &n.im.Extents[first]
+				return fuse.ReadResultFd(uintptr(n.srcs[e.Source].fd), e.SourceOff+off-e.Off, size), 0
+			}
+			if r, ok := n.readPipe(off, size, first, last, slots); ok {
+				return r, 0
+			}
 		}
 	}
 	// Too many pieces for go-fuse's pipe, or no pipe to be had: copy.
