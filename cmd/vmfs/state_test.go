@@ -252,19 +252,11 @@ func fakeCrosvm(t *testing.T) string {
 	return path
 }
 
-// TestStateOneWriterCrosvm: crosvm writes a state file itself, so a mount's views
-// of it and crosvm never write it at once. While a view is open, a crosvm launch
-// on the mount is refused (exit 3, naming the file) and nothing starts; while
-// crosvm runs, both views refuse opens with EBUSY and the mount runs no engine;
-// once it has ended, the views show what crosvm wrote, next to what the view wrote
-// before, and qemu-img check is clean.
-func TestStateOneWriterCrosvm(t *testing.T) {
-	testdata.RequireFUSE(t)
-	qemuImg := testdata.RequireTool(t, "qemu-img")
-	dir := t.TempDir()
-	inst, pidfile := filepath.Join(dir, "inst.img"), filepath.Join(dir, "crosvm.pid")
-	t.Setenv("VMFS_TEST_STATE", inst)
-	t.Setenv("VMFS_TEST_PIDFILE", pidfile)
+// mountState mounts an android14 payload with the instance image inst (made
+// when missing) with vmfs mount, unmounted at cleanup, and returns its
+// mountpoint, its server's status and its manifest.
+func mountState(t *testing.T, inst string) (string, *vmfs.MountStatus, *vmfs.Manifest) {
+	t.Helper()
 	mnt := t.TempDir()
 	if r := runVmfs(t, "", append(append([]string{"mount"}, stateArgs(t, metadata.Android14, false, guestDir(t), inst)...), mnt)...); r.code != 0 {
 		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
@@ -278,6 +270,23 @@ func TestStateOneWriterCrosvm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mnt, server, m
+}
+
+// TestStateOneWriterCrosvm: crosvm writes a state file itself, so a mount's views
+// of it and crosvm never write it at once. While a view is open, a crosvm launch
+// on the mount is refused (exit 3, naming the file) and nothing starts; while
+// crosvm runs, both views refuse opens with EBUSY and the mount runs no engine;
+// once it has ended, the views show what crosvm wrote, next to what the view wrote
+// before, and qemu-img check is clean.
+func TestStateOneWriterCrosvm(t *testing.T) {
+	testdata.RequireFUSE(t)
+	qemuImg := testdata.RequireTool(t, "qemu-img")
+	dir := t.TempDir()
+	inst, pidfile := filepath.Join(dir, "inst.img"), filepath.Join(dir, "crosvm.pid")
+	t.Setenv("VMFS_TEST_STATE", inst)
+	t.Setenv("VMFS_TEST_PIDFILE", pidfile)
+	mnt, server, m := mountState(t, inst)
 	var views []string
 	for _, d := range m.Disks {
 		if p := d.Partitions[vmfs.InstanceLabel]; p != "" {
@@ -356,19 +365,7 @@ func TestStateOneWriterCrosvm(t *testing.T) {
 func TestStateKill(t *testing.T) {
 	testdata.RequireFUSE(t)
 	inst := filepath.Join(t.TempDir(), "inst.img")
-	mnt := t.TempDir()
-	if r := runVmfs(t, "", append(append([]string{"mount"}, stateArgs(t, metadata.Android14, false, guestDir(t), inst)...), mnt)...); r.code != 0 {
-		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
-	}
-	t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
-	server, err := vmfs.Status(context.Background(), mnt)
-	if err != nil || server == nil {
-		t.Fatalf("mount not in mountinfo: %v", err)
-	}
-	m, err := vmfs.ReadManifest(mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mnt, server, m := mountState(t, inst)
 	// Where vm-instance starts in disk.img, from layout.json.
 	var flat string
 	var at int64 = -1
