@@ -18,13 +18,12 @@ import (
 // read them through these files and never open Spec.APK or Spec.Idsig, which then
 // only name them for people. They must stay open while the payload is served.
 // Instance and Storage, when set, are Spec.Instance's and Spec.Storage's state
-// files, open read-write (they must exist: see PrepareState), and InstanceID
-// Spec.InstanceIDFile's, open for reading; a tree writes the state files through
-// these files and never opens their names. ExtraAPKs and ExtraIdsigs are the
+// files, open read-write (they must exist: see PrepareState); a tree writes the
+// state files through these files and never opens their names. ExtraAPKs and ExtraIdsigs are the
 // extra APKs (Spec.ExtraAPKPaths) and their idsigs, in order, open for reading.
 type Files struct {
-	APK, Idsig, Instance, Storage, InstanceID *os.File
-	ExtraAPKs, ExtraIdsigs                    []*os.File
+	APK, Idsig, Instance, Storage *os.File
+	ExtraAPKs, ExtraIdsigs        []*os.File
 }
 
 // input is a file a payload is made of: its name and, when the caller opened
@@ -115,7 +114,7 @@ func (p *Payload) opened() map[string]*os.File {
 // all are the files set.
 func (fs *Files) all() []*os.File {
 	var out []*os.File
-	for _, f := range append([]*os.File{fs.APK, fs.Idsig, fs.Instance, fs.Storage, fs.InstanceID}, append(fs.ExtraAPKs, fs.ExtraIdsigs...)...) {
+	for _, f := range append([]*os.File{fs.APK, fs.Idsig, fs.Instance, fs.Storage}, append(fs.ExtraAPKs, fs.ExtraIdsigs...)...) {
 		if f != nil {
 			out = append(out, f)
 		}

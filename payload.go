@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/google/uuid"
@@ -48,7 +47,8 @@ type Spec struct {
 	// made at (0: DefaultStateSize).
 	Instance, Storage string
 	StorageSize       int64
-	// InstanceIDFile holds the VM's instance ID (`--instance-id-file`, android15).
+	// InstanceIDFile holds the VM's instance ID (`--instance-id-file`, android15):
+	// made or checked by PrepareState; no VMM is given it (see the README).
 	InstanceIDFile string
 }
 
@@ -88,10 +88,9 @@ type Payload struct {
 	// State are the VM's state files, in partition order; StateDisk holds them
 	// when the profile gives them a disk of their own (android14+), else they are
 	// on OSDisks[1] (android13).
-	State      []StateFile
-	StateDisk  *layout.Disk
-	InstanceID []byte // from Spec.InstanceIDFile
-	files      *Files // Spec.Files
+	State     []StateFile
+	StateDisk *layout.Disk
+	files     *Files // Spec.Files
 }
 
 // Resolve reads and checks the inputs and lays out every disk, as
@@ -139,15 +138,6 @@ func resolve(spec Spec) (*Payload, error) {
 	}
 	for i := range p.State {
 		if err := p.State[i].read(p.Profile); err != nil {
-			return nil, err
-		}
-	}
-	if spec.InstanceIDFile != "" {
-		var opened *os.File
-		if spec.Files != nil {
-			opened = spec.Files.InstanceID
-		}
-		if p.InstanceID, err = readInstanceID(spec.InstanceIDFile, opened); err != nil {
 			return nil, err
 		}
 	}

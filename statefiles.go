@@ -125,7 +125,8 @@ func (c *CreatedState) add(path string) {
 // PrepareState makes the state files spec names that are missing, as `vm run-app`
 // does before it starts the VM: the instance image at 10 MiB, storage at
 // spec.StorageSize, in the profile's format (CreatePartition), and at android15 an
-// instance ID file of 64 random bytes. An existing file is used as it is. AVF leaves
+// instance ID file of 64 random bytes. An existing file is used as it is (an
+// instance ID file must hold an ID). AVF leaves
 // what it made when the VM then fails to start; vmfs's callers remove it
 // (CreatedState.Remove), so that a failed run leaves nothing behind.
 func PrepareState(spec Spec) (*CreatedState, error) {
@@ -146,6 +147,9 @@ func PrepareState(spec Spec) (*CreatedState, error) {
 	}
 	if spec.InstanceIDFile != "" {
 		made, err := createInstanceID(spec.InstanceIDFile)
+		if err == nil && !made {
+			err = checkInstanceID(spec.InstanceIDFile)
+		}
 		if err != nil {
 			c.Remove()
 			return nil, err
@@ -180,22 +184,19 @@ func createInstanceID(path string) (made bool, err error) {
 	return true, nil
 }
 
-// readInstanceID reads the instance ID at path, or in opened when the caller
-// opened it: its first 64 bytes, as `vm` reads them.
-func readInstanceID(path string, opened *os.File) ([]byte, error) {
-	f := opened
-	if f == nil {
-		var err error
-		if f, err = inputfile.Open(path); err != nil {
-			return nil, &metadata.InputError{Kind: "instance id file", Err: err}
-		}
-		defer f.Close()
+// checkInstanceID checks that the file at path holds an instance ID: 64 bytes
+// at least, as `vm` reads them.
+func checkInstanceID(path string) error {
+	f, err := inputfile.Open(path)
+	if err != nil {
+		return &metadata.InputError{Kind: "instance id file", Err: err}
 	}
+	defer f.Close()
 	id := make([]byte, InstanceIDSize)
 	if n, err := f.ReadAt(id, 0); n < len(id) {
-		return nil, fmt.Errorf("instance id file %s: %d bytes, want %d (%v)", inputfile.Quote(path), n, InstanceIDSize, err)
+		return WithKind(ErrInput, fmt.Errorf("instance id file %s: %d bytes, want %d (%v)", inputfile.Quote(path), n, InstanceIDSize, err))
 	}
-	return id, nil
+	return nil
 }
 
 // readState reads what a state file holds: its format and virtual size. A missing

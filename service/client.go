@@ -157,7 +157,6 @@ func payloadRequest(req *request, spec vmfs.Spec) (_ []*os.File, _ *vmfs.Created
 	ins := []input{
 		{fileAPK, spec.APK, &req.APK, os.O_RDONLY}, {fileIdsig, spec.Idsig, &req.Idsig, os.O_RDONLY},
 		{fileInstance, spec.Instance, &req.Instance, os.O_RDWR}, {fileStorage, spec.Storage, &req.Storage, os.O_RDWR},
-		{fileInstanceID, spec.InstanceIDFile, &req.InstanceIDFile, os.O_RDONLY},
 	}
 	req.ExtraAPKs, req.ExtraIdsigs = make([]string, len(extras)), make([]string, len(spec.ExtraIdsigs))
 	for i, path := range extras {

@@ -22,7 +22,7 @@ type sent struct {
 var knownFiles = map[string]int{
 	fileAPK: 1, fileIdsig: 1, fileMountpoint: 1, fileConsole: 1, fileLog: 1,
 	fileKernel: 1, fileInitrd: 1, fileBootloader: 1, fileDisk: wire.MaxFiles,
-	fileInstance: 1, fileStorage: 1, fileInstanceID: 1, fileExtraAPK: wire.MaxFiles, fileExtraIdsig: wire.MaxFiles,
+	fileInstance: 1, fileStorage: 1, fileExtraAPK: wire.MaxFiles, fileExtraIdsig: wire.MaxFiles,
 }
 
 func sortFiles(names []string, files []*os.File) (*sent, error) {

@@ -121,10 +121,10 @@ func (s *Service) unreserve(name string) {
 // service's own sources. The payload holds the files from then on (Spec.Files).
 func (s *Service) prepare(req *request, snt *sent) (*vmfs.Payload, error) {
 	fs := &vmfs.Files{APK: snt.take(fileAPK), Idsig: snt.take(fileIdsig),
-		Instance: snt.take(fileInstance), Storage: snt.take(fileStorage), InstanceID: snt.take(fileInstanceID),
+		Instance: snt.take(fileInstance), Storage: snt.take(fileStorage),
 		ExtraAPKs: snt.takeAll(fileExtraAPK), ExtraIdsigs: snt.takeAll(fileExtraIdsig)}
 	closeAll := func() {
-		closeFiles(fs.APK, fs.Idsig, fs.Instance, fs.Storage, fs.InstanceID)
+		closeFiles(fs.APK, fs.Idsig, fs.Instance, fs.Storage)
 		closeFiles(fs.ExtraAPKs...)
 		closeFiles(fs.ExtraIdsigs...)
 	}
@@ -150,7 +150,6 @@ func (s *Service) prepare(req *request, snt *sent) (*vmfs.Payload, error) {
 	files := []file{
 		{fileAPK, req.APK, fs.APK, useRead}, {fileIdsig, req.Idsig, fs.Idsig, useRead},
 		{fileInstance, req.Instance, fs.Instance, useWrite}, {fileStorage, req.Storage, fs.Storage, useWrite},
-		{fileInstanceID, req.InstanceIDFile, fs.InstanceID, useRead},
 	}
 	for i, f := range fs.ExtraAPKs {
 		files = append(files, file{fileExtraAPK, req.ExtraAPKs[i], f, useRead})
@@ -181,7 +180,7 @@ func (s *Service) prepare(req *request, snt *sent) (*vmfs.Payload, error) {
 	p, err := vmfs.Resolve(ctx, vmfs.Spec{
 		Profile: prof, APK: req.APK, Idsig: req.Idsig, ConfigPath: req.ConfigPath, PayloadBinaryName: req.PayloadBinaryName,
 		ExtraAPKs: extraAPKs, ExtraIdsigs: req.ExtraIdsigs, Debug: req.Debug, RandomGUIDs: req.RandomGUIDs,
-		Instance: req.Instance, Storage: req.Storage, InstanceIDFile: req.InstanceIDFile,
+		Instance: req.Instance, Storage: req.Storage,
 		ApexDirs: s.o.ApexDirs, ApexInfoList: s.o.ApexInfoList, OSDir: s.o.OSDir,
 		Files: fs,
 	})

@@ -39,10 +39,9 @@ const (
 	fileBootloader = "bootloader"
 	fileDisk       = "disk" // a raw config's disks, in order
 	// A payload's state files, open read-write (made by the client when
-	// missing, as itself), and its instance ID file, open for reading.
-	fileInstance   = "instance"
-	fileStorage    = "storage"
-	fileInstanceID = "instance-id"
+	// missing, as itself).
+	fileInstance = "instance"
+	fileStorage  = "storage"
 	// Extra APKs and their idsigs, in order, open for reading.
 	fileExtraAPK   = "extra-apk"
 	fileExtraIdsig = "extra-idsig"
@@ -66,11 +65,11 @@ type request struct {
 	Profile           string `json:"profile,omitempty"`
 	Debug             string `json:"debug,omitempty"`
 	PayloadBinaryName string `json:"payload_binary_name,omitempty"`
-	// Instance, Storage and InstanceIDFile are the client's names for the state
-	// files and the instance ID file it sent, for people.
-	Instance       string `json:"instance,omitempty"`
-	Storage        string `json:"storage,omitempty"`
-	InstanceIDFile string `json:"instance_id_file,omitempty"`
+	// Instance and Storage are the client's names for the state files it sent,
+	// for people. (An instance ID file stays the client's: it makes or checks it,
+	// and no VMM is given it.)
+	Instance string `json:"instance,omitempty"`
+	Storage  string `json:"storage,omitempty"`
 	// ExtraAPKs and ExtraIdsigs are the client's names for the extra APKs and
 	// idsigs it sent, in order.
 	ExtraAPKs   []string    `json:"extra_apks,omitempty"`
@@ -90,7 +89,7 @@ const maxText = 4096
 func (r *request) check() error {
 	texts := []struct{ what, text string }{
 		{"apk", r.APK}, {"idsig", r.Idsig}, {"config path", r.ConfigPath}, {"payload binary name", r.PayloadBinaryName},
-		{"instance", r.Instance}, {"storage", r.Storage}, {"instance id file", r.InstanceIDFile},
+		{"instance", r.Instance}, {"storage", r.Storage},
 	}
 	for _, a := range r.ExtraAPKs {
 		texts = append(texts, struct{ what, text string }{"extra apk", a})

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -416,4 +417,39 @@ func TestStateKill(t *testing.T) {
 	}
 	testdata.QemuIO(t, inst, "qcow2", false, "read -P 0x3c 1M 64k")
 	testdata.QemuImgCheck(t, inst)
+}
+
+// TestStateInstanceID: at android15 a missing --instance-id-file is made with 64
+// random bytes, the owner's alone, and kept with its mount; an existing one too
+// short to hold an ID is refused (exit 3, naming it), and what the refused mount
+// would have made (its instance image) is not left behind.
+func TestStateInstanceID(t *testing.T) {
+	testdata.RequireFUSE(t)
+	dir := t.TempDir()
+	id := filepath.Join(dir, "id")
+	mount := func(inst string) result {
+		t.Helper()
+		mnt := t.TempDir()
+		r := runVmfs(t, "", append(append([]string{"mount", "--instance-id-file", id}, stateArgs(t, metadata.Android15, true, testdata.OSDir(), inst)...), mnt)...)
+		if r.code == 0 {
+			t.Cleanup(func() { runVmfs(t, "", "unmount", mnt) })
+		}
+		return r
+	}
+	if r := mount(filepath.Join(dir, "inst.img")); r.code != 0 {
+		t.Fatalf("mount: exit %d: %s", r.code, r.stderr)
+	}
+	if st, err := os.Stat(id); err != nil || st.Size() != vmfs.InstanceIDSize || st.Mode().Perm() != 0o600 {
+		t.Errorf("instance id file: %v, %v; want %d bytes, 0600", st, err, vmfs.InstanceIDSize)
+	}
+	if err := os.WriteFile(id, []byte("abc"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inst := filepath.Join(dir, "other.img")
+	if r := mount(inst); r.code != exitInput || !strings.Contains(r.stderr, "instance id file "+id+": 3 bytes, want 64") {
+		t.Errorf("mount with a 3-byte instance id file: exit %d: %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(inst); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused mount left its instance image: %v", err)
+	}
 }
