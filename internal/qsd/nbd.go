@@ -120,16 +120,18 @@ func (n *nbdConn) handshake(name string) error {
 func (n *nbdConn) request(op uint16, off int64, p []byte) error {
 	n.c.SetDeadline(time.Now().Add(n.timeout))
 	n.cookie++
-	msg := make([]byte, 28, 28+len(p))
-	be.PutUint32(msg[0:], nbdReqMagic)
-	be.PutUint16(msg[6:], op)
-	be.PutUint64(msg[8:], n.cookie)
-	be.PutUint64(msg[16:], uint64(off))
-	be.PutUint32(msg[24:], uint32(len(p)))
+	var hdr [28]byte
+	be.PutUint32(hdr[0:], nbdReqMagic)
+	be.PutUint16(hdr[6:], op)
+	be.PutUint64(hdr[8:], n.cookie)
+	be.PutUint64(hdr[16:], uint64(off))
+	be.PutUint32(hdr[24:], uint32(len(p)))
+	// One writev, the data not copied.
+	msg := net.Buffers{hdr[:]}
 	if op == nbdWrite {
-		msg = append(msg, p...)
+		msg = append(msg, p)
 	}
-	if _, err := n.c.Write(msg); err != nil {
+	if _, err := msg.WriteTo(n.c); err != nil {
 		return fmt.Errorf("NBD request: %w", err)
 	}
 	var r [16]byte
@@ -267,13 +269,15 @@ func serveFile(c net.Conn, f *os.File, size int64) {
 		default:
 			errno = nbdEINVAL
 		}
-		msg := be.AppendUint32(nil, nbdSimpleMagic)
-		msg = be.AppendUint32(msg, errno)
-		msg = be.AppendUint64(msg, cookie)
+		var hdr [16]byte
+		be.PutUint32(hdr[0:], nbdSimpleMagic)
+		be.PutUint32(hdr[4:], errno)
+		be.PutUint64(hdr[8:], cookie)
+		msg := net.Buffers{hdr[:]}
 		if op == nbdRead && errno == 0 {
-			msg = append(msg, p...)
+			msg = append(msg, p)
 		}
-		if _, err := c.Write(msg); err != nil {
+		if _, err := msg.WriteTo(c); err != nil {
 			return
 		}
 	}
