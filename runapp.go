@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"vmfs/internal/inputfile"
 	"vmfs/internal/outlet"
 	"vmfs/internal/outputfile"
 	"vmfs/launcher"
@@ -244,7 +245,7 @@ func Start(ctx context.Context, vm *metadata.VMConfig, o RunOptions, console io.
 			out.close()
 			return nil, err
 		}
-		defer closeAll(locked) // crosvm has its own copies
+		defer inputfile.CloseAll(locked...) // crosvm has its own copies
 	}
 	machine, err := launcher.Launch(ctx, vm, o.VM, launcher.RunOptions{
 		Stdout:     stdout,

@@ -338,7 +338,7 @@ const releaseWait = 2 * time.Second
 func lockForCrosvm(ctx context.Context, vm *metadata.VMConfig, flat map[string]string, files *launcher.Inherited) (locked []*os.File, err error) {
 	defer func() {
 		if err != nil {
-			closeAll(locked)
+			inputfile.CloseAll(locked...)
 			locked = nil
 		}
 	}()
@@ -388,12 +388,6 @@ func waitWriter(ctx context.Context, f *os.File) error {
 			return context.Cause(ctx)
 		case <-tick.C:
 		}
-	}
-}
-
-func closeAll(files []*os.File) {
-	for _, f := range files {
-		f.Close()
 	}
 }
 

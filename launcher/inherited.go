@@ -92,7 +92,7 @@ func (h *Inherited) inMemory(cfg *metadata.VMConfig) (*metadata.VMConfig, []*os.
 		}
 		m, err := memCopy(b.what, f)
 		if err != nil {
-			closeAll(copies)
+			inputfile.CloseAll(copies...)
 			return nil, nil, err
 		}
 		copies = append(copies, m)
@@ -128,10 +128,4 @@ func memCopy(what string, f *os.File) (*os.File, error) {
 		return nil, err
 	}
 	return m, nil
-}
-
-func closeAll(files []*os.File) {
-	for _, f := range files {
-		f.Close()
-	}
 }

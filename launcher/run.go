@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"vmfs/internal/inputfile"
 	"vmfs/internal/outlet"
 	"vmfs/internal/outputfile"
 	"vmfs/metadata"
@@ -43,7 +44,7 @@ func Launch(ctx context.Context, cfg *metadata.VMConfig, o Options, ro RunOption
 		if cfg, copies, err = ro.Files.inMemory(cfg); err != nil {
 			return nil, errors.Join(err, runAll(cleanups))
 		}
-		cleanups = append(cleanups, func() error { closeAll(copies); return nil })
+		cleanups = append(cleanups, func() error { inputfile.CloseAll(copies...); return nil })
 	}
 	args, err := argsFor(vmm, cfg, o)
 	if err == nil && o.Log != "" {

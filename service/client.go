@@ -93,7 +93,7 @@ func (c *Client) do(ctx context.Context, req *request, files []*os.File, on func
 	for {
 		var rep reply
 		got, err := conn.Receive(&rep, timeout)
-		closeFiles(got...) // a service sends none
+		inputfile.CloseAll(got...) // a service sends none
 		if err != nil {
 			return nil, failed(err)
 		}
@@ -145,7 +145,7 @@ func payloadRequest(req *request, spec vmfs.Spec) (_ []*os.File, _ *vmfs.Created
 	var files []*os.File
 	defer func() {
 		if err != nil {
-			closeFiles(files...)
+			inputfile.CloseAll(files...)
 			created.Remove()
 		}
 	}()
@@ -194,7 +194,7 @@ func (c *Client) Add(ctx context.Context, name string, spec vmfs.Spec, mountpoin
 	if err != nil {
 		return nil, err
 	}
-	defer closeFiles(files...)
+	defer inputfile.CloseAll(files...)
 	defer func() {
 		if err != nil {
 			created.Remove()
@@ -319,7 +319,7 @@ func (c *Client) RunVM(ctx context.Context, path string, o vmfs.RunOptions, deta
 		}
 	}
 	if err != nil {
-		closeFiles(files...)
+		inputfile.CloseAll(files...)
 		return nil, err
 	}
 	return c.run(ctx, req, files, o)
@@ -335,7 +335,7 @@ func runRequestOf(o vmfs.RunOptions, detach bool) *runRequest {
 // run sends a run request with the console and log files o names, and streams
 // the VM's output to o's writers.
 func (c *Client) run(ctx context.Context, req *request, files []*os.File, o vmfs.RunOptions) (*VMStatus, error) {
-	defer func() { closeFiles(files...) }()
+	defer func() { inputfile.CloseAll(files...) }()
 	if o.VM.Crosvm != "" || o.VM.Qemu != "" {
 		return nil, requestf("a service runs its own VMM binaries (vmfs serve --crosvm, --qemu)")
 	}

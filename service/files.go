@@ -76,9 +76,9 @@ func (s *sent) handOver() []*os.File {
 
 func (s *sent) close() {
 	for _, fs := range s.files {
-		closeFiles(fs...)
+		inputfile.CloseAll(fs...)
 	}
-	closeFiles(s.held...)
+	inputfile.CloseAll(s.held...)
 	s.files, s.held = nil, nil
 }
 

@@ -124,9 +124,9 @@ func (s *Service) prepare(req *request, snt *sent) (*vmfs.Payload, error) {
 		Instance: snt.take(fileInstance), Storage: snt.take(fileStorage),
 		ExtraAPKs: snt.takeAll(fileExtraAPK), ExtraIdsigs: snt.takeAll(fileExtraIdsig)}
 	closeAll := func() {
-		closeFiles(fs.APK, fs.Idsig, fs.Instance, fs.Storage)
-		closeFiles(fs.ExtraAPKs...)
-		closeFiles(fs.ExtraIdsigs...)
+		inputfile.CloseAll(fs.APK, fs.Idsig, fs.Instance, fs.Storage)
+		inputfile.CloseAll(fs.ExtraAPKs...)
+		inputfile.CloseAll(fs.ExtraIdsigs...)
 	}
 	if fs.APK == nil || fs.Idsig == nil {
 		closeAll()
@@ -199,14 +199,6 @@ func named(what, name string) string {
 	return what + " " + inputfile.Quote(name)
 }
 
-func closeFiles(fs ...*os.File) {
-	for _, f := range fs {
-		if f != nil {
-			f.Close()
-		}
-	}
-}
-
 // graft serves p as the reserved name, c's alone, and exposes it at the
 // directory mp as well when given. On failure the name is freed and p's files
 // closed.
@@ -218,7 +210,7 @@ func (s *Service) graft(c *client, name string, p *vmfs.Payload, kept bool, mp *
 			sv.tree.Retire()
 		}
 	}
-	closeFiles(mp)
+	inputfile.CloseAll(mp)
 	if err != nil {
 		p.CloseFiles()
 		s.unreserve(name)

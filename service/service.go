@@ -465,7 +465,7 @@ func (s *Service) handle(conn *wire.Conn, cred *unix.Ucred) {
 		err = fmt.Errorf("no whole request within %v; connection closed", requestTimeout)
 	case err == nil:
 		if err = req.check(); err != nil {
-			closeFiles(files...)
+			inputfile.CloseAll(files...)
 		}
 	}
 	if err != nil {

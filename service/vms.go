@@ -480,7 +480,7 @@ func (s *Service) boot(c *client, vm *runningVM, cfg *metadata.VMConfig, opts la
 		delete(s.running, vm.cid)
 		s.mu.Unlock()
 		end()
-		closeFiles(kept...)
+		inputfile.CloseAll(kept...)
 		s.log.Info("vm ended", zap.Int("cid", vm.cid), zap.NamedError("result", vm.result))
 		close(vm.done)
 	}()

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vmfs/fusedisk"
+	"vmfs/internal/inputfile"
 	"vmfs/internal/wire"
 )
 
@@ -148,7 +149,7 @@ func (h *Helper) do(req helperRequest, direct func() error, files ...*os.File) e
 	}
 	var rep helperReply
 	got, err := h.conn.Receive(&rep, helperTimeout)
-	closeAll(got)
+	inputfile.CloseAll(got...)
 	if err != nil {
 		return fmt.Errorf("mount helper: %w", err)
 	}
@@ -231,7 +232,7 @@ func runHelper() int {
 				}
 			}
 		}
-		closeAll(files)
+		inputfile.CloseAll(files...)
 		if err := conn.Send(rep, nil, helperTimeout); err != nil {
 			return fail(err)
 		}
@@ -298,10 +299,4 @@ func emptyDir(dir *os.File) error {
 		return fmt.Errorf("the target: %w", err)
 	}
 	return nil
-}
-
-func closeAll(files []*os.File) {
-	for _, f := range files {
-		f.Close()
-	}
 }

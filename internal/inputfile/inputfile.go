@@ -4,7 +4,8 @@
 // symlink is named as one instead of "not found". Their errors name the path cut,
 // and escaped where it holds control characters, by Quote.
 //
-// It owns only that check. It reads no formats and knows no layouts.
+// It owns only that check, and closing such files (CloseAll). It reads no
+// formats and knows no layouts.
 package inputfile
 
 import (
@@ -147,4 +148,13 @@ func printable(s string) bool {
 		}
 	}
 	return true
+}
+
+// CloseAll closes the files that are not nil.
+func CloseAll(files ...*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
 }

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vmfs/internal/inputfile"
 	"vmfs/internal/strictjson"
 )
 
@@ -169,7 +170,7 @@ func (c *Conn) Receive(v any, timeout time.Duration) ([]*os.File, error) {
 		err = c.body(binary.BigEndian.Uint32(hdr[:]), v)
 	}
 	if err != nil {
-		closeAll(files)
+		inputfile.CloseAll(files...)
 		return nil, err
 	}
 	return files, nil
@@ -223,10 +224,4 @@ func filesOf(oob []byte) ([]*os.File, error) {
 		}
 	}
 	return files, errors.Join(errs...)
-}
-
-func closeAll(files []*os.File) {
-	for _, f := range files {
-		f.Close()
-	}
 }

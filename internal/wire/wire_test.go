@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"vmfs/internal/inputfile"
 	"vmfs/testdata"
 )
 
@@ -68,7 +69,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeAll(files)
+	defer inputfile.CloseAll(files...)
 	var want, have unix.Stat_t
 	unix.Fstat(int(f.Fd()), &want)
 	if len(files) != 2 || unix.Fstat(int(files[1].Fd()), &have) != nil || have.Ino != want.Ino || got.Op != "add" {
