@@ -41,10 +41,10 @@ func (s *Service) confine() error {
 // mount (the service opens the payloads' disks there for the VMMs), its
 // sources (the OS directory and the files its configs name, the APEX
 // directories, the apex-info-list and the APEXes it names), the CID locks, its
-// own /proc/self (mountinfo), the devices a VMM uses, and the VMM binaries with
-// what they load, and the state files' engine. They are taken now: a source put elsewhere since (a config
-// turned into a symlink out, an APEX listed at a new path, a VMM installed
-// since) is refused until the service restarts. The files a client sends come
+// own /proc/self (mountinfo), the devices a VMM uses, the VMM binaries with
+// what they load, and the state files' engine. They are taken now: a source
+// put elsewhere since (a config turned into a symlink out, an APEX listed at a
+// new path, a VMM installed since) is refused until the service restarts. The files a client sends come
 // open and need no rule; the mount changes and the socket's removal are the
 // helper's.
 func (s *Service) rules() (confine.Rules, error) {
@@ -63,6 +63,13 @@ func (s *Service) rules() (confine.Rules, error) {
 
 	osDir := orDefault(s.o.OSDir, vmfs.DefaultOSDir)
 	r.Read = append(r.Read, osDir)
+	add := func(path string, writable bool) {
+		if writable {
+			r.ReadWrite = append(r.ReadWrite, path)
+		} else {
+			r.Read = append(r.Read, path)
+		}
+	}
 	configs, _ := filepath.Glob(filepath.Join(osDir, "*.json"))
 	for _, c := range configs {
 		cfg, err := metadata.LoadVMConfig(c)
@@ -71,13 +78,6 @@ func (s *Service) rules() (confine.Rules, error) {
 			continue
 		}
 		r.Read = append(r.Read, cfg.Kernel, cfg.Initrd, cfg.Bootloader)
-		add := func(path string, writable bool) {
-			if writable {
-				r.ReadWrite = append(r.ReadWrite, path)
-			} else {
-				r.Read = append(r.Read, path)
-			}
-		}
 		for _, d := range cfg.Disks {
 			add(d.Image, d.Writable)
 			for _, p := range d.Partitions {
