@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
 	"vmfs/layout"
+	"vmfs/metadata"
 )
 
 // ManifestName is the file every mount serves at its root to say what it is.
@@ -68,7 +70,7 @@ func newManifest(p *Payload, dir, kind string) *Manifest {
 		VMConfig: filepath.Join(dir, "vm.json"),
 	}
 	for _, s := range p.State {
-		if s.Label == InstanceLabel {
+		if s.Label == metadata.InstanceLabel {
 			m.Inputs.Instance = s.Name
 		} else {
 			m.Inputs.Storage = s.Name

@@ -265,7 +265,7 @@ func (p *Payload) layOutOSDisks(randomGUIDs bool) error {
 	onOS := p.Profile.State() == metadata.StateOnOSDisk && len(p.State) > 0
 	if onOS && (len(p.OSConfig.Disks) <= stateOSDisk || len(p.OSConfig.Disks[stateOSDisk].Partitions) == 0) {
 		return fmt.Errorf("vm config %s: %s puts %s on the config's disk %d, as Microdroid's config has it, but it has no partitioned disk %d",
-			p.OSConfigPath, p.Profile, InstanceLabel, stateOSDisk, stateOSDisk)
+			p.OSConfigPath, p.Profile, metadata.InstanceLabel, stateOSDisk, stateOSDisk)
 	}
 	for i, d := range p.OSConfig.Disks {
 		if len(d.Partitions) == 0 {

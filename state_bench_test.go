@@ -88,7 +88,7 @@ func writeThroughMount(b *testing.B, inst string, bs int) time.Duration {
 	var off int64 = -1
 	for _, d := range p.Disks() {
 		for _, part := range d.Disk.Partitions {
-			if part.Label == InstanceLabel {
+			if part.Label == metadata.InstanceLabel {
 				flat, off = d.Paths(mnt).Flat, part.Offset
 			}
 		}

@@ -20,12 +20,6 @@ import (
 	"vmfs/qcow2"
 )
 
-// The partitions a VM's state files become, as AVF labels them.
-const (
-	InstanceLabel = "vm-instance"
-	StorageLabel  = "encryptedstore"
-)
-
 // DefaultStateSize is the size `vm run-app` makes a missing instance image at, and
 // storage unless --storage-size says otherwise: 10 MiB.
 const DefaultStateSize = 10 << 20
@@ -70,10 +64,10 @@ func (s Spec) stateFiles() ([]StateFile, error) {
 	}
 	var out []StateFile
 	if s.Instance != "" {
-		out = append(out, StateFile{Label: InstanceLabel, Path: s.Instance, Type: metadata.InstancePartition, create: DefaultStateSize})
+		out = append(out, StateFile{Label: metadata.InstanceLabel, Path: s.Instance, Type: metadata.InstancePartition, create: DefaultStateSize})
 	}
 	if s.Storage != "" {
-		out = append(out, StateFile{Label: StorageLabel, Path: s.Storage, Type: metadata.EncryptedStorePartition, create: orDefault(s.StorageSize, DefaultStateSize)})
+		out = append(out, StateFile{Label: metadata.StorageLabel, Path: s.Storage, Type: metadata.EncryptedStorePartition, create: orDefault(s.StorageSize, DefaultStateSize)})
 	}
 	for i := range out {
 		abs, err := filepath.Abs(out[i].Path)
@@ -84,7 +78,7 @@ func (s Spec) stateFiles() ([]StateFile, error) {
 		if s.Files == nil {
 			continue
 		}
-		if out[i].f = s.Files.Instance; out[i].Label == StorageLabel {
+		if out[i].f = s.Files.Instance; out[i].Label == metadata.StorageLabel {
 			out[i].f = s.Files.Storage
 		}
 		if out[i].f == nil {

@@ -10,6 +10,13 @@ const (
 	IdsigLabel = "microdroid-apk-idsig"
 )
 
+// Labels of the VM's state partitions (Android 13+), by which Microdroid's
+// manager finds them: its instance image and its encrypted storage.
+const (
+	InstanceLabel = "vm-instance"
+	StorageLabel  = "encryptedstore"
+)
+
 // ApexLabel is the label of the i-th APEX partition.
 func ApexLabel(i int) string { return fmt.Sprintf("microdroid-apex-%d", i) }
 

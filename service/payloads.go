@@ -48,7 +48,7 @@ func (p *served) status(ms []fusedisk.MountInfo) PayloadStatus {
 // instance is p's instance image as its client named it, or "".
 func (p *served) instance() string {
 	for _, st := range p.payload.State {
-		if st.Label == vmfs.InstanceLabel {
+		if st.Label == metadata.InstanceLabel {
 			return st.Name
 		}
 	}

@@ -11,12 +11,6 @@ import (
 	"vmfs/verdict"
 )
 
-// The VM's state partitions, as Microdroid's manager finds them by label.
-const (
-	instanceLabel = "vm-instance"
-	storageLabel  = "encryptedstore"
-)
-
 // The guest's boot record in vm-instance, after the instance header (a format of
 // the test guest's own; Microdroid keeps its instance data there): at
 // bootRecordOffset, bootRecordMagic, then the boot count and the CRC-32 (IEEE) of
@@ -109,7 +103,7 @@ func checkStorage(p partition) (*verdict.Storage, error) {
 // checkState checks the VM's state partitions, those it has: the instance image
 // and encrypted storage.
 func checkState(r *report, parts map[string]partition) {
-	if p, ok := parts[instanceLabel]; ok {
+	if p, ok := parts[metadata.InstanceLabel]; ok {
 		r.step("instance", func() (string, error) {
 			st, err := checkInstance(p)
 			if err != nil {
@@ -119,7 +113,7 @@ func checkState(r *report, parts map[string]partition) {
 			return fmt.Sprintf("%s: boot record %d found, %d written", p, st.Found, st.Boots), nil
 		})
 	}
-	if p, ok := parts[storageLabel]; ok {
+	if p, ok := parts[metadata.StorageLabel]; ok {
 		r.step("storage", func() (string, error) {
 			st, err := checkStorage(p)
 			if err != nil {

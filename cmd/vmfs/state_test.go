@@ -93,7 +93,7 @@ func TestStateMount(t *testing.T) {
 		}
 	}
 	// testdata's OS config has one disk: the state disk is disk 1, the payload 2.
-	for label, path := range map[string]string{vmfs.InstanceLabel: inst, vmfs.StorageLabel: storage} {
+	for label, path := range map[string]string{metadata.InstanceLabel: inst, metadata.StorageLabel: storage} {
 		got, err := os.ReadFile(filepath.Join(mnt, "disks/1/partitions", label))
 		want, _ := os.ReadFile(path)
 		if err != nil || !bytes.Equal(got, want) {
@@ -115,7 +115,7 @@ func TestStateMount(t *testing.T) {
 	if err := json.Unmarshal(lay, &layouts); err != nil {
 		t.Fatal(err)
 	}
-	if ps := layouts["disks/1/disk"].Partitions; len(ps) != 2 || ps[0].Label != vmfs.InstanceLabel || !ps[0].Writable || ps[1].Label != vmfs.StorageLabel || !ps[1].Writable {
+	if ps := layouts["disks/1/disk"].Partitions; len(ps) != 2 || ps[0].Label != metadata.InstanceLabel || !ps[0].Writable || ps[1].Label != metadata.StorageLabel || !ps[1].Writable {
 		t.Errorf("layout.json disks/1: %+v", ps)
 	}
 	comp, _ := os.ReadFile(filepath.Join(mnt, "disks/1/disk.composite"))
@@ -290,12 +290,12 @@ func TestStateOneWriterCrosvm(t *testing.T) {
 	mnt, server, m := mountState(t, inst)
 	var views []string
 	for _, d := range m.Disks {
-		if p := d.Partitions[vmfs.InstanceLabel]; p != "" {
+		if p := d.Partitions[metadata.InstanceLabel]; p != "" {
 			views = []string{p, d.Flat}
 		}
 	}
 	if views == nil {
-		t.Fatalf("no %s in the manifest: %+v", vmfs.InstanceLabel, m.Disks)
+		t.Fatalf("no %s in the manifest: %+v", metadata.InstanceLabel, m.Disks)
 	}
 	runCrosvm := []string{"run-app", "--mount", mnt, "--vmm", "crosvm", "--crosvm", fakeCrosvm(t), "--console", "/dev/null", "--timeout", "20s"}
 
@@ -382,13 +382,13 @@ func TestStateKill(t *testing.T) {
 	}
 	for _, d := range m.Disks {
 		for _, p := range layouts[d.Name+"/disk"].Partitions {
-			if p.Label == vmfs.InstanceLabel {
+			if p.Label == metadata.InstanceLabel {
 				flat, at = d.Flat, p.Offset
 			}
 		}
 	}
 	if at < 0 {
-		t.Fatalf("no %s in layout.json:\n%s", vmfs.InstanceLabel, lay)
+		t.Fatalf("no %s in layout.json:\n%s", metadata.InstanceLabel, lay)
 	}
 	f, err := os.OpenFile(flat, os.O_RDWR, 0)
 	if err != nil {
