@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -28,17 +27,6 @@ func startStateServe(t *testing.T, osDir string) (s *serveProc, later string) {
 	return startServe(t, extra...), later
 }
 
-// qcow2Clean checks that qemu-img check finds each QCOW2 image clean.
-func qcow2Clean(t *testing.T, images ...string) {
-	t.Helper()
-	qemuImg := testdata.RequireTool(t, "qemu-img")
-	for _, im := range images {
-		if out, err := exec.Command(qemuImg, "check", im).CombinedOutput(); err != nil || !strings.Contains(string(out), "No errors were found") {
-			t.Errorf("qemu-img check %s: %v\n%s", im, err, out)
-		}
-	}
-}
-
 // TestServeStateBoots: through a service, android14 with --config-path and
 // --storage, and android13 (its instance on the OS config's disk 1), boot
 // twice with one instance image that the client made: the second verdict
@@ -60,20 +48,10 @@ func TestServeStateBoots(t *testing.T) {
 			dir := t.TempDir()
 			inst, storage := filepath.Join(dir, "inst.img"), filepath.Join(dir, "storage.img")
 			args := append([]string{"--socket", s.sock}, laterArgs(tc.prof, false, later, inst)...)
-			states := []string{inst}
 			if tc.storage {
-				args, states = append([]string{"--storage", storage}, args...), append(states, storage)
+				args = append([]string{"--storage", storage}, args...)
 			}
-			for boot := uint32(1); boot <= 2; boot++ {
-				v := bootVerdict(t, args)
-				if v.Instance == nil || v.Instance.Found != boot-1 || v.Instance.Boots != boot {
-					t.Errorf("boot %d: instance %+v, want found %d, boots %d", boot, v.Instance, boot-1, boot)
-				}
-				if tc.storage && (v.Storage == nil || v.Storage.Formatted != (boot == 2)) {
-					t.Errorf("boot %d: storage %+v, want formatted before: %t", boot, v.Storage, boot == 2)
-				}
-				qcow2Clean(t, states...)
-			}
+			bootsTwice(t, tc.prof, args, inst, storage, tc.storage)
 			if tc.prof != metadata.Android14 {
 				return
 			}
@@ -127,7 +105,7 @@ func TestServeStateNobody(t *testing.T) {
 	if out, _ := os.ReadFile(console); !strings.Contains(string(out), `"ok":true,"checks"`) {
 		t.Errorf("console: want a passing verdict:\n%s", out)
 	}
-	qcow2Clean(t, inst)
+	testdata.QemuImgCheck(t, inst)
 	s.servesAndStops()
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -180,7 +179,6 @@ func bootVerdict(t *testing.T, args []string) *verdict.Verdict {
 // disk of its own.
 func TestStateBoots(t *testing.T) {
 	testdata.RequireFUSE(t)
-	qemuImg := testdata.RequireTool(t, "qemu-img")
 	for _, tc := range []struct {
 		prof    metadata.Profile
 		binary  bool
@@ -194,29 +192,35 @@ func TestStateBoots(t *testing.T) {
 				osDir = stateOSDir(t, osDir)
 			}
 			args := stateArgs(t, tc.prof, tc.binary, osDir, inst)
-			states := []string{inst}
 			if tc.storage {
 				args = append([]string{"--storage", storage}, args...)
-				states = append(states, storage)
 			}
-			for boot := uint32(1); boot <= 2; boot++ {
-				v := bootVerdict(t, args)
-				if v.Instance == nil || v.Instance.Found != boot-1 || v.Instance.Boots != boot {
-					t.Errorf("boot %d: instance %+v, want found %d, boots %d", boot, v.Instance, boot-1, boot)
-				}
-				if tc.storage && (v.Storage == nil || v.Storage.Formatted != (boot == 2)) {
-					t.Errorf("boot %d: storage %+v, want formatted before: %t", boot, v.Storage, boot == 2)
-				}
-				if tc.prof.PartitionImage() != metadata.QCOW2Image {
-					continue
-				}
-				for _, s := range states {
-					if out, err := exec.Command(qemuImg, "check", s).CombinedOutput(); err != nil || !strings.Contains(string(out), "No errors were found") {
-						t.Errorf("boot %d: qemu-img check %s: %v\n%s", boot, s, err, out)
-					}
-				}
-			}
+			bootsTwice(t, tc.prof, args, inst, storage, tc.storage)
 		})
+	}
+}
+
+// bootsTwice boots args at prof twice, whose instance image is inst (and
+// storage, with --storage in args): the first boot finds no boot record and
+// unformatted storage, the second the first's record and its storage marker;
+// after each, qemu-img check finds QCOW2 state files clean.
+func bootsTwice(t *testing.T, prof metadata.Profile, args []string, inst, storage string, withStorage bool) {
+	t.Helper()
+	for boot := uint32(1); boot <= 2; boot++ {
+		v := bootVerdict(t, args)
+		if v.Instance == nil || v.Instance.Found != boot-1 || v.Instance.Boots != boot {
+			t.Errorf("boot %d: instance %+v, want found %d, boots %d", boot, v.Instance, boot-1, boot)
+		}
+		if withStorage && (v.Storage == nil || v.Storage.Formatted != (boot == 2)) {
+			t.Errorf("boot %d: storage %+v, want formatted before: %t", boot, v.Storage, boot == 2)
+		}
+		if prof.PartitionImage() != metadata.QCOW2Image {
+			continue
+		}
+		testdata.QemuImgCheck(t, inst)
+		if withStorage {
+			testdata.QemuImgCheck(t, storage)
+		}
 	}
 }
 
@@ -282,7 +286,6 @@ func mountState(t *testing.T, inst string) (string, *vmfs.MountStatus, *vmfs.Man
 // before, and qemu-img check is clean.
 func TestStateOneWriterCrosvm(t *testing.T) {
 	testdata.RequireFUSE(t)
-	qemuImg := testdata.RequireTool(t, "qemu-img")
 	dir := t.TempDir()
 	inst, pidfile := filepath.Join(dir, "inst.img"), filepath.Join(dir, "crosvm.pid")
 	t.Setenv("VMFS_TEST_STATE", inst)
@@ -354,9 +357,7 @@ func TestStateOneWriterCrosvm(t *testing.T) {
 			t.Errorf("at %d: %x... (%v), want %#x", c.off, b[:8], err, c.fill)
 		}
 	}
-	if out, err := exec.Command(qemuImg, "check", inst).CombinedOutput(); err != nil || !strings.Contains(string(out), "No errors were found") {
-		t.Errorf("qemu-img check: %v\n%s", err, out)
-	}
+	testdata.QemuImgCheck(t, inst)
 }
 
 // TestStateKill: kill -9 of a `vmfs mount` just after an fsync'd write through
