@@ -113,8 +113,9 @@ func TestServeStateNobody(t *testing.T) {
 // files the service must not write through: an instance sent read-only, a
 // FIFO, directory, socket or device as the instance, root's instance image
 // (which nobody cannot open: the client says so), and one nobody's running VM
-// holds (refused, naming it, and that VM goes on). After each the service
-// serves root and stops on SIGTERM.
+// holds (refused, naming it, and that VM goes on); an instance named to forge
+// rows of root's list is shown quoted, here and in the log. After each the
+// service serves root and stops on SIGTERM.
 func TestServeStateAttacks(t *testing.T) {
 	testdata.RequireFUSE(t)
 	s, later := startStateServe(t, "")
@@ -130,6 +131,17 @@ func TestServeStateAttacks(t *testing.T) {
 		t.Fatalf("mount as nobody: exit %d: %s", r.code, r.stderr)
 	}
 	if r := a.vmfs("unmount", "made"); r.code != 0 {
+		t.Fatalf("unmount as nobody: exit %d: %s", r.code, r.stderr)
+	}
+	// An instance named to forge rows (and colours) in root's list is shown quoted.
+	forged := filepath.Join(filepath.Dir(console), "i\n\x1b[31mforged  10  running.img")
+	if r := a.vmfs(append([]string{"mount", "--name", "forged"}, laterArgs(metadata.Android14, false, later, forged)...)...); r.code != 0 {
+		t.Fatalf("mount as nobody: exit %d: %s", r.code, r.stderr)
+	}
+	if r := s.vmfs("list"); strings.ContainsRune(r.stdout, 0x1b) || !strings.Contains(r.stdout, strconv.Quote(forged)) {
+		t.Errorf("list as root shows nobody's instance unquoted:\n%q", r.stdout)
+	}
+	if r := a.vmfs("unmount", "forged"); r.code != 0 {
 		t.Fatalf("unmount as nobody: exit %d: %s", r.code, r.stderr)
 	}
 	add := func(inst rawFile) []map[string]any {
@@ -179,4 +191,7 @@ func TestServeStateAttacks(t *testing.T) {
 		t.Errorf("the first VM: want a passing verdict:\n%s", out)
 	}
 	s.servesAndStops()
+	if strings.ContainsRune(s.r.output(), 0x1b) {
+		t.Errorf("an ESC byte in the service's log:\n%q", s.r.output())
+	}
 }
