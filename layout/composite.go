@@ -16,9 +16,10 @@ const CompositeVersion = 1
 
 // Component is one component disk of a composite descriptor.
 type Component struct {
-	Path     string
-	Offset   uint64
-	Writable bool
+	Path       string
+	Offset     uint64 // where it starts in the disk
+	Writable   bool
+	FileOffset uint64 // where its bytes start in the file (crosvm since 2026-03)
 }
 
 // Composite is the content of a composite descriptor.
@@ -62,6 +63,10 @@ func (c *Composite) Marshal() []byte {
 			m = protowire.AppendTag(m, 3, protowire.VarintType)
 			m = protowire.AppendVarint(m, 1) // READ_WRITE
 		}
+		if comp.FileOffset != 0 {
+			m = protowire.AppendTag(m, 4, protowire.VarintType)
+			m = protowire.AppendVarint(m, comp.FileOffset)
+		}
 		b = protowire.AppendTag(b, 2, protowire.BytesType)
 		b = protowire.AppendBytes(b, m)
 	}
@@ -94,6 +99,8 @@ func ParseComposite(b []byte) (*Composite, error) {
 					comp.Offset = v
 				case 3:
 					comp.Writable = v == 1
+				case 4:
+					comp.FileOffset = v
 				}
 				return nil
 			})
