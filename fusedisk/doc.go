@@ -93,6 +93,17 @@
 // another program writes its file). A tree with writable sources is mounted with
 // MountOptions.Writable; every other file stays read-only (EROFS).
 //
+// # Extents
+//
+// A disk with Extents also has extent descriptors, for a VMM to read the
+// originals itself (page cache to guest, no copy through the mount): a VMDK
+// for QEMU and a crosvm composite, both naming each original's sectors by its
+// path and the pieces vmfs synthesizes (GPT, metadata, trailers, padding, an
+// original's part sectors) as files under extents/. Sources.CheckExtents
+// refuses a disk they would misdescribe: a writable partition, an original
+// whose path no longer leads to the file the sources hold, a piece crosvm would
+// not read raw. Reads of the originals then bypass vmfs and with it the guard.
+//
 // # Permissions
 //
 // A tree lets no one read more than its sources do (with MountOptions.AllowOther,

@@ -92,11 +92,12 @@ func (p *payload) reference(t testing.TB, im *layout.Image) []byte {
 // them seen at mnt with to, and mounts it at mnt with mo. stop undoes them: it
 // unmounts, waits for the server, and closes the sources.
 func serveDisk(mnt string, d *layout.Disk, to TreeOptions, mo MountOptions) (s *Server, stop func() error, err error) {
-	var w map[string]Writable
+	var one Disk
 	if len(to.Disks) == 1 {
-		w = to.Disks[0].Writable // a test's writable sources
+		one = to.Disks[0] // a test's writable sources, or extents
 	}
-	to.Disks, to.Dir = []Disk{{Disk: d, Writable: w}}, mnt
+	one.Disk = d
+	to.Disks, to.Dir = []Disk{one}, mnt
 	srcs, err := OpenSources(to.Disks, to.Logger)
 	if err != nil {
 		return nil, nil, err
@@ -255,29 +256,37 @@ func TestMountedGPT(t *testing.T) {
 func TestCompositeReassembles(t *testing.T) {
 	p := newPayload(t, edgeApexes[:1], 5000, 300)
 	s := mount(t, p.disk, TreeOptions{})
-	c := readComposite(t, s.Mountpoint)
+	c := readComposite(t, s.Mountpoint, "payload.composite")
+	flat, err := os.ReadFile(filepath.Join(s.Mountpoint, "payload.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(reassemble(t, c), flat) {
+		t.Error("composite components do not reassemble payload.img")
+	}
+}
+
+// reassemble reads a composite's components as crosvm does: each fills its
+// slot (up to the next one's offset) from its file_offset.
+func reassemble(t *testing.T, c *layout.Composite) []byte {
+	t.Helper()
 	whole := make([]byte, c.Length)
 	for i, comp := range c.Components {
 		end := c.Length
 		if i+1 < len(c.Components) {
 			end = c.Components[i+1].Offset
 		}
-		part, err := os.ReadFile(comp.Path)
+		f, err := os.Open(comp.Path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if uint64(len(part)) != end-comp.Offset || comp.Writable {
-			t.Fatalf("component %s: %d bytes for a %d-byte slot", comp.Path, len(part), end-comp.Offset)
+		defer f.Close()
+		n, err := f.ReadAt(whole[comp.Offset:end], int64(comp.FileOffset))
+		if uint64(n) != end-comp.Offset || comp.Writable {
+			t.Fatalf("component %s: %d bytes for a %d-byte slot (%v)", comp.Path, n, end-comp.Offset, err)
 		}
-		copy(whole[comp.Offset:], part)
 	}
-	flat, err := os.ReadFile(filepath.Join(s.Mountpoint, "payload.img"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(whole, flat) {
-		t.Error("composite components do not reassemble payload.img")
-	}
+	return whole
 }
 
 func TestReadOnly(t *testing.T) {
@@ -400,7 +409,7 @@ func TestWritablePartitionComposite(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := mount(t, d, TreeOptions{})
-	c := readComposite(t, s.Mountpoint)
+	c := readComposite(t, s.Mountpoint, "payload.composite")
 	if got := c.Components[1]; got.Path != filepath.Join(s.Mountpoint, "partitions", "boot") || got.Writable {
 		t.Errorf("read-only partition component %+v", got)
 	}
@@ -434,10 +443,10 @@ func TestMountAt(t *testing.T) {
 	}
 }
 
-// readComposite reads and parses the payload's composite descriptor in a mount.
-func readComposite(t *testing.T, mnt string) *layout.Composite {
+// readComposite reads and parses a composite descriptor in a mount.
+func readComposite(t *testing.T, mnt, name string) *layout.Composite {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(mnt, "payload.composite"))
+	b, err := os.ReadFile(filepath.Join(mnt, name))
 	if err != nil {
 		t.Fatal(err)
 	}

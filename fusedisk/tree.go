@@ -31,6 +31,9 @@ type Disk struct {
 	// layout.Source Path: a VM's state files. A tree reads such a source through
 	// its backend, never its file, and writes it there (see "Writes").
 	Writable map[string]Writable
+	// Extents serves the disk's extent descriptors too, which Sources.CheckExtents
+	// found exact (see "Extents").
+	Extents bool
 }
 
 // Writable is what a tree reads and writes a writable source through: its bytes
@@ -67,6 +70,9 @@ type Paths struct {
 	Composite string // crosvm's composite descriptor over Header, the partitions and Footer
 	Header    string // the protective MBR and the primary GPT
 	Footer    string // the backup GPT
+	// The extent descriptors (Disk.Extents): QEMU's VMDK and crosvm's composite
+	// over the originals and the synthesized pieces, files in the Pieces directory.
+	VMDK, Extents, Pieces string
 	// Partitions are the partitions' files by label (none when Disk is nil).
 	Partitions map[string]string
 }
@@ -80,6 +86,9 @@ func (d Disk) Paths(dir string) Paths {
 		Composite: at(d.base() + ".composite"),
 		Header:    at("header.img"),
 		Footer:    at("footer.img"),
+		VMDK:      at(d.base() + ".vmdk"),
+		Extents:   at(d.base() + "-extents.composite"),
+		Pieces:    at("extents"),
 	}
 	if d.Disk != nil {
 		p.Partitions = make(map[string]string, len(d.Disk.Partitions))
@@ -197,6 +206,18 @@ func (b *builder) addDisk(d Disk, srcs []*source, dir string) error {
 		return err
 	}
 	b.add(in.Composite, dataImage(cd), nil)
+	if !d.Extents {
+		return nil
+	}
+	x, err := b.set.extents(d, dir)
+	if err != nil {
+		return err
+	}
+	for name, im := range x.synth {
+		b.add(name, im, srcs)
+	}
+	b.add(in.VMDK, dataImage(x.vmdk), nil)
+	b.add(in.Extents, dataImage(x.cdisk), nil)
 	return nil
 }
 

@@ -62,7 +62,7 @@ func TestGraft(t *testing.T) {
 	if want := p.reference(t, &p.disk.Flat); !bytes.Equal(got, want) {
 		t.Errorf("grafted payload.img: %d bytes differ from the reference %d", len(got), len(want))
 	}
-	if c := readComposite(t, dir); c.Components[0].Path != disks[0].Paths(dir).Header {
+	if c := readComposite(t, dir, "payload.composite"); c.Components[0].Path != disks[0].Paths(dir).Header {
 		t.Errorf("composite's first component %s, want the header in the grafted tree", c.Components[0].Path)
 	}
 }

@@ -1,0 +1,79 @@
+package fusedisk
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+
+	"vmfs/layout"
+)
+
+// extents are a disk's extent descriptors, as a tree seen at some directory
+// serves them: each synthesized piece's file, and the descriptors naming those
+// and the originals.
+type extents struct {
+	synth map[string]*layout.Image // by path in the tree
+	vmdk  []byte
+	cdisk []byte
+}
+
+// CheckExtents reports why d's extent descriptors would not give a VMM the
+// disk's bytes (an error wrapping layout.ErrNotExact), or nil. A VMM opens the
+// originals by their paths: each must still lead to the file the sources
+// hold, and crosvm must read each piece raw.
+func (s *Sources) CheckExtents(d Disk, dir string) error {
+	_, err := s.extents(d, dir)
+	return err
+}
+
+// extents builds d's extent descriptors for a tree seen at dir.
+func (s *Sources) extents(d Disk, dir string) (*extents, error) {
+	srcs, err := s.forDisk(d.Disk)
+	if err != nil {
+		return nil, err
+	}
+	pieces, err := d.Disk.Pieces()
+	if err != nil {
+		return nil, err
+	}
+	readers := make([]io.ReaderAt, len(srcs))
+	for i, src := range srcs {
+		readers[i] = src.reader()
+	}
+	in, at := d.Paths(""), d.Paths(dir)
+	x := &extents{synth: map[string]*layout.Image{}}
+	paths := make([]string, len(pieces))
+	head := make([]byte, 4096)
+	for i := range pieces {
+		p := &pieces[i]
+		var r io.ReaderAt
+		if p.Synthesized() {
+			name := strconv.Itoa(i)
+			x.synth[filepath.Join(in.Pieces, name)] = &p.Synth
+			paths[i] = filepath.Join(at.Pieces, name)
+			r = layout.NewReader(&p.Synth, readers)
+		} else {
+			src := srcs[p.Source]
+			if src.w != nil || !src.leadsTo(src.path) {
+				return nil, fmt.Errorf("%s no longer leads to the file vmfs opened: %w", src.path, layout.ErrNotExact)
+			}
+			paths[i] = src.path
+			r = io.NewSectionReader(src.reader(), p.SourceOff, p.Len)
+		}
+		n, err := r.ReadAt(head[:min(p.Len, int64(len(head)))], 0)
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		if t := layout.CrosvmImageType(head[:n]); t != "" {
+			return nil, fmt.Errorf("%s at byte %d of the disk starts like a %s image, which crosvm would not read raw: %w", paths[i], p.Off, t, layout.ErrNotExact)
+		}
+	}
+	if x.vmdk, err = d.Disk.VMDK(pieces, paths); err != nil {
+		return nil, err
+	}
+	if x.cdisk, err = d.Disk.PiecesComposite(pieces, paths); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
