@@ -25,6 +25,9 @@ func CrosvmArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 		return nil, err
 	}
 	// Guest CIDs 0-2 are reserved by vsock (hypervisor, local, host).
+	if err := checkVia(o.Via); err != nil {
+		return nil, err
+	}
 	if o.CID < 3 {
 		return nil, fmt.Errorf("crosvm: cid %d is not a guest cid (want 3 or more)", o.CID)
 	}
@@ -60,11 +63,14 @@ func CrosvmArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 		if err := checkImage(i, d); err != nil {
 			return nil, err
 		}
-		flag := "--disk"
+		flag, image := "--disk", d.Image
 		if d.Writable {
 			flag = "--rwdisk"
 		}
-		args = append(args, flag, d.Image)
+		if e, ok := o.extents(d); ok {
+			image = e.Composite
+		}
+		args = append(args, flag, image)
 	}
 	if cfg.Kernel != "" {
 		args = append(args, cfg.Kernel)

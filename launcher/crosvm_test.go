@@ -82,6 +82,29 @@ func TestCrosvmArgs(t *testing.T) {
 				"--serial=type=stdout,hardware=serial,num=1",
 				"--disk", "/mnt/payload.composite", "/k"},
 		},
+		{
+			name: "extents by default, never for a writable disk",
+			cfg: metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{
+				{Image: "/mnt/payload.composite"}, {Image: "/mnt/disks/0/disk.composite", Writable: true}, {Image: "/mnt/disks/1/disk.composite"}}},
+			o: Options{CID: 10, Extents: map[string]ExtentImages{
+				"/mnt/payload.composite":      {VMDK: "/mnt/payload.vmdk", Composite: "/mnt/payload-extents.composite"},
+				"/mnt/disks/0/disk.composite": {VMDK: "/mnt/disks/0/disk.vmdk", Composite: "/mnt/disks/0/disk-extents.composite"},
+				"/mnt/disks/1/disk.composite": {VMDK: "/mnt/disks/1/disk.vmdk", Composite: "/mnt/disks/1/disk-extents.composite"},
+			}, WritableImages: map[string]bool{"/mnt/disks/1/disk.composite": true}},
+			want: []string{"run", "--disable-sandbox", "--cid", "10",
+				"--serial=type=stdout,hardware=serial,num=1",
+				"--disk", "/mnt/payload-extents.composite", "--rwdisk", "/mnt/disks/0/disk.composite",
+				"--disk", "/mnt/disks/1/disk.composite", "/k"},
+		},
+		{
+			name: "via flat",
+			cfg:  metadata.VMConfig{Kernel: "/k", Disks: disks[1:2]},
+			o: Options{CID: 10, Via: ViaFlat, Extents: map[string]ExtentImages{
+				"/mnt/payload.composite": {VMDK: "/mnt/payload.vmdk", Composite: "/mnt/payload-extents.composite"}}},
+			want: []string{"run", "--disable-sandbox", "--cid", "10",
+				"--serial=type=stdout,hardware=serial,num=1",
+				"--disk", "/mnt/payload.composite", "/k"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := CrosvmArgs(&tc.cfg, tc.o)

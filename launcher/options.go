@@ -3,6 +3,8 @@ package launcher
 import (
 	"fmt"
 	"os/exec"
+
+	"vmfs/metadata"
 )
 
 // VMM names accepted in Options.VMM and returned by Resolve.
@@ -10,6 +12,12 @@ const (
 	VMMAuto   = "auto"
 	VMMCrosvm = "crosvm"
 	VMMQemu   = "qemu"
+)
+
+// How a VMM reads a disk that has extent descriptors (Options.Via).
+const (
+	ViaExtents = "extents" // the descriptors: the VMM reads the originals itself
+	ViaFlat    = "flat"    // the flat image (QEMU) or partition composite (crosvm)
 )
 
 // Default binary names, looked up in PATH when Options leaves the path empty.
@@ -38,6 +46,30 @@ type Options struct {
 	// QEMU opens their flat images read-write (the mount refuses writes outside
 	// those partitions).
 	WritableImages map[string]bool
+	// Extents maps a crosvm composite disk to its extent descriptors, which a
+	// read-only disk is given instead by default (Via).
+	Extents map[string]ExtentImages
+	// Via is ViaExtents (or "") or ViaFlat.
+	Via string
+}
+
+// ExtentImages are a disk's extent descriptors: QEMU's VMDK and crosvm's
+// composite, whose components are the originals and synthesized pieces.
+type ExtentImages struct{ VMDK, Composite string }
+
+// extents are the descriptors of disk d for a VMM: never for a writable disk,
+// whose originals the VMM could then write.
+func (o Options) extents(d metadata.DiskImage) (ExtentImages, bool) {
+	e, ok := o.Extents[d.Image]
+	return e, ok && o.Via != ViaFlat && !d.Writable && !o.WritableImages[d.Image]
+}
+
+// checkVia refuses an unknown Via.
+func checkVia(via string) error {
+	if via != "" && via != ViaExtents && via != ViaFlat {
+		return fmt.Errorf("via %q: want %s or %s", via, ViaExtents, ViaFlat)
+	}
+	return nil
 }
 
 // Resolve picks the VMM and its binary. Auto means crosvm when o.Crosvm is set or

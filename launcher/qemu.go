@@ -30,6 +30,9 @@ func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 	if cfg.Params != "" && cfg.Kernel == "" {
 		return nil, fmt.Errorf("%w: qemu takes params only with a kernel, not a bootloader", ErrConfig)
 	}
+	if err := checkVia(o.Via); err != nil {
+		return nil, err
+	}
 	accel := or(o.Accel, "tcg")
 	if accel != "tcg" && accel != "kvm" {
 		return nil, fmt.Errorf("qemu accelerator %q: want tcg or kvm", o.Accel)
@@ -70,34 +73,44 @@ func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 	if cfg.Params != "" {
 		args = append(args, "-append", cfg.Params)
 	}
-	paths := make([]string, len(cfg.Disks))
+	disks := make([]qemuImage, len(cfg.Disks))
 	fdSets := false
 	for i, d := range cfg.Disks {
 		if err := checkImage(i, d); err != nil {
 			return nil, err
 		}
-		paths[i] = d.Image
+		disks[i] = qemuImage{path: d.Image, format: "raw", writable: d.Writable || o.WritableImages[d.Image]}
 		if flat, ok := o.FlatImages[d.Image]; ok {
-			paths[i] = flat
+			disks[i].path = flat
 		}
-		if _, ok := inheritedFD(paths[i]); ok {
+		if e, ok := o.extents(d); ok {
+			disks[i].path, disks[i].format = e.VMDK, "vmdk"
+		}
+		if _, ok := inheritedFD(disks[i].path); ok {
 			fdSets = true
 		}
 	}
-	for i, d := range cfg.Disks {
-		args = append(args, qemuDisk(i, paths[i], d.Writable || o.WritableImages[d.Image], fdSets)...)
+	for i, d := range disks {
+		args = append(args, qemuDisk(i, d, fdSets)...)
 	}
 	return args, nil
 }
 
-// qemuDisk is the arguments that give QEMU disk i, at path, read-only unless
-// writable: a -drive, or with asBlockdev a -blockdev and its -device, which
+// qemuImage is a disk as QEMU opens it.
+type qemuImage struct {
+	path, format string
+	writable     bool
+}
+
+// qemuDisk is the arguments that give QEMU disk i, read-only unless writable
+// (a VMDK's extents are then opened read-only too): a -drive, or with asBlockdev a -blockdev and its -device, which
 // QEMU creates in the same order. A path of an inherited descriptor
 // (Inherited) goes in an fd set that QEMU dups from, never reopening a path
 // (which Landlock would check against the file's own): that takes -blockdev,
 // as -drive asks a set for a read-only descriptor even for a writable disk.
-func qemuDisk(i int, path string, writable, asBlockdev bool) []string {
+func qemuDisk(i int, d qemuImage, asBlockdev bool) []string {
 	var args []string
+	path := d.path
 	if fd, ok := inheritedFD(path); ok {
 		// The set's access mode must be the disk's: read-only or read-write.
 		args = append(args, "-add-fd", "fd="+fd+",set="+fd+",opaque=disk"+strconv.Itoa(i))
@@ -106,15 +119,15 @@ func qemuDisk(i int, path string, writable, asBlockdev bool) []string {
 	// QEMU's option parsers read ",," as a literal comma.
 	path = strings.ReplaceAll(path, ",", ",,")
 	if !asBlockdev {
-		drive := "file=" + path + ",format=raw,if=virtio"
-		if !writable {
+		drive := "file=" + path + ",format=" + d.format + ",if=virtio"
+		if !d.writable {
 			drive += ",readonly=on"
 		}
 		return append(args, "-drive", drive)
 	}
 	node := "disk" + strconv.Itoa(i)
-	blockdev := "driver=raw,node-name=" + node + ",file.driver=file,file.filename=" + path
-	if !writable {
+	blockdev := "driver=" + d.format + ",node-name=" + node + ",file.driver=file,file.filename=" + path
+	if !d.writable {
 		blockdev += ",read-only=on"
 	}
 	return append(args, "-blockdev", blockdev, "-device", "virtio-blk-pci,drive="+node)

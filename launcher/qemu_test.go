@@ -80,6 +80,21 @@ func TestQemuArgs(t *testing.T) {
 				"-device", "virtio-blk-pci,drive=disk2"),
 		},
 		{
+			name: "extents by default: a VMDK, read-only; never for a writable disk",
+			cfg: metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{
+				{Image: composite}, {Image: inst, Writable: true}, {Image: raw}}},
+			o: Options{FlatImages: map[string]string{composite: flat, raw: raw}, WritableImages: map[string]bool{raw: true},
+				Extents: map[string]ExtentImages{composite: {VMDK: "/m/payload.vmdk"}, inst: {VMDK: "/m/i.vmdk"}, raw: {VMDK: "/m/r.vmdk"}}},
+			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k",
+				"-drive", "file=/m/payload.vmdk,format=vmdk,if=virtio,readonly=on", "-drive", rw(inst), "-drive", rw(raw)),
+		},
+		{
+			name: "via flat",
+			cfg:  metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: composite}}},
+			o:    Options{Via: ViaFlat, FlatImages: map[string]string{composite: flat}, Extents: map[string]ExtentImages{composite: {VMDK: "/m/payload.vmdk"}}},
+			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k", "-drive", ro(flat)),
+		},
+		{
 			name: "a path like a descriptor's that is not one",
 			cfg:  metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{{Image: "/proc/self/fd/x"}, {Image: "/proc/self/fd/04"}}},
 			want: append(qemuHead("tcg", "256", "1", "stdio"), "-kernel", "/k",
@@ -144,6 +159,7 @@ func TestQemuArgsErrors(t *testing.T) {
 		{"partitions", &metadata.VMConfig{Kernel: "/k", Disks: []metadata.DiskImage{
 			{Partitions: []metadata.Partition{{Label: "a", Path: "/a"}}}}}, Options{}, true, "disk 0 has partitions", nil},
 		{"bad accel", &metadata.VMConfig{Kernel: "/k"}, Options{Accel: "hvf"}, false, "hvf", nil},
+		{"bad via", &metadata.VMConfig{Kernel: "/k"}, Options{Via: "nbd"}, false, "via \"nbd\"", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := QemuArgs(tc.cfg, tc.o)
