@@ -84,6 +84,6 @@ func ExampleRunApp() {
 		log.Fatal(err)
 	}
 	words := strings.Fields(cmdline.String())
-	fmt.Println(filepath.Base(words[0]), strings.Contains(cmdline.String(), "/payload.img,format=raw,if=virtio,readonly=on"))
+	fmt.Println(filepath.Base(words[0]), strings.Contains(cmdline.String(), "/payload.vmdk,format=vmdk,if=virtio,readonly=on"))
 	// Output: qemu-system-x86_64 true
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"slices"
 
+	"vmfs/fusedisk"
+	"vmfs/launcher"
 	"vmfs/layout"
 	"vmfs/metadata"
 )
@@ -55,12 +57,16 @@ type DiskFiles struct {
 	Header     string            `json:"header"`
 	Footer     string            `json:"footer"`
 	Partitions map[string]string `json:"partitions"` // label -> file
+	// The extent descriptors, where the mount has them: QEMU's VMDK and
+	// crosvm's composite over the originals and small synthesized pieces.
+	VMDK    string `json:"vmdk,omitempty"`
+	Extents string `json:"extents,omitempty"`
 	// Writable: some partitions are writable, and so is the flat image there.
 	Writable bool `json:"writable,omitempty"`
 }
 
 // newManifest describes p served at dir by this process as kind.
-func newManifest(p *Payload, dir, kind string) *Manifest {
+func newManifest(p *Payload, disks []fusedisk.Disk, dir, kind string) *Manifest {
 	m := &Manifest{
 		Schema:   ManifestSchema,
 		Dir:      dir,
@@ -76,14 +82,18 @@ func newManifest(p *Payload, dir, kind string) *Manifest {
 			m.Inputs.Storage = s.Name
 		}
 	}
-	for _, d := range p.Disks() {
+	for _, d := range disks {
 		name := d.Dir
 		if name == "" {
 			name = "payload"
 		}
 		ps := d.Paths(dir)
 		rw := slices.ContainsFunc(d.Disk.Partitions, func(p layout.Partition) bool { return p.Writable })
-		m.Disks = append(m.Disks, DiskFiles{Name: name, Flat: ps.Flat, Composite: ps.Composite, Header: ps.Header, Footer: ps.Footer, Partitions: ps.Partitions, Writable: rw})
+		df := DiskFiles{Name: name, Flat: ps.Flat, Composite: ps.Composite, Header: ps.Header, Footer: ps.Footer, Partitions: ps.Partitions, Writable: rw}
+		if d.Extents {
+			df.VMDK, df.Extents = ps.VMDK, ps.Extents
+		}
+		m.Disks = append(m.Disks, df)
 	}
 	return m
 }
@@ -120,6 +130,18 @@ func (m *Manifest) FlatImages() map[string]string {
 	out := map[string]string{}
 	for _, d := range m.Disks {
 		out[d.Composite] = d.Flat
+	}
+	return out
+}
+
+// ExtentImages maps each disk's composite to its extent descriptors, where the
+// mount has them (launcher.Options.Extents).
+func (m *Manifest) ExtentImages() map[string]launcher.ExtentImages {
+	out := map[string]launcher.ExtentImages{}
+	for _, d := range m.Disks {
+		if d.VMDK != "" && d.Extents != "" {
+			out[d.Composite] = launcher.ExtentImages{VMDK: d.VMDK, Composite: d.Extents}
+		}
 	}
 	return out
 }

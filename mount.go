@@ -58,7 +58,7 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 	if _, err := CheckMountpoint(dir, o.AllowOther); err != nil {
 		return nil, err
 	}
-	t, err := NewTree(p, dir, nil, TreeOptions{Kind: o.Kind, Passthrough: o.Passthrough, Logger: log})
+	t, err := NewTree(p, dir, nil, TreeOptions{Kind: o.Kind, Passthrough: o.Passthrough, Extents: true, Logger: log})
 	if err != nil {
 		return nil, err
 	}

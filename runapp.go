@@ -107,7 +107,7 @@ func runPrivately(ctx context.Context, t *runTarget, o RunOptions) (err error) {
 	defer func() {
 		err = errors.Join(err, srv.Unmount())
 	}()
-	t.vm, t.flat, t.rw = srv.VMConfig, srv.Manifest.FlatImages(), srv.Manifest.WritableImages()
+	t.vm, t.disks = srv.VMConfig, srv.Manifest
 	return launchOrPrint(ctx, t, o)
 }
 
@@ -116,7 +116,7 @@ func launchOrPrint(ctx context.Context, t *runTarget, o RunOptions) error {
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
-	o.VM.FlatImages, o.VM.WritableImages = t.flat, t.rw
+	o.VM.FlatImages, o.VM.WritableImages, o.VM.Extents = t.disks.FlatImages(), t.disks.WritableImages(), t.disks.ExtentImages()
 	vm := *t.vm
 	if t.profile != metadata.Android12.String() {
 		// Android 13 to 15 write the same metadata for a config path; the test
@@ -131,15 +131,14 @@ func launchOrPrint(ctx context.Context, t *runTarget, o RunOptions) error {
 
 // runTarget is what a run boots: the VM config (once mounted), the APK and idsig
 // to verify, the payload to mount (nil when running from an existing mount) and
-// the flat image of each composite.
+// the manifest of the mount that serves its disks.
 type runTarget struct {
 	vm         *metadata.VMConfig
 	profile    string
 	apk, idsig string
 	payload    *Payload
-	flat       map[string]string
-	rw         map[string]bool // composites with writable partitions
-	started    *bool           // set once the VMM runs
+	disks      *Manifest
+	started    *bool // set once the VMM runs
 }
 
 // verify checks the APK against its idsig: the payload's own files, or those a
@@ -161,7 +160,7 @@ func target(ctx context.Context, o RunOptions) (*runTarget, error) {
 		if err != nil {
 			return nil, WithKind(ErrMount, err)
 		}
-		t := &runTarget{vm: vm, profile: m.Profile, apk: m.Inputs.APK, idsig: m.Inputs.Idsig, flat: m.FlatImages(), rw: m.WritableImages()}
+		t := &runTarget{vm: vm, profile: m.Profile, apk: m.Inputs.APK, idsig: m.Inputs.Idsig, disks: m}
 		return t, WithKind(ErrInput, launcher.CheckBootFiles(vm))
 	}
 	o.Logger.Debug("phase: resolving the payload")

@@ -24,8 +24,12 @@ type TreeOptions struct {
 	Kind string // what serves the tree, for the manifest; "" means "embedded"
 	// Owner, when set, alone (and root) may enter the tree, as in a service.
 	Owner       *fusedisk.Owner
-	Passthrough bool        // see MountOptions
-	Logger      *zap.Logger // nil: zap.NewNop()
+	Passthrough bool // see MountOptions
+	// Extents serves each disk's extent descriptors where they are exact (see
+	// fusedisk's "Extents"): a VMM then opens the originals by their paths,
+	// which a service's confined VMMs cannot, so it leaves this off.
+	Extents bool
+	Logger  *zap.Logger // nil: zap.NewNop()
 	// Credential runs the engines of the tree's QCOW2 state files as that user
 	// (nil: as this process), as a service runs them as the client they serve.
 	Credential *syscall.Credential
@@ -78,15 +82,12 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 	if o.Kind == "" {
 		o.Kind = "embedded"
 	}
-	t := &Tree{Manifest: newManifest(p, dir, o.Kind), VMConfig: p.VMConfig(dir)}
-	files, err := documents(p, t.Manifest, t.VMConfig)
-	if err != nil {
-		return nil, err
-	}
 	disks := p.Disks()
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	t := &Tree{}
+	var err error
 	if t.states, err = openWritable(p, disks, o.Credential, o.Logger); err != nil {
 		return nil, err
 	}
@@ -105,12 +106,31 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 		}
 		return nil, WithKind(ErrMount, err)
 	}
-	t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: dir, Owner: o.Owner, Passthrough: o.Passthrough, Logger: o.Logger})
+	if o.Extents {
+		checkExtents(t.Sources, disks, dir, o.Logger)
+	}
+	t.Manifest, t.VMConfig = newManifest(p, disks, dir, o.Kind), p.VMConfig(dir)
+	files, err := documents(p, t.Manifest, t.VMConfig)
+	if err == nil {
+		t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: dir, Owner: o.Owner, Passthrough: o.Passthrough, Logger: o.Logger})
+	}
 	if err != nil {
 		t.Close()
 		return nil, WithKind(ErrMount, err)
 	}
 	return t, nil
+}
+
+// checkExtents marks the disks whose extent descriptors are exact; the VMM
+// reads any other through its flat image, as the log says.
+func checkExtents(srcs *fusedisk.Sources, disks []fusedisk.Disk, dir string, log *zap.Logger) {
+	for i := range disks {
+		err := srcs.CheckExtents(disks[i], dir)
+		disks[i].Extents = err == nil
+		if err != nil {
+			log.Info("no extent descriptors; a VMM reads the disk through its flat image", zap.String("disk", disks[i].Paths(dir).Flat), zap.Error(err))
+		}
+	}
 }
 
 // documents are the files a mount of p serves beside its disks: its manifest m,

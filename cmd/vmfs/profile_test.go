@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"vmfs"
+	"vmfs/layout"
 	"vmfs/metadata"
 	"vmfs/testdata"
 )
@@ -81,6 +83,7 @@ func TestProfileMounts(t *testing.T) {
 			if out, err := exec.Command(sgdisk, "-v", img).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
 				t.Errorf("sgdisk -v: %v\n%s", err, out)
 			}
+			checkExtentViews(t, mnt)
 			var table struct {
 				PartitionTable struct{ Partitions []struct{ Name string } }
 			}
@@ -134,6 +137,50 @@ func TestProfileMounts(t *testing.T) {
 	}
 }
 
+// checkExtentViews: QEMU reads each disk's VMDK as its flat image and as its
+// partition composite reassembled (qemu-img compare); the payload disk has one.
+func checkExtentViews(t *testing.T, mnt string) {
+	t.Helper()
+	qemuImg := testdata.RequireTool(t, "qemu-img")
+	m, err := vmfs.ReadManifest(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Payload().VMDK == "" {
+		t.Errorf("the payload disk has no VMDK: %+v", m.Payload())
+	}
+	for _, d := range m.Disks {
+		if d.VMDK == "" {
+			continue
+		}
+		b, err := os.ReadFile(d.Composite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := layout.ParseComposite(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole := make([]byte, c.Length)
+		for _, comp := range c.Components {
+			part, err := os.ReadFile(comp.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			copy(whole[comp.Offset:], part)
+		}
+		parts := filepath.Join(t.TempDir(), "partitions.img")
+		if err := os.WriteFile(parts, whole, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, other := range []string{d.Flat, parts} {
+			if out, err := exec.Command(qemuImg, "compare", "-f", "vmdk", "-F", "raw", d.VMDK, other).CombinedOutput(); err != nil {
+				t.Errorf("qemu-img compare %s %s: %v\n%s", d.VMDK, other, err, out)
+			}
+		}
+	}
+}
+
 // TestProfileBoots: the test guest checks each profile's disk as that Microdroid
 // would, and its verdict names the profile; android14 also with a payload binary
 // name.
@@ -146,6 +193,10 @@ func TestProfileBoots(t *testing.T) {
 		t.Run(fmt.Sprintf("%s binary=%t", tc.prof, tc.binary), func(t *testing.T) {
 			console := filepath.Join(t.TempDir(), "console.txt")
 			args := append([]string{"run-app", "--vmm", "qemu", "--require-verdict", "--console", console, "--timeout", "3m"}, profileArgs(t, tc.prof, tc.binary, guestDir(t))...)
+			// The VMM reads the payload through its extents: the VMDK.
+			if r := runVmfs(t, "", append(args, "--dry-run")...); !strings.Contains(r.stdout, "/payload.vmdk,format=vmdk,") {
+				t.Errorf("run-app --dry-run: exit %d: %s %s", r.code, r.stdout, r.stderr)
+			}
 			r := runVmfs(t, "", args...)
 			out, _ := os.ReadFile(console)
 			if r.code != 0 || !strings.Contains(string(out), `"profile":"`+tc.prof.String()+`"`) {

@@ -38,6 +38,7 @@ func (f *vmFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.requireVerdict, "require-verdict", false, "fail unless the guest prints a passing VMFS-VERDICT line (the vmfs test guest does)")
 	fs.DurationVar(&f.timeout, "timeout", 0, "stop the VM after this long (0: never)")
 	registerVMM(fs, &f.vm)
+	fs.StringVar(&f.vm.Via, "via", launcher.ViaExtents, "how the VMM reads a read-only disk: extents (the originals themselves, through the mount's VMDK or extent composite, where the mount has them) or flat (the mount's flat image; crosvm: its partition composite)")
 	fs.Uint32VarP(&f.vm.MemMiB, "mem", "m", 0, "guest memory in MiB (default: the VM config's)")
 	fs.IntVar(&f.vm.CPUs, "cpus", 0, "number of vCPUs (default: 1)")
 	fs.StringVar(&f.cpuTopology, "cpu-topology", "", "one_cpu or match_host (as many vCPUs as host CPUs), as vm run-app's --cpu-topology")
@@ -59,6 +60,9 @@ func registerVMM(fs *pflag.FlagSet, o *launcher.Options) {
 func (f *vmFlags) check(fs *pflag.FlagSet) error {
 	if f.protected {
 		return usagef("--protected: protected VMs need pKVM and crosvm's --protected-vm, which this host cannot run")
+	}
+	if f.vm.Via != launcher.ViaExtents && f.vm.Via != launcher.ViaFlat {
+		return usagef("--via %q: want %s or %s", f.vm.Via, launcher.ViaExtents, launcher.ViaFlat)
 	}
 	switch f.cpuTopology {
 	case "", "one_cpu":
@@ -105,7 +109,7 @@ func (f *vmFlags) options(c *command, fs *pflag.FlagSet, throughService bool) (v
 	if !fs.Changed("accel") {
 		o.VM.Accel = ""
 	}
-	return o, notThroughService(fs, "crosvm", "qemu")
+	return o, notThroughService(fs, "crosvm", "qemu", "via")
 }
 
 // started prints a detached VM as `vm run -d` does: its name and CID.

@@ -110,18 +110,28 @@ func TestRunAppDryRun(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	for _, w := range []string{"qemu-system-x86_64 ", " -accel tcg ", " -m 512 ", " -smp 2 ", "/payload.img,format=raw,if=virtio,readonly=on", "-kernel " + guestDir(t) + "/vmlinuz"} {
+	for _, w := range []string{"qemu-system-x86_64 ", " -accel tcg ", " -m 512 ", " -smp 2 ", "/payload.vmdk,format=vmdk,if=virtio,readonly=on", "-kernel " + guestDir(t) + "/vmlinuz"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("command line lacks %q: %s", w, r.stdout)
 		}
 	}
+	r = runVmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--via", "flat")...)
+	if !strings.Contains(r.stdout, "/payload.img,format=raw,if=virtio,readonly=on") {
+		t.Errorf("--via flat: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r = runVmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--via", "nbd")...); r.code != exitUsage || !strings.Contains(r.stderr, `--via "nbd"`) {
+		t.Errorf("--via nbd: exit %d: %s", r.code, r.stderr)
+	}
 	// crosvm is not installed here; any executable stands in, since a dry run
-	// only prints. crosvm gets the composite descriptor, in the seed's order.
-	r = runVmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--vmm", "crosvm", "--crosvm", "/bin/true", "--mem", "512")...)
-	want := regexp.MustCompile(`^/bin/true run --disable-sandbox --cid 10 --mem 512 --serial=type=stdout,hardware=serial,num=1 ` +
-		`--initrd \S+/initramfs.cpio.gz --params 'console=ttyS0 panic=-1 quiet' --disk /\S+/payload.composite \S+/vmlinuz\n$`)
-	if r.code != 0 || !want.MatchString(r.stdout) {
-		t.Errorf("crosvm dry run: exit %d: %q %s", r.code, r.stdout, r.stderr)
+	// only prints. crosvm gets the extent composite, or with --via flat the
+	// partition composite, in the seed's order.
+	for via, composite := range map[string]string{"extents": "payload-extents.composite", "flat": "payload.composite"} {
+		r = runVmfs(t, tmp, guestArgs(t, testdata.APKPath(), "--dry-run", "--vmm", "crosvm", "--crosvm", "/bin/true", "--mem", "512", "--via", via)...)
+		want := regexp.MustCompile(`^/bin/true run --disable-sandbox --cid 10 --mem 512 --serial=type=stdout,hardware=serial,num=1 ` +
+			`--initrd \S+/initramfs.cpio.gz --params 'console=ttyS0 panic=-1 quiet' --disk /\S+/` + regexp.QuoteMeta(composite) + ` \S+/vmlinuz\n$`)
+		if r.code != 0 || !want.MatchString(r.stdout) {
+			t.Errorf("crosvm dry run via %s: exit %d: %q %s", via, r.code, r.stdout, r.stderr)
+		}
 	}
 	if left := leftovers(t, tmp); len(left) > 0 {
 		t.Errorf("left behind: %v", left)

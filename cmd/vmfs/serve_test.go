@@ -358,6 +358,10 @@ func TestServeLifecycle(t *testing.T) {
 	if m, err := vmfs.ReadManifest(mp); err != nil || m.Dir != filepath.Join(s.mnt, "bound") {
 		t.Errorf("the mountpoint does not show the payload: %+v %v", m, err)
 	}
+	// A service's VMMs cannot open the originals by path: no --via.
+	if r := s.vmfs("run-app", "-d", "--via", "extents", "--console", "/dev/null", testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath); r.code != exitUsage || !strings.Contains(r.stderr, "--via: not through a vmfs service") {
+		t.Errorf("run-app --via through the service: exit %d: %s", r.code, r.stderr)
+	}
 	r := s.vmfs("run-app", "-d", "--name", "detached", "--console", "/dev/null", testdata.APKPath(), testdata.IdsigPath(), testdata.ConfigPath)
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "detached ") {
 		t.Fatalf("run-app -d: exit %d: %s%s", r.code, r.stdout, r.stderr)
