@@ -1,7 +1,8 @@
 // Package layout turns resolved inputs into a Disk: for every partition an ordered
 // list of extents (a slice of an original file, zeros, or synthesized bytes), the GPT
-// header and footer, the whole flat disk as extents, and the crosvm composite
-// descriptor that points at the pieces.
+// header and footer, the whole flat disk as extents, the crosvm composite
+// descriptor that points at the partitions, and the extent descriptors (a VMDK
+// and a composite) that point at the originals' sectors and synthesized pieces.
 //
 // It is pure: it opens no files (sources are named by index and read through
 // io.ReaderAt by the caller's Reader), takes metadata as bytes rather than types, and
