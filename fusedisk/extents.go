@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"golang.org/x/sys/unix"
+
 	"vmfs/layout"
 )
 
@@ -25,6 +27,31 @@ type extents struct {
 func (s *Sources) CheckExtents(d Disk, dir string) error {
 	_, err := s.extents(d, dir)
 	return err
+}
+
+// remoteFS names the filesystem of fd when it is one whose files a VMM's own
+// open may not read as vmfs's did: a FUSE server answers each reader as it
+// likes, a network filesystem caches per client. "" for a local one.
+func remoteFS(fd int) string {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return "an unknown filesystem"
+	}
+	switch uint32(st.Type) {
+	case unix.FUSE_SUPER_MAGIC:
+		return "FUSE"
+	case unix.NFS_SUPER_MAGIC:
+		return "NFS"
+	case unix.SMB_SUPER_MAGIC, unix.SMB2_SUPER_MAGIC, unix.CIFS_SUPER_MAGIC:
+		return "SMB"
+	case unix.V9FS_MAGIC:
+		return "9p"
+	case unix.CEPH_SUPER_MAGIC:
+		return "Ceph"
+	case unix.AFS_SUPER_MAGIC:
+		return "AFS"
+	}
+	return ""
 }
 
 // extents builds d's extent descriptors for a tree seen at dir.
@@ -57,6 +84,9 @@ func (s *Sources) extents(d Disk, dir string) (*extents, error) {
 			src := srcs[p.Source]
 			if src.w != nil || !src.leadsTo(src.path) {
 				return nil, fmt.Errorf("%s no longer leads to the file vmfs opened: %w", src.path, layout.ErrNotExact)
+			}
+			if fs := remoteFS(src.fd); fs != "" {
+				return nil, fmt.Errorf("%s is on %s, which may show another opener other bytes: %w", src.path, fs, layout.ErrNotExact)
 			}
 			paths[i] = src.path
 			r = io.NewSectionReader(src.reader(), p.SourceOff, p.Len)

@@ -94,6 +94,15 @@ func TestExtentsRefused(t *testing.T) {
 
 	sd := newStateDisk(t, t.TempDir(), "raw")
 	check(sd.disk, map[string]Writable{sd.state: sd.w}, "writable")
+
+	// An original on another FUSE mount, which answers each reader as it likes.
+	s := mount(t, newPayload(t, []int64{4096}, 8192, 4096).disk, TreeOptions{})
+	apk := filepath.Join(s.Mountpoint, "partitions", "microdroid-apk")
+	onFUSE, err := layout.FilesDisk([]layout.FilePart{{Label: "apk", Source: layout.Source{Path: apk, Size: 8192}}}, layout.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(onFUSE, nil, "is on FUSE")
 }
 
 // TestExtentsPiecesRead: the synthesized pieces are files of the mount, read
