@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"vmfs/fusedisk"
 	"vmfs/launcher"
-	"vmfs/layout"
 	"vmfs/metadata"
 )
 
@@ -88,8 +86,7 @@ func newManifest(p *Payload, disks []fusedisk.Disk, dir, kind string) *Manifest 
 			name = "payload"
 		}
 		ps := d.Paths(dir)
-		rw := slices.ContainsFunc(d.Disk.Partitions, func(p layout.Partition) bool { return p.Writable })
-		df := DiskFiles{Name: name, Flat: ps.Flat, Composite: ps.Composite, Header: ps.Header, Footer: ps.Footer, Partitions: ps.Partitions, Writable: rw}
+		df := DiskFiles{Name: name, Flat: ps.Flat, Composite: ps.Composite, Header: ps.Header, Footer: ps.Footer, Partitions: ps.Partitions, Writable: d.Disk.Writable()}
 		if d.Extents {
 			df.VMDK, df.Extents = ps.VMDK, ps.Extents
 		}

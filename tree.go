@@ -122,13 +122,17 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 }
 
 // checkExtents marks the disks whose extent descriptors are exact; the VMM
-// reads any other through its flat image, as the log says.
+// reads any other through its flat image, as the log says of a read-only one
+// (a disk with writable partitions never has them).
 func checkExtents(srcs *fusedisk.Sources, disks []fusedisk.Disk, dir string, log *zap.Logger) {
 	for i := range disks {
+		if disks[i].Disk.Writable() {
+			continue
+		}
 		err := srcs.CheckExtents(disks[i], dir)
 		disks[i].Extents = err == nil
 		if err != nil {
-			log.Info("no extent descriptors; a VMM reads the disk through its flat image", zap.String("disk", disks[i].Paths(dir).Flat), zap.Error(err))
+			log.Warn("no extent descriptors; a VMM reads the disk through its flat image", zap.String("disk", disks[i].Paths(dir).Flat), zap.Error(err))
 		}
 	}
 }

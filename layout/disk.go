@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf16"
 
@@ -29,6 +30,11 @@ type Disk struct {
 	Header     Image // bytes [0, HeaderSize) of Flat
 	Footer     Image // the last FooterSize bytes of Flat
 	Flat       Image // the whole disk
+}
+
+// Writable reports whether some partition of d is writable.
+func (d *Disk) Writable() bool {
+	return slices.ContainsFunc(d.Partitions, func(p Partition) bool { return p.Writable })
 }
 
 // PartSpec is a partition to lay out: a label and its content. Content.Size must be

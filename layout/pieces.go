@@ -30,10 +30,8 @@ var ErrNotExact = errors.New("not exact")
 // each a sector multiple. A disk with a writable partition has none: its state
 // sources are QCOW2 images, whose bytes are not the disk's.
 func (d *Disk) Pieces() ([]Piece, error) {
-	for _, p := range d.Partitions {
-		if p.Writable {
-			return nil, fmt.Errorf("partition %q is writable: %w", p.Label, ErrNotExact)
-		}
+	if d.Writable() {
+		return nil, fmt.Errorf("a partition is writable: %w", ErrNotExact)
 	}
 	if d.Flat.Size%SectorSize != 0 {
 		return nil, fmt.Errorf("disk of %d bytes is not a sector multiple: %w", d.Flat.Size, ErrNotExact)
