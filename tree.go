@@ -105,7 +105,7 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 		}
 		return nil, WithKind(ErrMount, err)
 	}
-	t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: dir, Owner: o.Owner, Passthrough: o.Passthrough, Logger: o.Logger})
+	t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: dir, Owner: o.Owner, NoPassthrough: !o.Passthrough, Logger: o.Logger})
 	if err != nil {
 		t.Close()
 		return nil, WithKind(ErrMount, err)
