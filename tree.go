@@ -23,9 +23,9 @@ import (
 type TreeOptions struct {
 	Kind string // what serves the tree, for the manifest; "" means "embedded"
 	// Owner, when set, alone (and root) may enter the tree, as in a service.
-	Owner       *fusedisk.Owner
-	Passthrough bool        // see MountOptions
-	Logger      *zap.Logger // nil: zap.NewNop()
+	Owner         *fusedisk.Owner
+	NoPassthrough bool        // see MountOptions; a tree grafted into a mount of others is never passed through
+	Logger        *zap.Logger // nil: zap.NewNop()
 	// Credential runs the engines of the tree's QCOW2 state files as that user
 	// (nil: as this process), as a service runs them as the client they serve.
 	Credential *syscall.Credential
@@ -105,7 +105,7 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 		}
 		return nil, WithKind(ErrMount, err)
 	}
-	t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: dir, Owner: o.Owner, NoPassthrough: !o.Passthrough, Logger: o.Logger})
+	t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: dir, Owner: o.Owner, NoPassthrough: o.NoPassthrough, Logger: o.Logger})
 	if err != nil {
 		t.Close()
 		return nil, WithKind(ErrMount, err)
