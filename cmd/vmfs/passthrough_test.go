@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -9,7 +10,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"vmfs"
+	"vmfs/internal/proc"
 	"vmfs/metadata"
 	"vmfs/testdata"
 )
@@ -43,8 +47,9 @@ func logLine(log, s string) string {
 // passes through a partition that is exactly one file by default, and says so
 // in its log: opened before its file is rewritten in place (same size, other
 // bytes), the partition reads the new bytes, past the change guard, while
-// payload.img fails with EIO. With --no-passthrough the partition fails too;
-// run-app takes the flag for its private mount.
+// payload.img fails with EIO, and it reads on once the server has exited. With
+// --no-passthrough the partition fails too; run-app takes the flag for its
+// private mount.
 func TestPassthrough(t *testing.T) {
 	testdata.RequireFUSE(t)
 	testdata.RequirePassthrough(t)
@@ -109,6 +114,21 @@ func TestPassthrough(t *testing.T) {
 			}
 			if _, err := os.ReadFile(filepath.Join(mnt, "payload.img")); !errors.Is(err, syscall.EIO) {
 				t.Errorf("payload.img after the APK changed: %v, want EIO", err)
+			}
+			if !tc.passed {
+				return
+			}
+			// The kernel reads the original: past the server's end too.
+			m, err := vmfs.Status(context.Background(), mnt)
+			if err != nil || m == nil {
+				t.Fatalf("mount not in mountinfo: %v", err)
+			}
+			syscall.Kill(m.Pid, syscall.SIGTERM)
+			if !proc.WaitExit(m.Pid, time.Minute) {
+				t.Fatal("the server survived SIGTERM")
+			}
+			if _, err := part.ReadAt(got, 0); err != nil || !bytes.Equal(got, changed) {
+				t.Errorf("passed-through partition after the server exited: %v, or other bytes than the file's", err)
 			}
 		})
 	}
