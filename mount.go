@@ -20,11 +20,14 @@ import (
 // MountOptions configure Mount.
 type MountOptions struct {
 	AllowOther bool // let other users in; they still read only what the sources let them
-	// Passthrough lets the kernel read nodes that are exactly one 4 KiB-aligned
-	// file directly (kernel >= 6.9, root); such reads bypass the change guard.
-	Passthrough bool
-	Kind        string      // what serves the mount, for the manifest; "" means "embedded"
-	Logger      *zap.Logger // nil: zap.NewNop()
+	// NoPassthrough keeps every read in vmfs. By default the kernel reads a
+	// file that is exactly one original (an Android 13+ APEX partition, a 4
+	// KiB-aligned APK's) from the original itself, where it lets this process
+	// (root, Linux 6.9+): such reads bypass the change guard. Elsewhere vmfs
+	// serves every read, and says so in the log.
+	NoPassthrough bool
+	Kind          string      // what serves the mount, for the manifest; "" means "embedded"
+	Logger        *zap.Logger // nil: zap.NewNop()
 }
 
 // Server is a payload served at a directory.
@@ -58,7 +61,7 @@ func Mount(ctx context.Context, p *Payload, dir string, o MountOptions) (*Server
 	if _, err := CheckMountpoint(dir, o.AllowOther); err != nil {
 		return nil, err
 	}
-	t, err := NewTree(p, dir, nil, TreeOptions{Kind: o.Kind, Passthrough: o.Passthrough, Extents: true, Logger: log})
+	t, err := NewTree(p, dir, nil, TreeOptions{Kind: o.Kind, NoPassthrough: o.NoPassthrough, Extents: true, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ type RunOptions struct {
 	// SkipVerify boots an APK that does not match its idsig; RequireVerdict fails
 	// unless the guest prints a passing verdict line (the vmfs test guest does).
 	SkipVerify, RequireVerdict bool
+	NoPassthrough              bool // the private mount's (see MountOptions)
 	VM                         launcher.Options
 	Console                    string        // the guest console goes to this file; "" means Stdout
 	Stdout, Stderr             io.Writer     // nil discards; Stderr gets the VMM's own messages
@@ -100,7 +101,7 @@ func runPrivately(ctx context.Context, t *runTarget, o RunOptions) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, removeMountpoint(dir)) }()
-	srv, err := Mount(ctx, t.payload, dir, MountOptions{Kind: "run-app", Logger: o.Logger})
+	srv, err := Mount(ctx, t.payload, dir, MountOptions{Kind: "run-app", NoPassthrough: o.NoPassthrough, Logger: o.Logger})
 	if err != nil {
 		return err
 	}

@@ -23,8 +23,8 @@ import (
 type TreeOptions struct {
 	Kind string // what serves the tree, for the manifest; "" means "embedded"
 	// Owner, when set, alone (and root) may enter the tree, as in a service.
-	Owner       *fusedisk.Owner
-	Passthrough bool // see MountOptions
+	Owner         *fusedisk.Owner
+	NoPassthrough bool // see MountOptions; a tree grafted into a mount of others is never passed through
 	// Extents serves each disk's extent descriptors where they are exact (see
 	// fusedisk's "Extents"): a VMM then opens the originals by their paths,
 	// which a service's confined VMMs cannot, so it leaves this off.
@@ -112,7 +112,7 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 	t.Manifest, t.VMConfig = newManifest(p, disks, dir, o.Kind), p.VMConfig(dir)
 	files, err := documents(p, t.Manifest, t.VMConfig)
 	if err == nil {
-		t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: dir, Owner: o.Owner, Passthrough: o.Passthrough, Logger: o.Logger})
+		t.Root, err = fusedisk.NewTree(t.Sources, fusedisk.TreeOptions{Disks: disks, Files: files, Dir: dir, Owner: o.Owner, NoPassthrough: o.NoPassthrough, Logger: o.Logger})
 	}
 	if err != nil {
 		t.Close()

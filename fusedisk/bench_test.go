@@ -70,7 +70,7 @@ func BenchmarkSequentialRead(b *testing.B) {
 					n, t := readSeq(b, src, buf)
 					dn, dt = dn+n, dt+t
 				}
-				s, stop, err := serveDisk(b.TempDir(), p.disk, TreeOptions{Passthrough: tc.passthrough}, MountOptions{ReadaheadKiB: benchReadahead()})
+				s, stop, err := serveDisk(b.TempDir(), p.disk, TreeOptions{NoPassthrough: !tc.passthrough}, MountOptions{ReadaheadKiB: benchReadahead()})
 				if err != nil {
 					b.Fatal(err)
 				}

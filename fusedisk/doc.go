@@ -50,10 +50,25 @@
 // go-fuse splices a reply into /dev/fuse through a pipe of its own, which holds
 // a bounded number of buffers: one per page of a file, one per written piece. A
 // reply that might not fit (many small extents, or an unaligned O_DIRECT read) is
-// copied instead, since a short reply reads as the end of the file.
-// Passthrough (kernel >= 6.9, root) may serve a node whose bytes are exactly one
-// original file. Content never changes, so the kernel keeps its page cache and
-// entries and attributes have long timeouts.
+// copied instead, since a short reply reads as the end of the file. Content
+// never changes, so the kernel keeps its page cache and entries and attributes
+// have long timeouts.
+//
+// # Passthrough
+//
+// A node whose bytes are exactly one original file (an Android 13+ APEX's
+// partition, a 4 KiB-aligned APK's) is read by the kernel from that file itself,
+// unless TreeOptions.NoPassthrough. Mount has the kernel take each such source
+// as a backing file once, between INIT and the first request, and passes through
+// the nodes whose source it took (Server.Passthrough), so that a node is served
+// one way from its first open on. The kernel takes them only from CAP_SYS_ADMIN,
+// from Linux 6.9 built with CONFIG_FUSE_PASSTHROUGH, and not from a stacked
+// filesystem (overlayfs, another passthrough mount): elsewhere vmfs serves the
+// reads, and logs why. Only a tree mounted by Mount is passed through, never one
+// grafted into a Forest or an embedder's tree. The kernel opens the source again
+// at each open of such a node, with the credentials this process had at the
+// node's first open: a process that confines itself after mounting (Landlock)
+// fails those opens (EIO) unless its rules grant the sources.
 //
 // # Sources
 //
@@ -71,8 +86,8 @@
 // the cached pages of the nodes opened on it, so no stale or mixed bytes are
 // served; they are dropped from a goroutine of their own, never from inside a
 // request, as the kernel drops a page only once the read that holds it is
-// answered. Passthrough nodes bypass vmfs and with it this guard, which is why
-// passthrough is opt-in.
+// answered. Reads of a passed-through node bypass vmfs, and with it this guard:
+// a node opened before its source changed reads the changed bytes.
 //
 // # Writes
 //

@@ -39,13 +39,16 @@ type MountOptions struct {
 // unmounted.
 type Server struct {
 	Mountpoint string // as given to Mount
-	fsName     string
-	srv        *fuse.Server
-	log        *zap.Logger
-	mt         Mounter
-	id         int           // the mount's ID (see MountInfo)
-	conn       uint32        // its FUSE connection, as fusectl names it
-	done       chan struct{} // closed once the connection has ended
+	// Passthrough are the files the kernel reads from their originals itself
+	// (see "Passthrough"), by path in the tree, sorted.
+	Passthrough []string
+	fsName      string
+	srv         *fuse.Server
+	log         *zap.Logger
+	mt          Mounter
+	id          int           // the mount's ID (see MountInfo)
+	conn        uint32        // its FUSE connection, as fusectl names it
+	done        chan struct{} // closed once the connection has ended
 }
 
 // cacheTimeout is how long the kernel may keep entries and attributes: the
@@ -64,11 +67,23 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := fs.Mount(dir, root, fsOptions(o))
+	tree := treeOf(root)
+	opts := fsOptions(o)
+	if len(tree.passNodes()) == 0 {
+		// Passthrough would make the mount a stacked filesystem for nothing.
+		opts.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
+	}
+	// fs.Mount, with passthrough armed between INIT and the first request.
+	srv, err := fuse.NewServer(fs.NewNodeFS(root, opts), dir, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: the kernel's FUSE refused: %w", dir, err)
 	}
-	s := &Server{Mountpoint: dir, fsName: o.FsName, srv: srv, log: log, mt: orDirect(o.Mounter), done: make(chan struct{})}
+	pass := armPassthrough(srv, tree, log)
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		return nil, fmt.Errorf("mount %s: the kernel's FUSE refused: %w", dir, err)
+	}
+	s := &Server{Mountpoint: dir, Passthrough: pass, fsName: o.FsName, srv: srv, log: log, mt: orDirect(o.Mounter), done: make(chan struct{})}
 	go func() { srv.Wait(); close(s.done) }()
 	stx, err := statMount(unix.AT_FDCWD, dir)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -375,21 +376,68 @@ func TestReadsDoNotChangeSources(t *testing.T) {
 	}
 }
 
-// TestPassthrough: a partition that is exactly one file is served by the kernel
-// where it can and by vmfs where it cannot; the bytes are the same either way.
+// TestPassthrough: by default a partition that is exactly one file, and only
+// such a partition, is read by the kernel from the file itself: opened before
+// its file is rewritten in place, it reads the new bytes, past the change guard,
+// where payload.img fails with EIO. With NoPassthrough it fails too.
 func TestPassthrough(t *testing.T) {
-	p := newPayload(t, edgeApexes[:1], 3*4096, 300)
-	s := mount(t, p.disk, TreeOptions{Passthrough: true})
-	got, err := os.ReadFile(filepath.Join(s.Mountpoint, "partitions", metadata.APKLabel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, _ := os.ReadFile(p.paths[1])
-	if !bytes.Equal(got, want) {
-		t.Error("passthrough partition differs from its file")
-	}
-	if flat, err := os.ReadFile(filepath.Join(s.Mountpoint, "payload.img")); err != nil || !bytes.Equal(flat, p.reference(t, &p.disk.Flat)) {
-		t.Errorf("payload.img beside a passthrough node: %v", err)
+	testdata.RequirePassthrough(t)
+	apk := "partitions/" + metadata.APKLabel
+	for _, tc := range []struct {
+		name string
+		o    TreeOptions
+		want []string
+	}{
+		{"default", TreeOptions{}, []string{apk}},
+		{"NoPassthrough", TreeOptions{NoPassthrough: true}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The APK is 4 KiB-aligned, so its partition is the file itself;
+			// the APEX's has a size trailer, the idsig's padding.
+			p := newPayload(t, edgeApexes[:1], 3*4096, 300)
+			tc.o.Logger = zap.NewNop() // the change is logged as an error
+			s := mount(t, p.disk, tc.o)
+			if !slices.Equal(s.Passthrough, tc.want) {
+				t.Errorf("passed through: %q, want %q", s.Passthrough, tc.want)
+			}
+			part, err := os.Open(filepath.Join(s.Mountpoint, apk))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer part.Close()
+			changed, err := os.ReadFile(p.paths[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range changed {
+				changed[i] ^= 0xff
+			}
+			f, err := os.OpenFile(p.paths[1], os.O_WRONLY, 0)
+			if err == nil {
+				_, err = f.WriteAt(changed, 0)
+				f.Close()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(changed))
+			_, err = part.ReadAt(got, 0)
+			if tc.want != nil && (err != nil || !bytes.Equal(got, changed)) {
+				t.Errorf("passthrough partition after its file changed: %v, or other bytes than the file's", err)
+			}
+			if tc.want == nil && !errors.Is(err, syscall.EIO) {
+				t.Errorf("partition after its file changed: %v, want EIO", err)
+			}
+			flat, err := os.Open(filepath.Join(s.Mountpoint, "payload.img"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer flat.Close()
+			i := slices.IndexFunc(p.disk.Partitions, func(q layout.Partition) bool { return q.Label == metadata.APKLabel })
+			if _, err := flat.ReadAt(got, p.disk.Partitions[i].Offset); !errors.Is(err, syscall.EIO) {
+				t.Errorf("payload.img after the APK changed: %v, want EIO", err)
+			}
+		})
 	}
 }
 

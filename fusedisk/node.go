@@ -40,8 +40,10 @@ type fileNode struct {
 	srcs []*source // indexed like the Disk's Sources
 	from []*source // the sources its extents read, each once
 	perm perm      // from the sources it reveals (see NewTree)
-	// pass is the source served by kernel passthrough, or nil.
-	pass *source
+	// whole is the one source the node is exactly, which kernel passthrough
+	// may serve, or nil; pass: Mount found that the kernel takes it.
+	whole *source
+	pass  bool
 	// rw: some extent reads a writable source (see "Writes").
 	rw   bool
 	ref  *layout.Reader // the fallback when no pipe can be had
@@ -117,9 +119,8 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 			src.addNode(n)
 		}
 	})
-	if n.pass != nil && n.pass.check() {
-		// go-fuse falls back to normal reads when the kernel refuses the backing fd.
-		return &passHandle{fd: n.pass.fd}, fuse.FOPEN_KEEP_CACHE, 0
+	if n.pass && n.whole.check() {
+		return &passHandle{fd: n.whole.fd}, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	if n.rw {
 		if errno := n.hold(); errno != 0 {

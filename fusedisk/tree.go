@@ -108,9 +108,10 @@ type TreeOptions struct {
 	// Dir is where the tree will be seen (a relative one is made absolute): the
 	// composite descriptors name their components under it.
 	Dir string
-	// Passthrough lets the kernel read nodes that are exactly one original file
-	// directly (kernel >= 6.9, root); such reads bypass the change guard.
-	Passthrough bool
+	// NoPassthrough keeps every read in vmfs. Otherwise a node that is exactly
+	// one original file is read by the kernel from that file itself where Mount
+	// finds that it may (see "Passthrough"); such reads bypass the change guard.
+	NoPassthrough bool
 	// Owner, when set, owns the tree's top directory, which only it and root may
 	// enter (0500): a service keeps each user's payloads in one mount so.
 	Owner  *Owner
@@ -133,7 +134,7 @@ func NewTree(srcs *Sources, o TreeOptions) (fs.InodeEmbedder, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{set: srcs, files: map[string]*fileNode{}, passthrough: o.Passthrough, log: o.Logger, born: time.Now()}
+	b := &builder{set: srcs, files: map[string]*fileNode{}, passthrough: !o.NoPassthrough, log: o.Logger, born: time.Now()}
 	if b.log == nil {
 		b.log = zap.NewNop()
 	}
@@ -164,7 +165,7 @@ func NewTree(srcs *Sources, o TreeOptions) (fs.InodeEmbedder, error) {
 			n.perm.mode |= writeBits(n.perm, n.from)
 		}
 	}
-	return &root{dirNode: dirNode{born: b.born}, files: b.files, owner: o.Owner}, nil
+	return &root{dirNode: dirNode{born: b.born}, files: b.files, owner: o.Owner, noPassthrough: o.NoPassthrough}, nil
 }
 
 // builder makes the files of a tree.
@@ -235,7 +236,7 @@ func (b *builder) add(name string, im *layout.Image, srcs []*source) {
 		}
 	}
 	if b.passthrough && !n.rw {
-		n.pass = wholeSource(im, srcs)
+		n.whole = wholeSource(im, srcs)
 	}
 	b.files[name] = n
 }
@@ -278,8 +279,9 @@ func (d *dirNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 // has given it an inode.
 type root struct {
 	dirNode
-	files map[string]*fileNode // by path in the tree
-	owner *Owner
+	files         map[string]*fileNode // by path in the tree
+	owner         *Owner
+	noPassthrough bool // TreeOptions.NoPassthrough
 }
 
 var (

@@ -231,7 +231,13 @@ func (s *Service) makeServed(c *client, name string, p *vmfs.Payload, kept bool)
 	if err != nil {
 		return nil, err
 	}
-	t, err := vmfs.NewTree(p, dir, s.pool, vmfs.TreeOptions{Kind: "serve", Owner: &sv.owner, Logger: s.log, Credential: cred})
+	// No passthrough, though the descriptors are open read-only: the kernel
+	// opens a passed-through file again at each open of its node, with the
+	// credentials of the process that handed it over, this one, whose Landlock
+	// rules grant no client's file; every such open would fail with EIO. And a
+	// service's guard is what keeps a file one client changes from reaching the
+	// VMs of the others that share it (the Pool).
+	t, err := vmfs.NewTree(p, dir, s.pool, vmfs.TreeOptions{Kind: "serve", Owner: &sv.owner, NoPassthrough: true, Logger: s.log, Credential: cred})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,10 @@
 package testdata
 
 import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"testing"
@@ -59,5 +63,32 @@ func RequireLandlock(t testing.TB) {
 	t.Helper()
 	if _, _, err := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION); err != 0 {
 		Missing(t, "no Landlock in this kernel: %v", err)
+	}
+}
+
+// RequirePassthrough is for tests of FUSE passthrough, which the kernel lets
+// only root use, from Linux 6.9 built with CONFIG_FUSE_PASSTHROUGH (checked
+// where /proc/config.gz tells).
+func RequirePassthrough(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	var u unix.Utsname
+	var major, minor int
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	if major < 6 || major == 6 && minor < 9 {
+		Missing(t, "no FUSE passthrough before Linux 6.9 (this is %d.%d)", major, minor)
+	}
+	f, err := os.Open("/proc/config.gz")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if z, err := gzip.NewReader(f); err == nil {
+		if config, err := io.ReadAll(z); err == nil && !bytes.Contains(config, []byte("\nCONFIG_FUSE_PASSTHROUGH=y\n")) {
+			Missing(t, "this kernel is built without CONFIG_FUSE_PASSTHROUGH")
+		}
 	}
 }

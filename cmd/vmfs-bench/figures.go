@@ -239,7 +239,7 @@ func (b *bench) p2p3(ctx context.Context, pf payloadFile) ([]readRow, []randomRo
 	for i, t := range targets {
 		name := t.file
 		if t.passthrough {
-			name += " (--passthrough)"
+			name += " (passthrough)"
 		}
 		rows[2*i] = readRow{File: name, Mode: "cold"}
 		rows[2*i+1] = readRow{File: name, Mode: "hot"}

@@ -66,16 +66,17 @@ type vmfsMount struct {
 
 func (m *vmfsMount) path(name string) string { return filepath.Join(m.dir, name) }
 
-// mountVmfs runs `vmfs mount`, which returns once the mount is ready. It runs without
-// the run's context: a client killed mid-mount would leave the detached server behind.
+// mountVmfs runs `vmfs mount`, which returns once the mount is ready, with
+// --no-passthrough unless passthrough. It runs without the run's context: a client
+// killed mid-mount would leave the detached server behind.
 func (b *bench) mountVmfs(apk string, passthrough bool) (*vmfsMount, error) {
 	mnt, err := b.freshDir("vmfs")
 	if err != nil {
 		return nil, err
 	}
 	args := []string{"mount", "--apex-info-list", b.in.apexInfoList, "--os-dir", b.in.osDir}
-	if passthrough {
-		args = append(args, "--passthrough")
+	if !passthrough {
+		args = append(args, "--no-passthrough")
 	}
 	args = append(args, apk, b.in.idsig, testdata.ConfigPath, mnt)
 	out, err := exec.Command(b.cfg.vmfs, args...).CombinedOutput()

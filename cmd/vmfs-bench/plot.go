@@ -81,7 +81,7 @@ func readLabels(rows []readRow) []string {
 	var ls []string
 	for _, row := range rows {
 		f := strings.Replace(row.File, "partitions/"+metadata.APKLabel, "apk", 1)
-		f = strings.Replace(f, " (--passthrough)", " pt", 1)
+		f = strings.Replace(f, " (passthrough)", " pt", 1)
 		ls = append(ls, f+" "+row.Mode)
 	}
 	return ls

@@ -25,7 +25,7 @@ const payloadConfig = `{"os":{"name":"microdroid"},"apexes":[{"name":"com.androi
 // writeRandomAPK writes a zip of exactly size bytes at path: the payload config at
 // testdata.ConfigPath and one stored entry of pseudo-random bytes, so no reader is
 // flattered by holes or compression. A size that is a 4 KiB multiple gives an APK
-// partition that is the file itself (what --passthrough needs).
+// partition that is the file itself (what passthrough needs).
 func writeRandomAPK(path string, size int64, seed uint64) error {
 	// The zip's own bytes do not depend on the entry's length below 4 GiB (no zip64),
 	// so an empty dry run tells how long the entry must be.

@@ -147,3 +147,8 @@ func (f *specFlags) spec(args []string) (vmfs.Spec, error) {
 	}
 	return s, nil
 }
+
+// registerNoPassthrough registers --no-passthrough, on a command that mounts.
+func registerNoPassthrough(fs *pflag.FlagSet, p *bool) {
+	fs.BoolVar(p, "no-passthrough", false, "serve every read through vmfs; by default the kernel reads a file that is exactly one original (an android13+ APEX partition, a 4 KiB-aligned APK's) from the original itself where it can (root, Linux 6.9+), past the change guard")
+}

@@ -24,20 +24,20 @@ import (
 // mountFlags are the flags of `vmfs mount`.
 type mountFlags struct {
 	specFlags
-	service     serviceFlags
-	name        string
-	foreground  bool
-	allowOther  bool
-	passthrough bool
-	logFile     string
-	readyFd     int
+	service       serviceFlags
+	name          string
+	foreground    bool
+	allowOther    bool
+	noPassthrough bool
+	logFile       string
+	readyFd       int
 }
 
 func (f *mountFlags) register(fs *pflag.FlagSet) {
 	f.specFlags.register(fs)
 	fs.BoolVar(&f.foreground, "foreground", false, "stay attached and log to stderr")
 	fs.BoolVar(&f.allowOther, "allow-other", false, "let other users read the mount (only what its sources let them read)")
-	fs.BoolVar(&f.passthrough, "passthrough", false, "let the kernel read 4 KiB-aligned whole files directly (root, kernel >= 6.9); such reads skip the source-change guard")
+	registerNoPassthrough(fs, &f.noPassthrough)
 	fs.StringVar(&f.logFile, "log", "", "where the background server logs (default: nowhere)")
 	fs.IntVar(&f.readyFd, "ready-fd", 0, "internal: report readiness on this fd")
 	fs.MarkHidden("ready-fd")
@@ -95,7 +95,7 @@ func runMount(c *command, ctx context.Context, fs *pflag.FlagSet, args []string)
 // mountThrough adds the payload to the service cl, exposed at the mountpoint
 // when one is given, and prints its directory in the service's mount.
 func (f *mountFlags) mountThrough(c *command, ctx context.Context, cl *service.Client, fs *pflag.FlagSet) error {
-	if err := notThroughService(fs, "allow-other", "passthrough", "log"); err != nil {
+	if err := notThroughService(fs, "allow-other", "no-passthrough", "log"); err != nil {
 		return err
 	}
 	n, err := f.payloadArgs(fs, " [<mountpoint>]")
@@ -139,7 +139,7 @@ func (f *mountFlags) mount(ctx context.Context, log *zap.Logger, args []string) 
 	if err != nil {
 		return nil, err
 	}
-	return vmfs.Mount(ctx, p, args[len(args)-1], vmfs.MountOptions{AllowOther: f.allowOther, Passthrough: f.passthrough, Kind: "mount", Logger: log})
+	return vmfs.Mount(ctx, p, args[len(args)-1], vmfs.MountOptions{AllowOther: f.allowOther, NoPassthrough: f.noPassthrough, Kind: "mount", Logger: log})
 }
 
 // startServer re-executes vmfs detached as the mount's server, like sshfs, with

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"vmfs/metadata"
 	"vmfs/testdata"
 )
 
@@ -138,6 +139,27 @@ func TestMountNonRoot(t *testing.T) {
 		}
 		if r := ns.run("grep", "-c", mnt, "/proc/self/mountinfo"); strings.TrimSpace(r.stdout) != "0" {
 			t.Errorf("still mounted: %s", r.stdout)
+		}
+	})
+	// The kernel passes files through for root alone: a user's mount serves
+	// every read itself, exactly, and its log says why.
+	t.Run("0666 passthrough", func(t *testing.T) {
+		ns, asNobody := setup(t, 0o666)
+		p := newApexPayload(t, 5000)
+		alignZip(t, p.apk) // its partition is the file itself
+		mnt, log := mountpoint("mnt-pt"), filepath.Join(mountpoint("log"), "log")
+		r := asNobody(append(append([]string{"mount", "--log", log}, p.flags...), p.apk, p.idsig, testdata.ConfigPath, mnt)...)
+		if r.code != 0 {
+			t.Fatalf("mount as nobody: exit %d: %s", r.code, r.stderr)
+		}
+		t.Cleanup(func() { ns.run("fusermount3", "-u", "-z", mnt) })
+		want, _ := os.ReadFile(p.apk)
+		if r := ns.run(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "cat", filepath.Join(mnt, "partitions", metadata.APKLabel)); r.code != 0 || r.stdout != string(want) {
+			t.Errorf("the APK's partition as nobody: exit %d %s, or other bytes than the APK's", r.code, r.stderr)
+		}
+		b, _ := os.ReadFile(log)
+		if line := logLine(string(b), "passthrough unavailable"); !strings.Contains(line, "CAP_SYS_ADMIN") {
+			t.Errorf("log: %s, want passthrough unavailable for lack of CAP_SYS_ADMIN", b)
 		}
 	})
 	t.Run("0600", func(t *testing.T) {

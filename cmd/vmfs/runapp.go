@@ -124,15 +124,17 @@ func started(c *command, vm *service.VMStatus, err error) error {
 type runFlags struct {
 	specFlags
 	vmFlags
-	mount      string
-	name       string
-	skipVerify bool
+	mount         string
+	name          string
+	skipVerify    bool
+	noPassthrough bool
 }
 
 func (f *runFlags) register(fs *pflag.FlagSet) {
 	f.specFlags.register(fs)
 	fs.StringVar(&f.mount, "mount", "", "run from the mountpoint of an existing vmfs mount (through a service: a payload's name or mountpoint) instead of mounting the payload (no positional arguments then)")
 	fs.BoolVar(&f.skipVerify, "skip-verify", false, "boot even when the APK does not match its idsig")
+	registerNoPassthrough(fs, &f.noPassthrough)
 	f.vmFlags.register(fs)
 	fs.StringVar(&f.name, "name", "", "a name for the VM (QEMU's -name); through a vmfs service also the name of the payload made for the run (default: one the service makes)")
 }
@@ -146,6 +148,9 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 	if f.mount != "" {
 		if _, err := positional(fs, 0); err != nil {
 			return err
+		}
+		if fs.Changed("no-passthrough") {
+			return usagef("--no-passthrough: --mount runs from a mount made already, served as it was mounted")
 		}
 	} else if _, err := f.payloadArgs(fs, ""); err != nil {
 		return err
@@ -178,7 +183,7 @@ func runRunApp(c *command, ctx context.Context, fs *pflag.FlagSet, args []string
 	if err != nil {
 		return err
 	}
-	o.Mount, o.SkipVerify, o.VM.Name = f.mount, f.skipVerify, f.name
+	o.Mount, o.SkipVerify, o.VM.Name, o.NoPassthrough = f.mount, f.skipVerify, f.name, f.noPassthrough
 	if f.mount == "" {
 		if o.Spec, err = f.spec(args); err != nil {
 			return err
@@ -208,6 +213,9 @@ func servicePayload(ctx context.Context, cl *service.Client, mount string) (name
 // runThrough asks the service cl to boot the payload.
 func (f *runFlags) runThrough(c *command, ctx context.Context, fs *pflag.FlagSet, cl *service.Client, payload string, args []string) error {
 	o, err := f.options(c, fs, true)
+	if err == nil {
+		err = notThroughService(fs, "no-passthrough")
+	}
 	if err != nil {
 		return err
 	}
