@@ -271,6 +271,24 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+// TestTargetVerdict: a miss says by how much, and a miss under 1% does not read 0%.
+func TestTargetVerdict(t *testing.T) {
+	for _, c := range []struct {
+		t    target
+		want string
+	}{
+		{target{goal: 0.8, value: series{0.796}}, "**missed**: 0.5% short"},
+		{target{goal: 0.8, value: series{0.6}}, "**missed**: 25% short"},
+		{target{goal: 1.1, atMost: true, value: series{1.2}}, "**missed**: 9% over"},
+		{target{goal: 1.1, atMost: true, value: series{1.0}}, "met"},
+		{target{goal: 1.1, atMost: true}, "not measured"},
+	} {
+		if got := c.t.verdict(); got != c.want {
+			t.Errorf("goal %v, atMost %t, %v: %q, want %q", c.t.goal, c.t.atMost, c.t.value, got, c.want)
+		}
+	}
+}
+
 func TestSeries(t *testing.T) {
 	for _, c := range []struct {
 		name          string

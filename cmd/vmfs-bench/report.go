@@ -41,9 +41,18 @@ func (t target) verdict() string {
 	}
 	m := t.value.median()
 	if t.atMost {
-		return fmt.Sprintf("**missed**: %.0f%% over", (m/t.goal-1)*100)
+		return "**missed**: " + percent(m/t.goal-1) + " over"
 	}
-	return fmt.Sprintf("**missed**: %.0f%% short", (1-m/t.goal)*100)
+	return "**missed**: " + percent(1-m/t.goal) + " short"
+}
+
+// percent prints a miss of f (0.05 for 5%), with a decimal under 1% so that a
+// miss never reads 0%.
+func percent(f float64) string {
+	if f < 0.01 {
+		return fmt.Sprintf("%.1f%%", f*100)
+	}
+	return fmt.Sprintf("%.0f%%", f*100)
 }
 
 // targets derives the targets from the results.
