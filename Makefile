@@ -83,8 +83,10 @@ demo: deps build guest
 	if [ $$rc -eq 0 ]; then echo "demo: the guest's checks all passed"; else echo "demo: failed ($$rc)"; fi; exit $$rc
 
 # bench measures vmfs against copying the flat image, the seed's files, nbdkit +
-# nbdfuse and direct reads, and writes cmd/vmfs-bench/results/latest.{md,png,json}.
-# Root, about 10 minutes, ~9 GB of temp space. Driver flags: BENCHFLAGS="-reps 3".
+# nbdfuse, direct reads and qemu-io (state writes), and writes
+# cmd/vmfs-bench/results/latest.{md,png,json}. Root, about 10 minutes, ~9 GB of
+# temp space. Driver flags: BENCHFLAGS="-reps 3"; some figures only, kept apart
+# from the record: BENCHFLAGS="-only P5,P7 -out /tmp/bench".
 bench: build guest
 	$(GO) run ./cmd/vmfs-bench -vmfs $(VMFS) -guest $(GUEST) -out cmd/vmfs-bench/results $(BENCHFLAGS)
 

@@ -16,13 +16,15 @@ import (
 
 // results is everything one run measured; latest.json holds it as is.
 type results struct {
-	Env     env           `json:"env"`
-	Ready   []readyRow    `json:"p1_ready"`
-	Reads   []readRow     `json:"p2_p3_sequential"`
-	Random  []randomRow   `json:"p3_random"`
-	Stream  streamResult  `json:"p4_stream"`
-	Boot    bootResult    `json:"p5_boot"`
-	Service serviceResult `json:"p6_service"`
+	Env        env              `json:"env"`
+	Ready      []readyRow       `json:"p1_ready"`
+	Reads      []readRow        `json:"p2_p3_sequential"`
+	Random     []randomRow      `json:"p3_random"`
+	Stream     streamResult     `json:"p4_stream"`
+	Boot       bootResult       `json:"p5_boot"`
+	StateBoot  stateBootResult  `json:"p5_state_boot"`
+	Service    serviceResult    `json:"p6_service"`
+	StateWrite stateWriteResult `json:"p7_state_write"`
 }
 
 // readyRow is P1 for one payload size: milliseconds until the disk is readable.

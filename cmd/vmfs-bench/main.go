@@ -1,10 +1,13 @@
 // Command vmfs-bench measures vmfs against what a user would do instead of mounting
 // it (copy a flat image, write the seed's filler files, serve the files with
-// nbdkit + nbdfuse) and against direct reads of the original bytes, and writes the
-// results as a table (latest.md), a plot (latest.png) and raw samples (latest.json).
-// It makes its payloads in a temp dir and drives the vmfs binary, nbdkit, nbdfuse and
-// fio as a user would; it imports vmfs's packages only to lay out the baselines'
-// disks the way vmfs does. It leaves no mount, process or file behind, even on error.
+// nbdkit + nbdfuse, write a VM's state with qemu-io) and against direct reads of the
+// original bytes, and writes the results as a table (latest.md), a plot
+// (latest.png) and raw samples (latest.json). It makes its payloads in a temp dir
+// and drives the vmfs binary, nbdkit, nbdfuse, fio and qemu-io as a user would; it
+// imports vmfs's packages to lay out the baselines' disks the way vmfs does, as a
+// service's client (P6), and to boot a payload with and without state through the
+// same path (P5), which the command line cannot. It leaves no mount, process or
+// file behind, even on error.
 package main
 
 import (
@@ -19,6 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,9 +44,27 @@ type config struct {
 	fioRuntime time.Duration
 	accel      string // QEMU accelerator of P5
 	bootSize   int64  // random bytes added to the signed sample APK in P5
+	stateSize  int64  // the instance images P7 writes whole
 	smoke      bool
+	only       map[string]bool // the figures to measure; nil: all
 
-	nbdkit, nbdfuse, fio string // resolved tool paths
+	nbdkit, nbdfuse, fio, qemuIO string // resolved tool paths
+}
+
+// figures are the figures a run can measure (-only); P2 and P3 are measured together.
+var figures = []string{"P1", "P2", "P3", "P4", "P5", "P6", "P7"}
+
+// runs says whether the run measures any of figs.
+func (c config) runs(figs ...string) bool {
+	if c.only == nil {
+		return true
+	}
+	for _, f := range figs {
+		if c.only[f] {
+			return true
+		}
+	}
+	return false
 }
 
 // bench is one run: its config, inputs, temp dir and what to undo at the end.
@@ -86,6 +108,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.jobs, "jobs", 4, "fio jobs for the random reads")
 	fs.DurationVar(&c.fioRuntime, "fio-runtime", 3*time.Second, "length of each fio run (whole seconds)")
 	fs.StringVar(&c.accel, "accel", "tcg", "QEMU accelerator for P5: tcg, or kvm where it works (here it hangs)")
+	stateSize := fs.String("state-size", "64M", "size of the instance images P7 writes whole")
+	only := fs.String("only", "", "measure only these figures, comma-separated (P1 to P7; P2 and P3 run together), into an -out of their own; default: all")
 	fs.BoolVar(&c.smoke, "smoke", false, "tiny sizes, one repetition: checks the harness, not the speed")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -94,7 +118,17 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if c.smoke {
-		*sizes, *readSize, *bootSize, c.reps, c.fioRuntime = "1M,3M", "2M", "1M", 1, time.Second
+		*sizes, *readSize, *bootSize, *stateSize, c.reps, c.fioRuntime = "1M,3M", "2M", "1M", "4M", 1, time.Second
+	}
+	if *only != "" {
+		c.only = map[string]bool{}
+		for _, f := range strings.Split(*only, ",") {
+			f = strings.ToUpper(strings.TrimSpace(f))
+			if !slices.Contains(figures, f) {
+				return c, fmt.Errorf("-only: no figure %q (%s)", f, strings.Join(figures, ", "))
+			}
+			c.only[f] = true
+		}
 	}
 	var err error
 	for _, s := range strings.Split(*sizes, ",") {
@@ -107,10 +141,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if c.readSize, err = parseSize(*readSize); err != nil {
 		return c, fmt.Errorf("-read-size: %w", err)
 	}
+	if c.stateSize, err = parseSize(*stateSize); err != nil {
+		return c, fmt.Errorf("-state-size: %w", err)
+	}
 	if *bootSize != "0" {
 		if c.bootSize, err = parseSize(*bootSize); err != nil {
 			return c, fmt.Errorf("-boot-size: %w", err)
 		}
+	}
+	if c.stateSize%stateBlocks[len(stateBlocks)-1] != 0 {
+		return c, fmt.Errorf("-state-size: %s is no multiple of the largest write, %s", size(c.stateSize), size(stateBlocks[len(stateBlocks)-1]))
 	}
 	if c.reps < 1 || c.jobs < 1 || c.fioRuntime < time.Second {
 		return c, errors.New("-reps and -jobs must be at least 1, -fio-runtime at least 1s")
@@ -192,7 +232,16 @@ func (b *bench) findTools() error {
 		path *string
 		name string
 		pkg  string
-	}{{&b.cfg.nbdkit, "nbdkit", "nbdkit"}, {&b.cfg.nbdfuse, "nbdfuse", "libnbd-bin"}, {&b.cfg.fio, "fio", "fio"}} {
+		figs []string // the figures that run it
+	}{
+		{&b.cfg.nbdkit, "nbdkit", "nbdkit", []string{"P1", "P2", "P3"}},
+		{&b.cfg.nbdfuse, "nbdfuse", "libnbd-bin", []string{"P1", "P2", "P3"}},
+		{&b.cfg.fio, "fio", "fio", []string{"P2", "P3"}},
+		{&b.cfg.qemuIO, "qemu-io", "qemu-utils", []string{"P7"}},
+	} {
+		if !b.cfg.runs(t.figs...) {
+			continue
+		}
 		if *t.path, err = exec.LookPath(t.name); err != nil {
 			return fmt.Errorf("%s not found (apt-get install %s)", t.name, t.pkg)
 		}
@@ -203,11 +252,24 @@ func (b *bench) findTools() error {
 	return nil
 }
 
-// measure makes the payloads and runs the figures in order.
+// measure makes the payloads the chosen figures read and runs the figures in order.
 func (b *bench) measure(ctx context.Context) (*results, error) {
 	res := &results{Env: b.environment()}
 	defer func() { res.Env.Load += " → " + loadavg() }()
-	need := append([]int64{b.cfg.readSize}, b.cfg.sizes...)
+	largest := slices.Max(b.cfg.sizes)
+	var need []int64
+	if b.cfg.runs("P2", "P3") {
+		need = append(need, b.cfg.readSize)
+	}
+	if b.cfg.runs("P1") {
+		need = append(need, b.cfg.sizes...)
+	}
+	if b.cfg.runs("P4") {
+		need = append(need, largest)
+	}
+	if b.cfg.runs("P6") {
+		need = append(need, nearestGiB(b.cfg.sizes))
+	}
 	payloads := map[int64]payloadFile{}
 	for i, n := range need {
 		if _, ok := payloads[n]; ok {
@@ -227,27 +289,43 @@ func (b *bench) measure(ctx context.Context) (*results, error) {
 		b.logf("wrote %s APK %s in %v", size(n), in.apk, time.Since(start).Round(time.Millisecond))
 	}
 	syncDisk()
-	var p1 []payloadFile
-	largest := b.cfg.sizes[0]
-	for _, n := range b.cfg.sizes {
-		p1 = append(p1, payloads[n])
-		largest = max(largest, n)
-	}
 	var err error
-	if res.Ready, err = b.p1(ctx, p1); err != nil {
-		return nil, fmt.Errorf("P1: %w", err)
+	if b.cfg.runs("P1") {
+		var p1 []payloadFile
+		for _, n := range b.cfg.sizes {
+			p1 = append(p1, payloads[n])
+		}
+		if res.Ready, err = b.p1(ctx, p1); err != nil {
+			return nil, fmt.Errorf("P1: %w", err)
+		}
 	}
-	if res.Reads, res.Random, err = b.p2p3(ctx, payloads[b.cfg.readSize]); err != nil {
-		return nil, fmt.Errorf("P2/P3: %w", err)
+	if b.cfg.runs("P2", "P3") {
+		if res.Reads, res.Random, err = b.p2p3(ctx, payloads[b.cfg.readSize]); err != nil {
+			return nil, fmt.Errorf("P2/P3: %w", err)
+		}
 	}
-	if res.Stream, err = b.p4(ctx, payloads[largest]); err != nil {
-		return nil, fmt.Errorf("P4: %w", err)
+	if b.cfg.runs("P4") {
+		if res.Stream, err = b.p4(ctx, payloads[largest]); err != nil {
+			return nil, fmt.Errorf("P4: %w", err)
+		}
 	}
-	if res.Boot, err = b.p5(ctx); err != nil {
-		return nil, fmt.Errorf("P5: %w", err)
+	if b.cfg.runs("P5") {
+		if res.Boot, err = b.p5(ctx); err != nil {
+			return nil, fmt.Errorf("P5: %w", err)
+		}
+		if res.StateBoot, err = b.p5State(ctx); err != nil {
+			return nil, fmt.Errorf("P5 with state: %w", err)
+		}
 	}
-	if res.Service, err = b.p6(ctx, payloads[nearestGiB(b.cfg.sizes)]); err != nil {
-		return nil, fmt.Errorf("P6: %w", err)
+	if b.cfg.runs("P6") {
+		if res.Service, err = b.p6(ctx, payloads[nearestGiB(b.cfg.sizes)]); err != nil {
+			return nil, fmt.Errorf("P6: %w", err)
+		}
+	}
+	if b.cfg.runs("P7") {
+		if res.StateWrite, err = b.p7(ctx); err != nil {
+			return nil, fmt.Errorf("P7: %w", err)
+		}
 	}
 	return res, nil
 }
@@ -267,7 +345,13 @@ func (b *bench) write(res *results) error {
 	if err := os.WriteFile(filepath.Join(b.cfg.out, "latest.md"), []byte(report(res, b.cfg)), 0o644); err != nil {
 		return err
 	}
-	if err := plotPNG(res, filepath.Join(b.cfg.out, "latest.png")); err != nil {
+	png := filepath.Join(b.cfg.out, "latest.png")
+	if !hasPlot(res) {
+		// Not this run's: latest.md does not show it.
+		if err := os.Remove(png); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	} else if err := plotPNG(res, png); err != nil {
 		return fmt.Errorf("plot: %w", err)
 	}
 	b.logf("wrote %s", filepath.Join(b.cfg.out, "latest.md"))
@@ -289,13 +373,19 @@ type env struct {
 	Reps    int    `json:"reps"`
 	Jobs    int    `json:"fio_jobs"`
 	Runtime string `json:"fio_runtime"`
-	Load    string `json:"loadavg"` // at the start and the end of the run
+	Load    string `json:"loadavg"`        // at the start and the end of the run
+	Only    string `json:"only,omitempty"` // the figures measured (-only); "": all
 }
 
 func (b *bench) environment() env {
 	e := env{
 		Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), CPUs: runtime.NumCPU(), Go: runtime.Version(),
 		Reps: b.cfg.reps, Jobs: b.cfg.jobs, Runtime: b.cfg.fioRuntime.String(),
+	}
+	for _, f := range figures {
+		if b.cfg.only[f] {
+			e.Only = strings.TrimPrefix(e.Only+","+f, ",")
+		}
 	}
 	var parts []string
 	for _, n := range b.cfg.sizes {
@@ -310,7 +400,13 @@ func (b *bench) environment() env {
 	e.Load = loadavg()
 	e.Commit = first("git", "-C", testdata.Dir(), "describe", "--always", "--dirty")
 	e.Kernel = first("uname", "-r")
-	e.Tools = strings.Join([]string{first(b.cfg.nbdkit, "--version"), first(b.cfg.nbdfuse, "--version"), first(b.cfg.fio, "--version")}, ", ")
+	var tools []string
+	for _, t := range []string{b.cfg.nbdkit, b.cfg.nbdfuse, b.cfg.fio, b.cfg.qemuIO} {
+		if t != "" { // found: the run uses it
+			tools = append(tools, first(t, "--version"))
+		}
+	}
+	e.Tools = strings.Join(tools, ", ")
 	e.WorkFS = first("findmnt", "-n", "-o", "FSTYPE", "-T", b.cfg.workDir)
 	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(info), "\n") {

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"image/png"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,19 +24,12 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped under testing.Short(): mounts vmfs and nbdfuse")
 	}
-	for _, tool := range []string{"nbdkit", "nbdfuse", "fio", "sfdisk"} {
+	for _, tool := range []string{"nbdkit", "nbdfuse", "fio", "sfdisk", "qemu-io", "qemu-storage-daemon"} {
 		testdata.RequireTool(t, tool)
 	}
 	testdata.RequireFUSE(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "vmfs")
-	if out, err := exec.Command("go", "build", "-o", bin, "vmfs/cmd/vmfs").CombinedOutput(); err != nil {
-		t.Fatalf("build vmfs: %v\n%s", err, out)
-	}
-	out, work := filepath.Join(dir, "results"), filepath.Join(dir, "work")
-	if err := os.Mkdir(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin, out, work := buildForRun(t, dir)
 	// make test builds the guest first (make guest); without it P5 says it skipped.
 	guest := filepath.Join(testdata.Dir(), "..", "build", "guest")
 	_, noGuest := os.Stat(filepath.Join(guest, "microdroid.json"))
@@ -47,26 +43,8 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 
-	left, err := os.ReadDir(work)
-	if err != nil || len(left) > 0 {
-		t.Errorf("the run left %v in its work dir (err %v)", left, err)
-	}
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(string(mi), work) {
-		t.Errorf("a mount under %s is left:\n%s", work, mi)
-	}
-
-	js, err := os.ReadFile(filepath.Join(out, "latest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var res results
-	if err := json.Unmarshal(js, &res); err != nil {
-		t.Fatalf("latest.json: %v", err)
-	}
+	checkNothingLeft(t, work)
+	res := readResults(t, out)
 	for _, c := range []struct {
 		name      string
 		got, want int
@@ -77,6 +55,7 @@ func TestSmoke(t *testing.T) {
 		{"P4 samples", len(res.Stream.PeakRSSKiB), 1},
 		{"P6 add samples", len(res.Service.Add) + len(res.Service.AddCLI) + len(res.Service.Mount) + len(res.Service.Copy), 4},
 		{"P6 many-payload samples", len(res.Service.ServiceRSSKiB) + len(res.Service.MountsRSSKiB) + len(res.Service.ServiceFDs) + len(res.Service.MountsAllMs), 4},
+		{"P7 rows (one per write size)", len(res.StateWrite.Rows), 2},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %d, want %d", c.name, c.got, c.want)
@@ -92,21 +71,27 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("read %s %s: want one sample per method, got %+v", row.File, row.Mode, row)
 		}
 	}
+	checkStateWrites(t, res.StateWrite)
 	switch {
-	case noGuest != nil && res.Boot.NotRun == "":
-		t.Errorf("P5 ran without a guest: %+v", res.Boot)
+	case noGuest != nil && (res.Boot.NotRun == "" || res.StateBoot.NotRun == ""):
+		t.Errorf("P5 ran without a guest: %+v, %+v", res.Boot, res.StateBoot)
 	case noGuest == nil && (len(res.Boot.Vmfs) != 1 || len(res.Boot.Flat) != 1):
 		t.Errorf("P5 with the guest at %s: want one boot each way, got %+v", guest, res.Boot)
+	case noGuest == nil && (len(res.StateBoot.State) != 1 || len(res.StateBoot.NoState) != 1):
+		t.Errorf("P5 with state, the guest at %s: want one boot with state and one without, got %+v", guest, res.StateBoot)
 	}
 
 	md, err := os.ReadFile(filepath.Join(out, "latest.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []string{"## Targets", "## P1", "## P2", "## P3", "## P4", "## P5", "## P6", "latest.png"} {
+	for _, h := range []string{"## Targets", "## P1", "## P2", "## P3", "## P4", "## P5", "### P5 with state", "## P6", "## P7", "latest.png"} {
 		if !bytes.Contains(md, []byte(h)) {
 			t.Errorf("latest.md has no %q", h)
 		}
+	}
+	if bytes.Contains(md, []byte("Not measured")) {
+		t.Errorf("latest.md of a full run says a figure was not measured:\n%s", md)
 	}
 	f, err := os.Open(filepath.Join(out, "latest.png"))
 	if err != nil {
@@ -116,6 +101,148 @@ func TestSmoke(t *testing.T) {
 	cfg, err := png.DecodeConfig(f)
 	if err != nil || cfg.Width < 100 || cfg.Height < 100 {
 		t.Errorf("latest.png: %dx%d, %v", cfg.Width, cfg.Height, err)
+	}
+}
+
+// TestOnly: -only P7 measures P7 alone: no payload is written, no other figure
+// has samples, latest.md says which were left out, and no plot is written for
+// figures that did not run.
+func TestOnly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped under testing.Short(): mounts vmfs")
+	}
+	testdata.RequireTool(t, "qemu-io")
+	testdata.RequireTool(t, "qemu-storage-daemon")
+	testdata.RequireTool(t, "sfdisk")
+	testdata.RequireFUSE(t)
+	bin, out, work := buildForRun(t, t.TempDir())
+	// A plot of an earlier run, which this run's latest.md would not describe.
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "latest.png"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	err := run(context.Background(), []string{"-smoke", "-only", "p7", "-vmfs", bin, "-out", out, "-workdir", work}, &log)
+	t.Logf("driver log:\n%s", log.String())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	checkNothingLeft(t, work)
+	if strings.Contains(log.String(), "wrote ") && strings.Contains(log.String(), " APK ") {
+		t.Errorf("the run wrote payload APKs P7 does not read:\n%s", log.String())
+	}
+	res := readResults(t, out)
+	checkStateWrites(t, res.StateWrite)
+	if len(res.Ready)+len(res.Reads)+len(res.Random)+len(res.Stream.PeakRSSKiB)+len(res.Boot.Vmfs)+len(res.StateBoot.State)+len(res.Service.Add) > 0 || res.Boot.NotRun != "" {
+		t.Errorf("figures other than P7 ran: %+v", res)
+	}
+	if res.Env.Only != "P7" {
+		t.Errorf("env.only %q, want P7", res.Env.Only)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "latest.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(md, []byte("Not measured in this run (`-only P7`)")); n != 6 {
+		t.Errorf("latest.md says %d sections were not measured, want 6 (P1 to P6):\n%s", n, md)
+	}
+	for _, want := range []string{"## P7", "4 KiB writes into vm-instance", "1 MiB writes into vm-instance"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("latest.md has no %q:\n%s", want, md)
+		}
+	}
+	if bytes.Contains(md, []byte("latest.png")) {
+		t.Errorf("latest.md shows a plot of figures that did not run")
+	}
+	if _, err := os.Stat(filepath.Join(out, "latest.png")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("latest.png of the earlier run is still there (%v)", err)
+	}
+}
+
+func TestOnlyFlag(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want []string // nil: an error
+	}{
+		{"P5,P7", []string{"P5", "P7"}},
+		{" p3 ", []string{"P3"}},
+		{"P8", nil},
+		{"P1,,P2", nil},
+	} {
+		cfg, err := parseFlags([]string{"-only", c.in}, io.Discard)
+		if (err == nil) != (c.want != nil) {
+			t.Errorf("-only %q: %v", c.in, err)
+			continue
+		}
+		for _, f := range figures {
+			if c.want != nil && cfg.runs(f) != slices.Contains(c.want, f) {
+				t.Errorf("-only %q: runs(%s) = %t", c.in, f, cfg.runs(f))
+			}
+		}
+	}
+	if cfg, err := parseFlags(nil, io.Discard); err != nil || !cfg.runs("P1") || !cfg.runs("P7") {
+		t.Errorf("no -only: %v, runs P1 %t, P7 %t; want every figure", err, cfg.runs("P1"), cfg.runs("P7"))
+	}
+}
+
+// buildForRun builds vmfs into dir and makes the run's work dir; it returns
+// the binary, the results dir (not made) and the work dir.
+func buildForRun(t *testing.T, dir string) (bin, out, work string) {
+	t.Helper()
+	bin = filepath.Join(dir, "vmfs")
+	if out, err := exec.Command("go", "build", "-o", bin, "vmfs/cmd/vmfs").CombinedOutput(); err != nil {
+		t.Fatalf("build vmfs: %v\n%s", err, out)
+	}
+	out, work = filepath.Join(dir, "results"), filepath.Join(dir, "work")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin, out, work
+}
+
+// checkNothingLeft fails unless work is empty and nothing is mounted under it.
+func checkNothingLeft(t *testing.T, work string) {
+	t.Helper()
+	left, err := os.ReadDir(work)
+	if err != nil || len(left) > 0 {
+		t.Errorf("the run left %v in its work dir (err %v)", left, err)
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mi), work) {
+		t.Errorf("a mount under %s is left:\n%s", work, mi)
+	}
+}
+
+func readResults(t *testing.T, out string) results {
+	t.Helper()
+	js, err := os.ReadFile(filepath.Join(out, "latest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res results
+	if err := json.Unmarshal(js, &res); err != nil {
+		t.Fatalf("latest.json: %v", err)
+	}
+	return res
+}
+
+// checkStateWrites fails unless P7 has one sample per write size of one
+// repetition, each a speed, and the smoke run's image size.
+func checkStateWrites(t *testing.T, sw stateWriteResult) {
+	t.Helper()
+	if sw.Bytes != 4<<20 || len(sw.Rows) != len(stateBlocks) {
+		t.Fatalf("P7: %+v; want a 4 MiB image and a row per write size", sw)
+	}
+	for i, row := range sw.Rows {
+		if row.Block != stateBlocks[i] || len(row.Vmfs) != 1 || len(row.QemuIO) != 1 || len(row.QemuIOStart) != 1 ||
+			row.Vmfs[0] <= 0 || row.QemuIO[0] <= 0 || row.QemuIOStart[0] <= 0 {
+			t.Errorf("P7 row %d: %+v; want %d-byte writes, one positive sample each", i, row, stateBlocks[i])
+		}
 	}
 }
 
@@ -141,6 +268,24 @@ func TestParseSize(t *testing.T) {
 				t.Errorf("parseSize(%q) = %d, %v; want %d, ok %t", c.in, got, err, c.want, c.ok)
 			}
 		})
+	}
+}
+
+// TestTargetVerdict: a miss says by how much, and a miss under 1% does not read 0%.
+func TestTargetVerdict(t *testing.T) {
+	for _, c := range []struct {
+		t    target
+		want string
+	}{
+		{target{goal: 0.8, value: series{0.796}}, "**missed**: 0.5% short"},
+		{target{goal: 0.8, value: series{0.6}}, "**missed**: 25% short"},
+		{target{goal: 1.1, atMost: true, value: series{1.2}}, "**missed**: 9% over"},
+		{target{goal: 1.1, atMost: true, value: series{1.0}}, "met"},
+		{target{goal: 1.1, atMost: true}, "not measured"},
+	} {
+		if got := c.t.verdict(); got != c.want {
+			t.Errorf("goal %v, atMost %t, %v: %q, want %q", c.t.goal, c.t.atMost, c.t.value, got, c.want)
+		}
 	}
 }
 

@@ -66,19 +66,25 @@ type vmfsMount struct {
 
 func (m *vmfsMount) path(name string) string { return filepath.Join(m.dir, name) }
 
-// mountVmfs runs `vmfs mount`, which returns once the mount is ready, with
-// --no-passthrough unless passthrough. It runs without the run's context: a client
-// killed mid-mount would leave the detached server behind.
+// mountVmfs mounts the payload apk with the run's idsig, APEXes and OS configs,
+// with --no-passthrough unless passthrough.
 func (b *bench) mountVmfs(apk string, passthrough bool) (*vmfsMount, error) {
+	args := []string{"--apex-info-list", b.in.apexInfoList, "--os-dir", b.in.osDir}
+	if !passthrough {
+		args = append(args, "--no-passthrough")
+	}
+	return b.mount(append(args, apk, b.in.idsig, testdata.ConfigPath)...)
+}
+
+// mount runs `vmfs mount <args> <fresh mountpoint>`, which returns once the mount
+// is ready. It runs without the run's context: a client killed mid-mount would
+// leave the detached server behind.
+func (b *bench) mount(args ...string) (*vmfsMount, error) {
 	mnt, err := b.freshDir("vmfs")
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"mount", "--apex-info-list", b.in.apexInfoList, "--os-dir", b.in.osDir}
-	if !passthrough {
-		args = append(args, "--no-passthrough")
-	}
-	args = append(args, apk, b.in.idsig, testdata.ConfigPath, mnt)
+	args = append(append([]string{"mount"}, args...), mnt)
 	out, err := exec.Command(b.cfg.vmfs, args...).CombinedOutput()
 	m := &vmfsMount{dir: mnt}
 	m.close = b.onExit(func() error {
@@ -92,7 +98,7 @@ func (b *bench) mountVmfs(apk string, passthrough bool) (*vmfsMount, error) {
 	})
 	if err != nil {
 		m.close.Close()
-		return nil, fmt.Errorf("vmfs mount %s: %w: %s", apk, err, bytes.TrimSpace(out))
+		return nil, fmt.Errorf("vmfs %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	return m, nil
 }

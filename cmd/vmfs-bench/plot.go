@@ -15,15 +15,23 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 )
 
-// plotPNG draws three panels of medians: sequential throughput by method, random
-// IOPS by method, and time until readable by payload size.
+// hasPlot says whether the run measured anything plotPNG draws (P1 to P3).
+func hasPlot(r *results) bool { return len(r.Reads) > 0 || len(r.Random) > 0 || len(r.Ready) > 0 }
+
+// plotPNG draws up to three panels of medians, those the run measured:
+// sequential throughput by method, random IOPS by method, and time until
+// readable by payload size.
 func plotPNG(r *results, path string) error {
-	seq, err := barPanel("Sequential 1 MiB reads", "MB/s", readLabels(r.Reads), []string{"direct", "vmfs", "nbdfuse", "nbdfuse defaults"},
-		func(i, m int) float64 {
-			return []series{r.Reads[i].Direct, r.Reads[i].Vmfs, r.Reads[i].NBD, r.Reads[i].NBDDefault}[m].median()
-		})
-	if err != nil {
-		return err
+	var panels []*plot.Plot
+	if len(r.Reads) > 0 {
+		seq, err := barPanel("Sequential 1 MiB reads", "MB/s", readLabels(r.Reads), []string{"direct", "vmfs", "nbdfuse", "nbdfuse defaults"},
+			func(i, m int) float64 {
+				return []series{r.Reads[i].Direct, r.Reads[i].Vmfs, r.Reads[i].NBD, r.Reads[i].NBDDefault}[m].median()
+			})
+		if err != nil {
+			return err
+		}
+		panels = append(panels, seq)
 	}
 	// Only the reads that reach the server: hot ones are the page cache's speed.
 	var direct []randomRow
@@ -32,21 +40,27 @@ func plotPNG(r *results, path string) error {
 			direct = append(direct, row)
 		}
 	}
-	rnd, err := barPanel("4 KiB random reads, O_DIRECT", "IOPS", []string{"APK partition"}, []string{"vmfs", "nbdfuse"},
-		func(i, m int) float64 { return []series{direct[i].Vmfs, direct[i].NBD}[m].median() })
-	if err != nil {
-		return err
+	if len(direct) > 0 {
+		rnd, err := barPanel("4 KiB random reads, O_DIRECT", "IOPS", []string{"APK partition"}, []string{"vmfs", "nbdfuse"},
+			func(i, m int) float64 { return []series{direct[i].Vmfs, direct[i].NBD}[m].median() })
+		if err != nil {
+			return err
+		}
+		panels = append(panels, rnd)
 	}
-	ready, err := readyPanel(r.Ready)
-	if err != nil {
-		return err
+	if len(r.Ready) > 0 {
+		ready, err := readyPanel(r.Ready)
+		if err != nil {
+			return err
+		}
+		panels = append(panels, ready)
 	}
 
-	const w, h = 18 * vg.Inch, 6 * vg.Inch
+	w, h := vg.Length(6*len(panels))*vg.Inch, 6*vg.Inch
 	img := vgimg.New(w, h)
 	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: 1, Cols: 3, PadX: vg.Inch / 4, PadTop: vg.Inch / 8, PadBottom: vg.Inch / 8, PadLeft: vg.Inch / 8, PadRight: vg.Inch / 8}
-	for i, p := range []*plot.Plot{seq, rnd, ready} {
+	tiles := draw.Tiles{Rows: 1, Cols: len(panels), PadX: vg.Inch / 4, PadTop: vg.Inch / 8, PadBottom: vg.Inch / 8, PadLeft: vg.Inch / 8, PadRight: vg.Inch / 8}
+	for i, p := range panels {
 		p.Draw(tiles.At(dc, i, 0))
 	}
 	f, err := os.Create(path)
