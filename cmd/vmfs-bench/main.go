@@ -2,9 +2,10 @@
 // it (copy a flat image, write the seed's filler files, serve the files with
 // nbdkit + nbdfuse) and against direct reads of the original bytes, and writes the
 // results as a table (latest.md), a plot (latest.png) and raw samples (latest.json).
-// It makes its payloads in a temp dir and drives the vmfs binary, nbdkit, nbdfuse and
-// fio as a user would; it imports vmfs's packages only to lay out the baselines'
-// disks the way vmfs does. It leaves no mount, process or file behind, even on error.
+// It makes its payloads in a temp dir and drives the vmfs binary, nbdkit, nbdfuse,
+// fio, qemu-img and qemu-io as a user would; it imports vmfs's packages only to lay
+// out the baselines' disks the way vmfs does and to read a mount's manifest. It
+// leaves no mount, process or file behind, even on error.
 package main
 
 import (
@@ -43,6 +44,7 @@ type config struct {
 	smoke      bool
 
 	nbdkit, nbdfuse, fio string // resolved tool paths
+	qemuImg, qemuIO      string
 }
 
 // bench is one run: its config, inputs, temp dir and what to undo at the end.
@@ -192,7 +194,8 @@ func (b *bench) findTools() error {
 		path *string
 		name string
 		pkg  string
-	}{{&b.cfg.nbdkit, "nbdkit", "nbdkit"}, {&b.cfg.nbdfuse, "nbdfuse", "libnbd-bin"}, {&b.cfg.fio, "fio", "fio"}} {
+	}{{&b.cfg.nbdkit, "nbdkit", "nbdkit"}, {&b.cfg.nbdfuse, "nbdfuse", "libnbd-bin"}, {&b.cfg.fio, "fio", "fio"},
+		{&b.cfg.qemuImg, "qemu-img", "qemu-utils"}, {&b.cfg.qemuIO, "qemu-io", "qemu-utils"}} {
 		if *t.path, err = exec.LookPath(t.name); err != nil {
 			return fmt.Errorf("%s not found (apt-get install %s)", t.name, t.pkg)
 		}
@@ -239,6 +242,9 @@ func (b *bench) measure(ctx context.Context) (*results, error) {
 	}
 	if res.Reads, res.Random, err = b.p2p3(ctx, payloads[b.cfg.readSize]); err != nil {
 		return nil, fmt.Errorf("P2/P3: %w", err)
+	}
+	if res.VMM, err = b.p2vmm(ctx, payloads[b.cfg.readSize]); err != nil {
+		return nil, fmt.Errorf("P2-vmm: %w", err)
 	}
 	if res.Stream, err = b.p4(ctx, payloads[largest]); err != nil {
 		return nil, fmt.Errorf("P4: %w", err)
@@ -310,7 +316,7 @@ func (b *bench) environment() env {
 	e.Load = loadavg()
 	e.Commit = first("git", "-C", testdata.Dir(), "describe", "--always", "--dirty")
 	e.Kernel = first("uname", "-r")
-	e.Tools = strings.Join([]string{first(b.cfg.nbdkit, "--version"), first(b.cfg.nbdfuse, "--version"), first(b.cfg.fio, "--version")}, ", ")
+	e.Tools = strings.Join([]string{first(b.cfg.nbdkit, "--version"), first(b.cfg.nbdfuse, "--version"), first(b.cfg.fio, "--version"), first(b.cfg.qemuImg, "--version")}, ", ")
 	e.WorkFS = first("findmnt", "-n", "-o", "FSTYPE", "-T", b.cfg.workDir)
 	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(info), "\n") {
