@@ -20,6 +20,7 @@ type results struct {
 	Ready      []readyRow       `json:"p1_ready"`
 	Reads      []readRow        `json:"p2_p3_sequential"`
 	Random     []randomRow      `json:"p3_random"`
+	VMM        vmmResult        `json:"p2_vmm"`
 	Stream     streamResult     `json:"p4_stream"`
 	Boot       bootResult       `json:"p5_boot"`
 	StateBoot  stateBootResult  `json:"p5_state_boot"`

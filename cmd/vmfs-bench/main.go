@@ -3,9 +3,9 @@
 // nbdkit + nbdfuse, write a VM's state with qemu-io) and against direct reads of the
 // original bytes, and writes the results as a table (latest.md), a plot
 // (latest.png) and raw samples (latest.json). It makes its payloads in a temp dir
-// and drives the vmfs binary, nbdkit, nbdfuse, fio and qemu-io as a user would; it
+// and drives the vmfs binary, nbdkit, nbdfuse, fio, qemu-img and qemu-io as a user would; it
 // imports vmfs's packages to lay out the baselines' disks the way vmfs does, as a
-// service's client (P6), and to boot a payload with and without state through the
+// service's client (P6), to read a mount's manifest (P2-vmm) and to boot a payload with and without state through the
 // same path (P5), which the command line cannot. It leaves no mount, process or
 // file behind, even on error.
 package main
@@ -48,11 +48,11 @@ type config struct {
 	smoke      bool
 	only       map[string]bool // the figures to measure; nil: all
 
-	nbdkit, nbdfuse, fio, qemuIO string // resolved tool paths
+	nbdkit, nbdfuse, fio, qemuImg, qemuIO string // resolved tool paths
 }
 
 // figures are the figures a run can measure (-only); P2 and P3 are measured together.
-var figures = []string{"P1", "P2", "P3", "P4", "P5", "P6", "P7"}
+var figures = []string{"P1", "P2", "P3", "P2-vmm", "P4", "P5", "P6", "P7"}
 
 // runs says whether the run measures any of figs.
 func (c config) runs(figs ...string) bool {
@@ -109,7 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.fioRuntime, "fio-runtime", 3*time.Second, "length of each fio run (whole seconds)")
 	fs.StringVar(&c.accel, "accel", "tcg", "QEMU accelerator for P5: tcg, or kvm where it works (here it hangs)")
 	stateSize := fs.String("state-size", "64M", "size of the instance images P7 writes whole")
-	only := fs.String("only", "", "measure only these figures, comma-separated (P1 to P7; P2 and P3 run together), into an -out of their own; default: all")
+	only := fs.String("only", "", "measure only these figures, comma-separated (P1 to P7 and P2-vmm; P2 and P3 run together), into an -out of their own; default: all")
 	fs.BoolVar(&c.smoke, "smoke", false, "tiny sizes, one repetition: checks the harness, not the speed")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -237,7 +237,8 @@ func (b *bench) findTools() error {
 		{&b.cfg.nbdkit, "nbdkit", "nbdkit", []string{"P1", "P2", "P3"}},
 		{&b.cfg.nbdfuse, "nbdfuse", "libnbd-bin", []string{"P1", "P2", "P3"}},
 		{&b.cfg.fio, "fio", "fio", []string{"P2", "P3"}},
-		{&b.cfg.qemuIO, "qemu-io", "qemu-utils", []string{"P7"}},
+		{&b.cfg.qemuImg, "qemu-img", "qemu-utils", []string{"P2-vmm"}},
+		{&b.cfg.qemuIO, "qemu-io", "qemu-utils", []string{"P2-vmm", "P7"}},
 	} {
 		if !b.cfg.runs(t.figs...) {
 			continue
@@ -302,6 +303,11 @@ func (b *bench) measure(ctx context.Context) (*results, error) {
 	if b.cfg.runs("P2", "P3") {
 		if res.Reads, res.Random, err = b.p2p3(ctx, payloads[b.cfg.readSize]); err != nil {
 			return nil, fmt.Errorf("P2/P3: %w", err)
+		}
+	}
+	if b.cfg.runs("P2-vmm") {
+		if res.VMM, err = b.p2vmm(ctx, payloads[b.cfg.readSize]); err != nil {
+			return nil, fmt.Errorf("P2-vmm: %w", err)
 		}
 	}
 	if b.cfg.runs("P4") {
@@ -401,7 +407,7 @@ func (b *bench) environment() env {
 	e.Commit = first("git", "-C", testdata.Dir(), "describe", "--always", "--dirty")
 	e.Kernel = first("uname", "-r")
 	var tools []string
-	for _, t := range []string{b.cfg.nbdkit, b.cfg.nbdfuse, b.cfg.fio, b.cfg.qemuIO} {
+	for _, t := range []string{b.cfg.nbdkit, b.cfg.nbdfuse, b.cfg.fio, b.cfg.qemuImg, b.cfg.qemuIO} {
 		if t != "" { // found: the run uses it
 			tools = append(tools, first(t, "--version"))
 		}

@@ -24,7 +24,7 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped under testing.Short(): mounts vmfs and nbdfuse")
 	}
-	for _, tool := range []string{"nbdkit", "nbdfuse", "fio", "sfdisk", "qemu-io", "qemu-storage-daemon"} {
+	for _, tool := range []string{"nbdkit", "nbdfuse", "fio", "sfdisk", "qemu-img", "qemu-io", "qemu-storage-daemon"} {
 		testdata.RequireTool(t, tool)
 	}
 	testdata.RequireFUSE(t)
@@ -52,6 +52,8 @@ func TestSmoke(t *testing.T) {
 		{"P1 rows (one per size)", len(res.Ready), 2},
 		{"P2/P3 sequential rows", len(res.Reads), 6},
 		{"P3 random rows", len(res.Random), 2},
+		{"P2-vmm sequential rows", len(res.VMM.Seq), 8},
+		{"P2-vmm random rows", len(res.VMM.Random), 4},
 		{"P4 samples", len(res.Stream.PeakRSSKiB), 1},
 		{"P6 add samples", len(res.Service.Add) + len(res.Service.AddCLI) + len(res.Service.Mount) + len(res.Service.Copy), 4},
 		{"P6 many-payload samples", len(res.Service.ServiceRSSKiB) + len(res.Service.MountsRSSKiB) + len(res.Service.ServiceFDs) + len(res.Service.MountsAllMs), 4},
@@ -71,6 +73,14 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("read %s %s: want one sample per method, got %+v", row.File, row.Mode, row)
 		}
 	}
+	for _, row := range append(res.VMM.Seq, res.VMM.Random...) {
+		if len(row.Vmfs) != 1 || len(row.Copy) != 1 || row.Vmfs[0] <= 0 || row.Copy[0] <= 0 {
+			t.Errorf("P2-vmm %s %s: want one positive sample each, got %+v", row.Image, row.Mode, row)
+		}
+	}
+	if res.VMM.Originals == 0 {
+		t.Errorf("P2-vmm: the VMDK names no original file: %+v", res.VMM)
+	}
 	checkStateWrites(t, res.StateWrite)
 	switch {
 	case noGuest != nil && (res.Boot.NotRun == "" || res.StateBoot.NotRun == ""):
@@ -85,7 +95,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []string{"## Targets", "## P1", "## P2", "## P3", "## P4", "## P5", "### P5 with state", "## P6", "## P7", "latest.png"} {
+	for _, h := range []string{"## Targets", "## P1", "## P2", "## P3", "## P2-vmm", "## P4", "## P5", "### P5 with state", "## P6", "## P7", "latest.png"} {
 		if !bytes.Contains(md, []byte(h)) {
 			t.Errorf("latest.md has no %q", h)
 		}

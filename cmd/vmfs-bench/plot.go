@@ -15,12 +15,14 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 )
 
-// hasPlot says whether the run measured anything plotPNG draws (P1 to P3).
-func hasPlot(r *results) bool { return len(r.Reads) > 0 || len(r.Random) > 0 || len(r.Ready) > 0 }
+// hasPlot says whether the run measured anything plotPNG draws (P1 to P3, P2-vmm).
+func hasPlot(r *results) bool {
+	return len(r.Reads) > 0 || len(r.Random) > 0 || len(r.VMM.Seq) > 0 || len(r.Ready) > 0
+}
 
-// plotPNG draws up to three panels of medians, those the run measured:
-// sequential throughput by method, random IOPS by method, and time until
-// readable by payload size.
+// plotPNG draws up to four panels of medians, those the run measured:
+// sequential throughput by method, random IOPS by method, the disk read
+// through QEMU (P2-vmm), and time until readable by payload size.
 func plotPNG(r *results, path string) error {
 	var panels []*plot.Plot
 	if len(r.Reads) > 0 {
@@ -47,6 +49,13 @@ func plotPNG(r *results, path string) error {
 			return err
 		}
 		panels = append(panels, rnd)
+	}
+	if len(r.VMM.Seq) > 0 {
+		vmm, err := vmmPanel(r.VMM)
+		if err != nil {
+			return err
+		}
+		panels = append(panels, vmm)
 	}
 	if len(r.Ready) > 0 {
 		ready, err := readyPanel(r.Ready)
@@ -83,7 +92,7 @@ func methodColor(name string) color.Color {
 		return color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}
 	case "nbdfuse defaults":
 		return color.RGBA{R: 0x9e, G: 0xc5, B: 0xe8, A: 0xff}
-	case "copy":
+	case "copy", "pre-copied image":
 		return color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
 	case "seed files":
 		return color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}
