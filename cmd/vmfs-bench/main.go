@@ -123,11 +123,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if *only != "" {
 		c.only = map[string]bool{}
 		for _, f := range strings.Split(*only, ",") {
-			f = strings.ToUpper(strings.TrimSpace(f))
-			if !slices.Contains(figures, f) {
+			i := slices.IndexFunc(figures, func(fig string) bool { return strings.EqualFold(fig, strings.TrimSpace(f)) })
+			if i < 0 {
 				return c, fmt.Errorf("-only: no figure %q (%s)", f, strings.Join(figures, ", "))
 			}
-			c.only[f] = true
+			c.only[figures[i]] = true
 		}
 	}
 	var err error
