@@ -259,7 +259,7 @@ func (b *bench) measure(ctx context.Context) (*results, error) {
 	defer func() { res.Env.Load += " → " + loadavg() }()
 	largest := slices.Max(b.cfg.sizes)
 	var need []int64
-	if b.cfg.runs("P2", "P3") {
+	if b.cfg.runs("P2", "P3", "P2-vmm") {
 		need = append(need, b.cfg.readSize)
 	}
 	if b.cfg.runs("P1") {

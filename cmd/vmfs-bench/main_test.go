@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"image/png"
 	"io"
 	"os"
@@ -73,14 +72,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("read %s %s: want one sample per method, got %+v", row.File, row.Mode, row)
 		}
 	}
-	for _, row := range append(res.VMM.Seq, res.VMM.Random...) {
-		if len(row.Vmfs) != 1 || len(row.Copy) != 1 || row.Vmfs[0] <= 0 || row.Copy[0] <= 0 {
-			t.Errorf("P2-vmm %s %s: want one positive sample each, got %+v", row.Image, row.Mode, row)
-		}
-	}
-	if res.VMM.Originals == 0 {
-		t.Errorf("P2-vmm: the VMDK names no original file: %+v", res.VMM)
-	}
+	checkVMM(t, res.VMM)
 	checkStateWrites(t, res.StateWrite)
 	switch {
 	case noGuest != nil && (res.Boot.NotRun == "" || res.StateBoot.NotRun == ""):
@@ -114,60 +106,79 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
-// TestOnly: -only P7 measures P7 alone: no payload is written, no other figure
-// has samples, latest.md says which were left out, and no plot is written for
-// figures that did not run.
+// TestOnly: -only measures the figures it names alone: no other figure has
+// samples, payloads are written only for the figures that read them, latest.md
+// says which were left out, and no plot is left of figures that did not run.
 func TestOnly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped under testing.Short(): mounts vmfs")
 	}
-	testdata.RequireTool(t, "qemu-io")
-	testdata.RequireTool(t, "qemu-storage-daemon")
-	testdata.RequireTool(t, "sfdisk")
+	for _, tool := range []string{"qemu-img", "qemu-io", "qemu-storage-daemon", "sfdisk"} {
+		testdata.RequireTool(t, tool)
+	}
 	testdata.RequireFUSE(t)
-	bin, out, work := buildForRun(t, t.TempDir())
-	// A plot of an earlier run, which this run's latest.md would not describe.
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(out, "latest.png"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var log bytes.Buffer
-	err := run(context.Background(), []string{"-smoke", "-only", "p7", "-vmfs", bin, "-out", out, "-workdir", work}, &log)
-	t.Logf("driver log:\n%s", log.String())
-	if err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	checkNothingLeft(t, work)
-	if strings.Contains(log.String(), "wrote ") && strings.Contains(log.String(), " APK ") {
-		t.Errorf("the run wrote payload APKs P7 does not read:\n%s", log.String())
-	}
-	res := readResults(t, out)
-	checkStateWrites(t, res.StateWrite)
-	if len(res.Ready)+len(res.Reads)+len(res.Random)+len(res.VMM.Seq)+len(res.Stream.PeakRSSKiB)+len(res.Boot.Vmfs)+len(res.StateBoot.State)+len(res.Service.Add) > 0 || res.Boot.NotRun != "" {
-		t.Errorf("figures other than P7 ran: %+v", res)
-	}
-	if res.Env.Only != "P7" {
-		t.Errorf("env.only %q, want P7", res.Env.Only)
-	}
-	md, err := os.ReadFile(filepath.Join(out, "latest.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := bytes.Count(md, []byte("Not measured in this run (`-only P7`)")); n != 7 {
-		t.Errorf("latest.md says %d sections were not measured, want 7 (P1 to P6, P2-vmm):\n%s", n, md)
-	}
-	for _, want := range []string{"## P7", "4 KiB writes into vm-instance", "1 MiB writes into vm-instance"} {
-		if !bytes.Contains(md, []byte(want)) {
-			t.Errorf("latest.md has no %q:\n%s", want, md)
-		}
-	}
-	if bytes.Contains(md, []byte("latest.png")) {
-		t.Errorf("latest.md shows a plot of figures that did not run")
-	}
-	if _, err := os.Stat(filepath.Join(out, "latest.png")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("latest.png of the earlier run is still there (%v)", err)
+	bin, _, _ := buildForRun(t, t.TempDir())
+	for _, c := range []struct {
+		only, fig string
+		apks      bool // the figure reads payload APKs
+		plot      bool
+		wants     []string // in latest.md
+		check     func(*testing.T, *results)
+	}{
+		{"p7", "P7", false, false, []string{"## P7", "4 KiB writes into vm-instance", "1 MiB writes into vm-instance"},
+			func(t *testing.T, r *results) { checkStateWrites(t, r.StateWrite) }},
+		{"p2-VMM", "P2-vmm", true, true, []string{"## P2-vmm", "payload.vmdk"},
+			func(t *testing.T, r *results) { checkVMM(t, r.VMM) }},
+	} {
+		t.Run(c.fig, func(t *testing.T) {
+			_, out, work := buildForRun(t, t.TempDir())
+			// A plot of an earlier run, which this run's latest.md may not describe.
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(out, "latest.png"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var log bytes.Buffer
+			err := run(context.Background(), []string{"-smoke", "-only", c.only, "-vmfs", bin, "-out", out, "-workdir", work}, &log)
+			t.Logf("driver log:\n%s", log.String())
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			checkNothingLeft(t, work)
+			if wrote := strings.Contains(log.String(), "wrote ") && strings.Contains(log.String(), " APK "); wrote != c.apks {
+				t.Errorf("the run wrote payload APKs: %t, want %t:\n%s", wrote, c.apks, log.String())
+			}
+			res := readResults(t, out)
+			c.check(t, &res)
+			ran := map[string]int{"P1": len(res.Ready), "P2": len(res.Reads), "P3": len(res.Random), "P2-vmm": len(res.VMM.Seq),
+				"P4": len(res.Stream.PeakRSSKiB), "P5": len(res.Boot.Vmfs) + len(res.StateBoot.State) + len(res.Boot.NotRun),
+				"P6": len(res.Service.Add), "P7": len(res.StateWrite.Rows)}
+			for fig, n := range ran {
+				if fig != c.fig && n > 0 {
+					t.Errorf("%s ran: %+v", fig, res)
+				}
+			}
+			if res.Env.Only != c.fig {
+				t.Errorf("env.only %q, want %s", res.Env.Only, c.fig)
+			}
+			md, err := os.ReadFile(filepath.Join(out, "latest.md"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, want := bytes.Count(md, []byte("Not measured in this run (`-only "+c.fig+"`)")), 7; n != want {
+				t.Errorf("latest.md says %d sections were not measured, want %d:\n%s", n, want, md)
+			}
+			for _, want := range c.wants {
+				if !bytes.Contains(md, []byte(want)) {
+					t.Errorf("latest.md has no %q:\n%s", want, md)
+				}
+			}
+			_, statErr := os.Stat(filepath.Join(out, "latest.png"))
+			if shown := bytes.Contains(md, []byte("latest.png")); shown != c.plot || (statErr == nil) != c.plot {
+				t.Errorf("latest.md shows a plot: %t, latest.png: %v; want a plot %t", shown, statErr, c.plot)
+			}
+		})
 	}
 }
 
@@ -254,6 +265,21 @@ func checkStateWrites(t *testing.T, sw stateWriteResult) {
 			row.Vmfs[0] <= 0 || row.QemuIO[0] <= 0 || row.QemuIOStart[0] <= 0 {
 			t.Errorf("P7 row %d: %+v; want %d-byte writes, one positive sample each", i, row, stateBlocks[i])
 		}
+	}
+}
+
+func checkVMM(t *testing.T, v vmmResult) {
+	t.Helper()
+	if len(v.Seq) == 0 || len(v.Random) == 0 {
+		t.Errorf("P2-vmm: no rows: %+v", v)
+	}
+	for _, row := range append(v.Seq, v.Random...) {
+		if len(row.Vmfs) != 1 || len(row.Copy) != 1 || row.Vmfs[0] <= 0 || row.Copy[0] <= 0 {
+			t.Errorf("P2-vmm %s %s: want one positive sample each, got %+v", row.Image, row.Mode, row)
+		}
+	}
+	if v.Originals == 0 {
+		t.Errorf("P2-vmm: the VMDK names no original file: %+v", v)
 	}
 }
 
