@@ -87,7 +87,7 @@ func newManifest(p *Payload, disks []fusedisk.Disk, dir, kind string) *Manifest 
 		}
 		ps := d.Paths(dir)
 		df := DiskFiles{Name: name, Flat: ps.Flat, Composite: ps.Composite, Header: ps.Header, Footer: ps.Footer, Partitions: ps.Partitions, Writable: d.Disk.Writable()}
-		if d.Extents {
+		if d.Extents != nil {
 			df.VMDK, df.Extents = ps.VMDK, ps.Extents
 		}
 		m.Disks = append(m.Disks, df)

@@ -107,7 +107,7 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 		return nil, WithKind(ErrMount, err)
 	}
 	if o.Extents {
-		checkExtents(t.Sources, disks, dir, o.Logger)
+		addExtents(t.Sources, disks, dir, o.Logger)
 	}
 	t.Manifest, t.VMConfig = newManifest(p, disks, dir, o.Kind), p.VMConfig(dir)
 	files, err := documents(p, t.Manifest, t.VMConfig)
@@ -121,17 +121,16 @@ func NewTree(p *Payload, dir string, pool *fusedisk.Pool, o TreeOptions) (*Tree,
 	return t, nil
 }
 
-// checkExtents marks the disks whose extent descriptors are exact; the VMM
-// reads any other through its flat image, as the log says of a read-only one
-// (a disk with writable partitions never has them).
-func checkExtents(srcs *fusedisk.Sources, disks []fusedisk.Disk, dir string, log *zap.Logger) {
+// addExtents gives each disk its extent descriptors where they are exact; the
+// VMM reads any other through its flat image, as the log says of a read-only
+// one (a disk with writable partitions never has them).
+func addExtents(srcs *fusedisk.Sources, disks []fusedisk.Disk, dir string, log *zap.Logger) {
 	for i := range disks {
 		if disks[i].Disk.Writable() {
 			continue
 		}
-		err := srcs.CheckExtents(disks[i], dir)
-		disks[i].Extents = err == nil
-		if err != nil {
+		var err error
+		if disks[i].Extents, err = srcs.Extents(disks[i], dir); err != nil {
 			log.Warn("no extent descriptors; a VMM reads the disk through its flat image", zap.String("disk", disks[i].Paths(dir).Flat), zap.Error(err))
 		}
 	}

@@ -110,14 +110,15 @@
 //
 // # Extents
 //
-// A disk with Extents also has extent descriptors, for a VMM to read the
-// originals itself (page cache to guest, no copy through the mount): a VMDK
-// for QEMU and a crosvm composite, both naming each original's sectors by its
-// path and the pieces vmfs synthesizes (GPT, metadata, trailers, padding, an
-// original's part sectors) as files under extents/. Sources.CheckExtents
-// refuses a disk they would misdescribe: a writable partition, an original
-// whose path no longer leads to the file the sources hold, a piece crosvm would
-// not read raw. Reads of the originals then bypass vmfs and with it the guard.
+// A disk may also have extent descriptors, for a VMM to read the originals
+// itself (page cache to guest, no copy through the mount): a VMDK for QEMU and
+// a crosvm composite, both naming each original's sectors by its path and the
+// pieces vmfs synthesizes (GPT, metadata, trailers, padding, an original's part
+// sectors) as files under extents/. Sources.Extents builds them once, for
+// Disk.Extents, and refuses a disk they would misdescribe: a writable
+// partition, an original whose path no longer leads to the file the sources
+// hold or that is on FUSE or a network filesystem, a piece crosvm would not
+// read raw. Reads of the originals then bypass vmfs and with it the guard.
 //
 // # Permissions
 //

@@ -11,22 +11,13 @@ import (
 	"vmfs/layout"
 )
 
-// extents are a disk's extent descriptors, as a tree seen at some directory
-// serves them: each synthesized piece's file, and the descriptors naming those
-// and the originals.
-type extents struct {
+// Extents are a disk's extent descriptors, as a tree seen at some directory
+// serves them (Disk.Extents): each synthesized piece's file, and the
+// descriptors naming those and the originals.
+type Extents struct {
 	synth map[string]*layout.Image // by path in the tree
 	vmdk  []byte
 	cdisk []byte
-}
-
-// CheckExtents reports why d's extent descriptors would not give a VMM the
-// disk's bytes (an error wrapping layout.ErrNotExact), or nil. A VMM opens the
-// originals by their paths: each must still lead to the file the sources
-// hold, and crosvm must read each piece raw.
-func (s *Sources) CheckExtents(d Disk, dir string) error {
-	_, err := s.extents(d, dir)
-	return err
 }
 
 // remoteFS names the filesystem of fd when it is one whose files a VMM's own
@@ -54,8 +45,12 @@ func remoteFS(fd int) string {
 	return ""
 }
 
-// extents builds d's extent descriptors for a tree seen at dir.
-func (s *Sources) extents(d Disk, dir string) (*extents, error) {
+// Extents builds d's extent descriptors for a tree seen at dir, or says why
+// they would not give a VMM the disk's bytes (an error wrapping
+// layout.ErrNotExact). A VMM opens the originals by their paths: each must
+// still lead to the file the sources hold, on a local filesystem, and crosvm
+// must read each piece raw.
+func (s *Sources) Extents(d Disk, dir string) (*Extents, error) {
 	srcs, err := s.forDisk(d.Disk)
 	if err != nil {
 		return nil, err
@@ -69,7 +64,7 @@ func (s *Sources) extents(d Disk, dir string) (*extents, error) {
 		readers[i] = src.reader()
 	}
 	in, at := d.Paths(""), d.Paths(dir)
-	x := &extents{synth: map[string]*layout.Image{}}
+	x := &Extents{synth: map[string]*layout.Image{}}
 	paths := make([]string, len(pieces))
 	head := make([]byte, 4096)
 	for i := range pieces {
@@ -82,7 +77,7 @@ func (s *Sources) extents(d Disk, dir string) (*extents, error) {
 			r = layout.NewReader(&p.Synth, readers)
 		} else {
 			src := srcs[p.Source]
-			if src.w != nil || !src.leadsTo(src.path) {
+			if !src.leadsTo(src.path) {
 				return nil, fmt.Errorf("%s no longer leads to the file vmfs opened: %w", src.path, layout.ErrNotExact)
 			}
 			if fs := remoteFS(src.fd); fs != "" {

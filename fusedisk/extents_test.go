@@ -14,6 +14,10 @@ import (
 	"vmfs/testdata"
 )
 
+// withExtents has serveDisk give the disk its extent descriptors, built once
+// its sources are open, as vmfs.NewTree builds them.
+func withExtents() TreeOptions { return TreeOptions{Disks: []Disk{{Extents: &Extents{}}}} }
+
 // TestExtentsReassemble: for odd sizes and random layouts, QEMU reads the
 // mount's VMDK as payload.img (qemu-img compare), and the extent composite
 // and the partition composite, read as crosvm reads them, are payload.img too.
@@ -26,7 +30,7 @@ func TestExtentsReassemble(t *testing.T) {
 	}
 	for _, sizes := range cases {
 		p := newPayload(t, sizes[:1], sizes[1], sizes[2])
-		s := mount(t, p.disk, TreeOptions{Disks: []Disk{{Extents: true}}})
+		s := mount(t, p.disk, withExtents())
 		at := Disk{}.Paths(s.Mountpoint)
 		flat, err := os.ReadFile(at.Flat)
 		if err != nil {
@@ -67,7 +71,7 @@ func TestExtentsRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer srcs.Close()
-		if err := srcs.CheckExtents(disks[0], t.TempDir()); !errors.Is(err, layout.ErrNotExact) || !strings.Contains(err.Error(), want) {
+		if _, err := srcs.Extents(disks[0], t.TempDir()); !errors.Is(err, layout.ErrNotExact) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%v, want ErrNotExact with %q", err, want)
 		}
 	}
@@ -88,7 +92,7 @@ func TestExtentsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeRandom(t, p.paths[1], 8192, 99)
-	if err := srcs.CheckExtents(disks[0], t.TempDir()); !errors.Is(err, layout.ErrNotExact) || !strings.Contains(err.Error(), p.paths[1]) {
+	if _, err := srcs.Extents(disks[0], t.TempDir()); !errors.Is(err, layout.ErrNotExact) || !strings.Contains(err.Error(), p.paths[1]) {
 		t.Errorf("renamed original: %v, want ErrNotExact naming %s", err, p.paths[1])
 	}
 
@@ -109,7 +113,7 @@ func TestExtentsRefused(t *testing.T) {
 // only, and a disk without Extents has no descriptors.
 func TestExtentsPiecesRead(t *testing.T) {
 	p := newPayload(t, []int64{4093}, 4097, 1)
-	s := mount(t, p.disk, TreeOptions{Disks: []Disk{{Extents: true}}})
+	s := mount(t, p.disk, withExtents())
 	at := Disk{}.Paths(s.Mountpoint)
 	pieces, err := os.ReadDir(at.Pieces)
 	if err != nil || len(pieces) == 0 {

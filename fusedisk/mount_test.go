@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fs"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -95,7 +96,7 @@ func (p *payload) reference(t testing.TB, im *layout.Image) []byte {
 func serveDisk(mnt string, d *layout.Disk, to TreeOptions, mo MountOptions) (s *Server, stop func() error, err error) {
 	var one Disk
 	if len(to.Disks) == 1 {
-		one = to.Disks[0] // a test's writable sources, or extents
+		one = to.Disks[0] // a test's writable sources, or withExtents
 	}
 	one.Disk = d
 	to.Disks, to.Dir = []Disk{one}, mnt
@@ -103,7 +104,13 @@ func serveDisk(mnt string, d *layout.Disk, to TreeOptions, mo MountOptions) (s *
 	if err != nil {
 		return nil, nil, err
 	}
-	root, err := NewTree(srcs, to)
+	if one.Extents != nil { // withExtents
+		to.Disks[0].Extents, err = srcs.Extents(one, mnt)
+	}
+	var root fs.InodeEmbedder
+	if err == nil {
+		root, err = NewTree(srcs, to)
+	}
 	if err == nil {
 		s, err = Mount(mnt, root, mo)
 	}

@@ -31,9 +31,8 @@ type Disk struct {
 	// layout.Source Path: a VM's state files. A tree reads such a source through
 	// its backend, never its file, and writes it there (see "Writes").
 	Writable map[string]Writable
-	// Extents serves the disk's extent descriptors too, which Sources.CheckExtents
-	// found exact (see "Extents").
-	Extents bool
+	// Extents, from Sources.Extents, are served too (see "Extents").
+	Extents *Extents
 }
 
 // Writable is what a tree reads and writes a writable source through: its bytes
@@ -207,18 +206,13 @@ func (b *builder) addDisk(d Disk, srcs []*source, dir string) error {
 		return err
 	}
 	b.add(in.Composite, dataImage(cd), nil)
-	if !d.Extents {
-		return nil
+	if x := d.Extents; x != nil {
+		for name, im := range x.synth {
+			b.add(name, im, srcs)
+		}
+		b.add(in.VMDK, dataImage(x.vmdk), nil)
+		b.add(in.Extents, dataImage(x.cdisk), nil)
 	}
-	x, err := b.set.extents(d, dir)
-	if err != nil {
-		return err
-	}
-	for name, im := range x.synth {
-		b.add(name, im, srcs)
-	}
-	b.add(in.VMDK, dataImage(x.vmdk), nil)
-	b.add(in.Extents, dataImage(x.cdisk), nil)
 	return nil
 }
 
