@@ -25,7 +25,7 @@ func CrosvmArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 		return nil, err
 	}
 	// Guest CIDs 0-2 are reserved by vsock (hypervisor, local, host).
-	if err := checkVia(o.Via); err != nil {
+	if err := CheckVia(o.Via); err != nil {
 		return nil, err
 	}
 	if o.CID < 3 {

@@ -64,8 +64,8 @@ func (o Options) extents(d metadata.DiskImage) (ExtentImages, bool) {
 	return e, ok && o.Via != ViaFlat && !d.Writable && !o.WritableImages[d.Image]
 }
 
-// checkVia refuses an unknown Via.
-func checkVia(via string) error {
+// CheckVia refuses an unknown Via.
+func CheckVia(via string) error {
 	if via != "" && via != ViaExtents && via != ViaFlat {
 		return fmt.Errorf("via %q: want %s or %s", via, ViaExtents, ViaFlat)
 	}

@@ -30,7 +30,7 @@ func QemuArgs(cfg *metadata.VMConfig, o Options) ([]string, error) {
 	if cfg.Params != "" && cfg.Kernel == "" {
 		return nil, fmt.Errorf("%w: qemu takes params only with a kernel, not a bootloader", ErrConfig)
 	}
-	if err := checkVia(o.Via); err != nil {
+	if err := CheckVia(o.Via); err != nil {
 		return nil, err
 	}
 	accel := or(o.Accel, "tcg")
@@ -103,11 +103,12 @@ type qemuImage struct {
 }
 
 // qemuDisk is the arguments that give QEMU disk i, read-only unless writable
-// (a VMDK's extents are then opened read-only too): a -drive, or with asBlockdev a -blockdev and its -device, which
-// QEMU creates in the same order. A path of an inherited descriptor
-// (Inherited) goes in an fd set that QEMU dups from, never reopening a path
-// (which Landlock would check against the file's own): that takes -blockdev,
-// as -drive asks a set for a read-only descriptor even for a writable disk.
+// (a VMDK's extents are then opened read-only too): a -drive, or with
+// asBlockdev a -blockdev and its -device, which QEMU creates in the same order.
+// A path of an inherited descriptor (Inherited) goes in an fd set that QEMU
+// dups from, never reopening a path (which Landlock would check against the
+// file's own): that takes -blockdev, as -drive asks a set for a read-only
+// descriptor even for a writable disk.
 func qemuDisk(i int, d qemuImage, asBlockdev bool) []string {
 	var args []string
 	path := d.path

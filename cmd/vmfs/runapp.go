@@ -61,8 +61,8 @@ func (f *vmFlags) check(fs *pflag.FlagSet) error {
 	if f.protected {
 		return usagef("--protected: protected VMs need pKVM and crosvm's --protected-vm, which this host cannot run")
 	}
-	if f.vm.Via != launcher.ViaExtents && f.vm.Via != launcher.ViaFlat {
-		return usagef("--via %q: want %s or %s", f.vm.Via, launcher.ViaExtents, launcher.ViaFlat)
+	if err := launcher.CheckVia(f.vm.Via); err != nil {
+		return usagef("--%v", err)
 	}
 	switch f.cpuTopology {
 	case "", "one_cpu":
