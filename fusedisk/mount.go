@@ -68,8 +68,9 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*Server, error) {
 		return nil, err
 	}
 	tree := treeOf(root)
+	passNodes := tree.passNodes()
 	opts := fsOptions(o)
-	if len(tree.passNodes()) == 0 {
+	if len(passNodes) == 0 {
 		// Passthrough would make the mount a stacked filesystem for nothing.
 		opts.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
 	}
@@ -78,7 +79,7 @@ func Mount(dir string, root fs.InodeEmbedder, o MountOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: the kernel's FUSE refused: %w", dir, err)
 	}
-	pass := armPassthrough(srv, tree, log)
+	pass := armPassthrough(srv, tree, passNodes, log)
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount %s: the kernel's FUSE refused: %w", dir, err)

@@ -35,40 +35,36 @@ func (r *root) passNodes() map[string]*fileNode {
 }
 
 // errNoPassthrough: the kernel did not offer passthrough at INIT.
-var errNoPassthrough = errors.New("this kernel has no FUSE passthrough (it needs Linux 6.9 or later, built with CONFIG_FUSE_PASSTHROUGH)")
+const errNoPassthrough = "this kernel has no FUSE passthrough (it needs Linux 6.9 or later, built with CONFIG_FUSE_PASSTHROUGH)"
 
-// armPassthrough has the kernel take the source of each file of r that
-// passthrough may serve as a backing file once, and arms the files whose source
-// it takes; it returns their paths, sorted, and logs what it found. It runs
-// after INIT and before srv serves any request, so that every open of a file
-// finds it as it stays: the kernel fails an open (EIO) that would mix
+// armPassthrough has the kernel take the source of each of nodes, the files of
+// r that passthrough may serve, as a backing file once, and arms the files whose
+// source it takes; it returns their paths, sorted, and logs what it found. It
+// runs after INIT and before srv serves any request, so that every open of a
+// file finds it as it stays: the kernel fails an open (EIO) that would mix
 // passthrough and vmfs's own reads on one file, and go-fuse, once the kernel
 // refuses it a backing file, asks for none again, not even for the files
 // already passed through (their next open would fail). So go-fuse only ever
 // asks for sources the kernel took here, and a file it cannot pass through
 // reads through vmfs from its first open on.
-func armPassthrough(srv *fuse.Server, r *root, log *zap.Logger) []string {
-	nodes := r.passNodes()
-	if len(nodes) == 0 {
-		if r != nil {
-			why := "no file is exactly one original file"
-			if r.noPassthrough {
-				why = "turned off"
-			}
-			log.Info("passthrough off: vmfs serves every read", zap.String("why", why))
-		}
+func armPassthrough(srv *fuse.Server, r *root, nodes map[string]*fileNode, log *zap.Logger) []string {
+	off := func(why string) []string {
+		log.Info("passthrough off: vmfs serves every read", zap.String("why", why))
 		return nil
 	}
-	var why error // why no file is passed through
-	if srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0 {
-		why = errNoPassthrough
+	switch {
+	case r == nil:
+		return nil
+	case r.noPassthrough:
+		return off("turned off")
+	case len(nodes) == 0:
+		return off("no file is exactly one original file")
+	case srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0:
+		return off(errNoPassthrough)
 	}
 	took := map[*source]error{}
 	var armed []string
 	for _, name := range slices.Sorted(maps.Keys(nodes)) {
-		if why != nil {
-			break
-		}
 		src := nodes[name].whole
 		err, seen := took[src]
 		if !seen {
@@ -76,7 +72,7 @@ func armPassthrough(srv *fuse.Server, r *root, log *zap.Logger) []string {
 			took[src] = err
 			switch {
 			case errors.Is(err, syscall.EPERM):
-				why = errors.New("the server lacks CAP_SYS_ADMIN (is not root), which the kernel asks of passthrough")
+				return off("the server lacks CAP_SYS_ADMIN (is not root), which the kernel asks of passthrough")
 			case errors.Is(err, syscall.ELOOP):
 				err = fmt.Errorf("%w: the file is on a stacked filesystem (overlayfs, a FUSE mount with passthrough)", err)
 				fallthrough
@@ -87,10 +83,6 @@ func armPassthrough(srv *fuse.Server, r *root, log *zap.Logger) []string {
 		if err == nil {
 			armed = append(armed, name)
 		}
-	}
-	if why != nil {
-		log.Info("passthrough unavailable: vmfs serves every read", zap.String("why", why.Error()))
-		return nil
 	}
 	for _, name := range armed {
 		nodes[name].pass = true
