@@ -383,47 +383,47 @@ func TestReadsDoNotChangeSources(t *testing.T) {
 	}
 }
 
-// TestPassthrough: by default a partition that is exactly one file, and only
-// such a partition, is read by the kernel from the file itself: opened before
-// its file is rewritten in place, it reads the new bytes, past the change guard,
-// where payload.img fails with EIO. With NoPassthrough it fails too.
+// TestPassthrough: by default, where the kernel has passthrough, a partition
+// that is exactly one file, and only such a partition, is read by the kernel
+// from the file itself: opened before its file is rewritten in place, it reads
+// the new bytes, past the change guard, where payload.img fails with EIO. With
+// NoPassthrough, or on a kernel without it (the log says which), it fails too.
 func TestPassthrough(t *testing.T) {
-	testdata.RequirePassthrough(t)
+	testdata.RequireRoot(t) // the kernel lets root alone hand it backing files
 	apk := "partitions/" + metadata.APKLabel
+	kernel := testdata.KernelPassthrough()
 	for _, tc := range []struct {
 		name string
 		o    TreeOptions
 		want []string
+		why  string // in the log when nothing is passed through
 	}{
-		{"default", TreeOptions{}, []string{apk}},
-		{"NoPassthrough", TreeOptions{NoPassthrough: true}, nil},
+		{"default", TreeOptions{}, []string{apk}, "no FUSE passthrough"},
+		{"NoPassthrough", TreeOptions{NoPassthrough: true}, nil, "turned off"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if kernel != nil {
+				t.Logf("no passthrough expected: %v", kernel)
+				tc.want = nil
+			}
 			// The APK is 4 KiB-aligned, so its partition is the file itself;
 			// the APEX's has a size trailer, the idsig's padding.
 			p := newPayload(t, edgeApexes[:1], 3*4096, 300)
-			tc.o.Logger = zap.NewNop() // the change is logged as an error
+			core, logs := observer.New(zap.InfoLevel) // the change is logged as an error
+			tc.o.Logger = zap.New(core)
 			s := mount(t, p.disk, tc.o)
 			if !slices.Equal(s.Passthrough, tc.want) {
 				t.Errorf("passed through: %q, want %q", s.Passthrough, tc.want)
+			}
+			if off := logs.FilterMessageSnippet("passthrough off").All(); tc.want == nil && (len(off) != 1 || !strings.Contains(fmt.Sprint(off[0].ContextMap()), tc.why)) {
+				t.Errorf("log: %v, want passthrough off for %q", off, tc.why)
 			}
 			part, err := os.Open(filepath.Join(s.Mountpoint, apk))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer part.Close()
-			changed, err := os.ReadFile(p.paths[1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range changed {
-				changed[i] ^= 0xff
-			}
-			f, err := os.OpenFile(p.paths[1], os.O_WRONLY, 0)
-			if err == nil {
-				_, err = f.WriteAt(changed, 0)
-				f.Close()
-			}
+			changed, err := testdata.Invert(p.paths[1])
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -33,3 +33,24 @@ var Edits = map[string]func(path string) error{
 		return unix.Munmap(b)
 	},
 }
+
+// Invert rewrites the file at path in place, same size, every byte inverted,
+// and returns its new content.
+func Invert(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	for i := range b {
+		b[i] ^= 0xff
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.WriteAt(b, 0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return b, f.Close()
+}

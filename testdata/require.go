@@ -3,6 +3,7 @@ package testdata
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -66,29 +67,34 @@ func RequireLandlock(t testing.TB) {
 	}
 }
 
-// RequirePassthrough is for tests of FUSE passthrough, which the kernel lets
-// only root use, from Linux 6.9 built with CONFIG_FUSE_PASSTHROUGH (checked
-// where /proc/config.gz tells).
-func RequirePassthrough(t testing.TB) {
-	t.Helper()
-	RequireRoot(t)
+// KernelPassthrough says why this kernel has no FUSE passthrough, or nil when
+// it has: Linux 6.9 or later, built with CONFIG_FUSE_PASSTHROUGH (checked where
+// /proc/config.gz tells). Tests of passthrough expect vmfs, as root, to pass
+// files through where it has, and elsewhere to serve every read and say why.
+func KernelPassthrough() error {
 	var u unix.Utsname
-	var major, minor int
 	if err := unix.Uname(&u); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	var major, minor int
+	release := unix.ByteSliceToString(u.Release[:])
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return fmt.Errorf("kernel release %q: %w", release, err)
+	}
 	if major < 6 || major == 6 && minor < 9 {
-		Missing(t, "no FUSE passthrough before Linux 6.9 (this is %d.%d)", major, minor)
+		return fmt.Errorf("no FUSE passthrough before Linux 6.9 (this is %s)", release)
 	}
 	f, err := os.Open("/proc/config.gz")
 	if err != nil {
-		return
+		return nil
 	}
 	defer f.Close()
-	if z, err := gzip.NewReader(f); err == nil {
-		if config, err := io.ReadAll(z); err == nil && !bytes.Contains(config, []byte("\nCONFIG_FUSE_PASSTHROUGH=y\n")) {
-			Missing(t, "this kernel is built without CONFIG_FUSE_PASSTHROUGH")
-		}
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		return nil
 	}
+	if config, err := io.ReadAll(z); err == nil && !bytes.Contains(config, []byte("\nCONFIG_FUSE_PASSTHROUGH=y\n")) {
+		return errors.New("this kernel is built without CONFIG_FUSE_PASSTHROUGH")
+	}
+	return nil
 }
