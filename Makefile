@@ -4,7 +4,7 @@ BUILD   := build
 VMFS    := $(BUILD)/vmfs
 GUEST   := $(BUILD)/guest
 # ./... skips directories named testdata, so the fixture packages are named too.
-PKGS    := ./... ./testdata ./testdata/sampledisk
+PKGS    := ./... ./testdata ./testdata/sampledisk ./testdata/composite
 # Packages that mount share /dev/fuse and loop devices: one at a time (go-fuse's all.bash).
 TESTFLAGS ?= -count=1 -timeout 20m -p 1
 

@@ -12,6 +12,7 @@ import (
 
 	"vmfs/layout"
 	"vmfs/testdata"
+	"vmfs/testdata/composite"
 )
 
 // withExtents has serveDisk give the disk its extent descriptors, built once
@@ -41,7 +42,7 @@ func TestExtentsReassemble(t *testing.T) {
 			t.Errorf("sizes %v: qemu-img compare: %v\n%s", sizes, err, out)
 		}
 		for _, name := range []string{"payload-extents.composite", "payload.composite"} {
-			if !bytes.Equal(reassemble(t, readComposite(t, s.Mountpoint, name)), flat) {
+			if !bytes.Equal(composite.Reassemble(t, composite.Read(t, filepath.Join(s.Mountpoint, name))), flat) {
 				t.Errorf("sizes %v: %s does not reassemble payload.img", sizes, name)
 			}
 		}

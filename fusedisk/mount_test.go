@@ -25,6 +25,7 @@ import (
 	"vmfs/layout"
 	"vmfs/metadata"
 	"vmfs/testdata"
+	"vmfs/testdata/composite"
 )
 
 // payload writes random source files and lays out a payload disk over them.
@@ -264,37 +265,14 @@ func TestMountedGPT(t *testing.T) {
 func TestCompositeReassembles(t *testing.T) {
 	p := newPayload(t, edgeApexes[:1], 5000, 300)
 	s := mount(t, p.disk, TreeOptions{})
-	c := readComposite(t, s.Mountpoint, "payload.composite")
+	c := composite.Read(t, filepath.Join(s.Mountpoint, "payload.composite"))
 	flat, err := os.ReadFile(filepath.Join(s.Mountpoint, "payload.img"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(reassemble(t, c), flat) {
+	if !bytes.Equal(composite.Reassemble(t, c), flat) {
 		t.Error("composite components do not reassemble payload.img")
 	}
-}
-
-// reassemble reads a composite's components as crosvm does: each fills its
-// slot (up to the next one's offset) from its file_offset.
-func reassemble(t *testing.T, c *layout.Composite) []byte {
-	t.Helper()
-	whole := make([]byte, c.Length)
-	for i, comp := range c.Components {
-		end := c.Length
-		if i+1 < len(c.Components) {
-			end = c.Components[i+1].Offset
-		}
-		f, err := os.Open(comp.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		n, err := f.ReadAt(whole[comp.Offset:end], int64(comp.FileOffset))
-		if uint64(n) != end-comp.Offset || comp.Writable {
-			t.Fatalf("component %s: %d bytes for a %d-byte slot (%v)", comp.Path, n, end-comp.Offset, err)
-		}
-	}
-	return whole
 }
 
 func TestReadOnly(t *testing.T) {
@@ -464,7 +442,7 @@ func TestWritablePartitionComposite(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := mount(t, d, TreeOptions{})
-	c := readComposite(t, s.Mountpoint, "payload.composite")
+	c := composite.Read(t, filepath.Join(s.Mountpoint, "payload.composite"))
 	if got := c.Components[1]; got.Path != filepath.Join(s.Mountpoint, "partitions", "boot") || got.Writable {
 		t.Errorf("read-only partition component %+v", got)
 	}
@@ -496,18 +474,4 @@ func TestMountAt(t *testing.T) {
 	if m, err := MountAt(dir); m != nil || err != nil {
 		t.Errorf("after unmount: %+v, %v", m, err)
 	}
-}
-
-// readComposite reads and parses a composite descriptor in a mount.
-func readComposite(t *testing.T, mnt, name string) *layout.Composite {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(mnt, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := layout.ParseComposite(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }

@@ -12,6 +12,7 @@ import (
 
 	"vmfs/layout"
 	"vmfs/testdata"
+	"vmfs/testdata/composite"
 )
 
 // embedder is another program's go-fuse tree: a directory vms holding a vmfs
@@ -62,7 +63,7 @@ func TestGraft(t *testing.T) {
 	if want := p.reference(t, &p.disk.Flat); !bytes.Equal(got, want) {
 		t.Errorf("grafted payload.img: %d bytes differ from the reference %d", len(got), len(want))
 	}
-	if c := readComposite(t, dir, "payload.composite"); c.Components[0].Path != disks[0].Paths(dir).Header {
+	if c := composite.Read(t, filepath.Join(dir, "payload.composite")); c.Components[0].Path != disks[0].Paths(dir).Header {
 		t.Errorf("composite's first component %s, want the header in the grafted tree", c.Components[0].Path)
 	}
 }

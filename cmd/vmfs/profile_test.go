@@ -12,9 +12,9 @@ import (
 	"testing"
 
 	"vmfs"
-	"vmfs/layout"
 	"vmfs/metadata"
 	"vmfs/testdata"
+	"vmfs/testdata/composite"
 )
 
 // profileArgs are the flags and payload arguments of the committed sample at prof:
@@ -138,7 +138,8 @@ func TestProfileMounts(t *testing.T) {
 }
 
 // checkExtentViews: QEMU reads each disk's VMDK as its flat image and as its
-// partition composite reassembled (qemu-img compare); the payload disk has one.
+// partition composite reassembled (qemu-img compare), and the extent composite
+// reassembles the flat image too; the payload disk has them.
 func checkExtentViews(t *testing.T, mnt string) {
 	t.Helper()
 	qemuImg := testdata.RequireTool(t, "qemu-img")
@@ -153,22 +154,7 @@ func checkExtentViews(t *testing.T, mnt string) {
 		if d.VMDK == "" {
 			continue
 		}
-		b, err := os.ReadFile(d.Composite)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := layout.ParseComposite(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		whole := make([]byte, c.Length)
-		for _, comp := range c.Components {
-			part, err := os.ReadFile(comp.Path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			copy(whole[comp.Offset:], part)
-		}
+		whole := composite.Reassemble(t, composite.Read(t, d.Composite))
 		parts := filepath.Join(t.TempDir(), "partitions.img")
 		if err := os.WriteFile(parts, whole, 0o644); err != nil {
 			t.Fatal(err)
@@ -177,6 +163,13 @@ func checkExtentViews(t *testing.T, mnt string) {
 			if out, err := exec.Command(qemuImg, "compare", "-f", "vmdk", "-F", "raw", d.VMDK, other).CombinedOutput(); err != nil {
 				t.Errorf("qemu-img compare %s %s: %v\n%s", d.VMDK, other, err, out)
 			}
+		}
+		flat, err := os.ReadFile(d.Flat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(composite.Reassemble(t, composite.Read(t, d.Extents)), flat) {
+			t.Errorf("%s does not reassemble %s", d.Extents, d.Flat)
 		}
 	}
 }
