@@ -102,12 +102,12 @@ func (b *bench) p2vmm(ctx context.Context, pf payloadFile) (vmmResult, error) {
 	random := func(_ vmmRow, format, path string) (c, v float64, err error) {
 		var dc, dv time.Duration
 		for _, s := range scripts {
-			t, err := b.qemuIO(ctx, "raw", copyPath, s)
+			t, err := b.timeQemuIO(ctx, s, qemuIORead("raw", copyPath)...)
 			if err != nil {
 				return 0, 0, err
 			}
 			dc += t
-			if t, err = b.qemuIO(ctx, format, path, s); err != nil {
+			if t, err = b.timeQemuIO(ctx, s, qemuIORead(format, path)...); err != nil {
 				return 0, 0, err
 			}
 			dv += t
@@ -266,26 +266,30 @@ func (b *bench) qemuConvert(ctx context.Context, format, path string, size int64
 	return time.Since(start), err
 }
 
-// qemuIO runs script (qemu-io commands, one a line) on the image, read-only with
-// the host page cache, and returns the time from exec to exit.
-func (b *bench) qemuIO(ctx context.Context, format, path string, script []byte) (time.Duration, error) {
-	cmd := exec.CommandContext(ctx, b.cfg.qemuIO, "-r", "-t", "writeback", "-f", format, path)
+// timeQemuIO runs qemu-io with args, the image last, the commands of script (one
+// a line) on its stdin, and returns the time from exec to exit. qemu-io reports a failed
+// command on its output, not in its exit status: any output but its prompts
+// is a failure.
+func (b *bench) timeQemuIO(ctx context.Context, script []byte, args ...string) (time.Duration, error) {
+	cmd := exec.CommandContext(ctx, b.cfg.qemuIO, args...)
 	cmd.Stdin = bytes.NewReader(script)
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
 	start := time.Now()
-	err := cmd.Run()
-	dt := time.Since(start)
-	// qemu-io prompts for each command it reads and, with read -q, prints only
-	// failures, on stdout.
-	rest := strings.TrimSpace(strings.ReplaceAll(out.String(), "qemu-io> ", ""))
-	if err == nil && (rest != "" || stderr.Len() > 0) {
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	rest := strings.TrimSpace(strings.ReplaceAll(string(out), "qemu-io> ", ""))
+	if err == nil && rest != "" {
 		err = errors.New("a command failed")
 	}
 	if err != nil {
-		return 0, fmt.Errorf("qemu-io -f %s %s: %w: %s", format, path, err, firstLine(rest+"\n"+stderr.String()))
+		return 0, fmt.Errorf("qemu-io on %s: %w: %s", args[len(args)-1], err, firstLine(rest))
 	}
-	return dt, nil
+	return took, nil
+}
+
+// qemuIORead are qemu-io's arguments to read the image, read-only with the host
+// page cache.
+func qemuIORead(format, path string) []string {
+	return []string{"-r", "-t", "writeback", "-f", format, path}
 }
 
 // qemu runs a QEMU tool and returns its stdout; a failure carries its stderr.
